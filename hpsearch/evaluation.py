@@ -1,0 +1,212 @@
+"""Evaluating one (candidate, fold): the only code that runs user estimators.
+
+Everything that is the same for every task of a search — estimator template, data,
+CV splits as index arrays, scorers, fit params — lives in one
+:class:`EvaluationContext`, shipped to each worker once. :func:`evaluate` then needs
+only ``(params, fold)``. It mirrors scikit-learn's ``_fit_and_score`` step for step
+(clone, set_params, split, fit, score, timings), so scores equal ``GridSearchCV``'s,
+and it turns a failing fit into data: ``error_score`` plus the traceback.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import _safe_indexing
+from sklearn.utils.metaestimators import _safe_split
+from sklearn.utils.validation import _num_samples
+
+__all__ = ["EvaluationContext", "FoldResult", "evaluate"]
+
+
+@dataclass
+class EvaluationContext:
+    """What every task of one search shares.
+
+    Attributes
+    ----------
+    estimator : estimator
+        The unfitted template; each task works on a clone.
+    X, y : array-like
+        The full data; folds are taken by index.
+    splits : list of (train_indices, test_indices)
+        The CV splits, computed once by the master.
+    scorers : dict of name -> scorer
+        Single-metric searches use the one key ``"score"``.
+    fit_params : dict
+        Passed to ``fit``; sample-aligned values are indexed by the train fold.
+    error_score : float or "raise"
+    return_train_score : bool
+    """
+
+    estimator: Any
+    X: Any
+    y: Any
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    scorers: dict[str, Callable[..., float]]
+    fit_params: dict[str, Any] = field(default_factory=dict)
+    error_score: float | str = np.nan
+    return_train_score: bool = False
+
+    @property
+    def n_splits(self) -> int:
+        return len(self.splits)
+
+
+@dataclass
+class FoldResult:
+    """The outcome of one task: scores per scorer name, timings, and any error.
+
+    ``error`` is the formatted traceback of a failed fit (then every score is
+    ``error_score``). ``exception`` keeps the exception object for in-process
+    workers only; it never crosses the wire.
+    """
+
+    test_scores: dict[str, float]
+    fit_time: float
+    score_time: float
+    n_test_samples: int
+    train_scores: dict[str, float] | None = None
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def to_message(self) -> dict[str, Any]:
+        """A msgpack-safe dict (plain floats, ints and strs), for the wire."""
+        return {
+            "test_scores": {k: float(v) for k, v in self.test_scores.items()},
+            "train_scores": (
+                None if self.train_scores is None else {k: float(v) for k, v in self.train_scores.items()}
+            ),
+            "fit_time": float(self.fit_time),
+            "score_time": float(self.score_time),
+            "n_test_samples": int(self.n_test_samples),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_message(cls, msg: Mapping[str, Any]) -> FoldResult:
+        """Rebuild a result from :meth:`to_message` output, checking every type."""
+        def scores(value: Any, what: str) -> dict[str, float]:
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) for k, v in value.items()
+            ):
+                raise ValueError(f"{what} must map scorer names to numbers")
+            return {k: float(v) for k, v in value.items()}
+
+        train = msg.get("train_scores")
+        error = msg.get("error")
+        if error is not None and not isinstance(error, str):
+            raise ValueError("error must be a string or None")
+        for key in ("fit_time", "score_time"):
+            if not isinstance(msg.get(key), (int, float)):
+                raise ValueError(f"{key} must be a number")
+        if not isinstance(msg.get("n_test_samples"), int):
+            raise ValueError("n_test_samples must be an integer")
+        return cls(
+            test_scores=scores(msg.get("test_scores"), "test_scores"),
+            train_scores=None if train is None else scores(train, "train_scores"),
+            fit_time=float(msg["fit_time"]),
+            score_time=float(msg["score_time"]),
+            n_test_samples=int(msg["n_test_samples"]),
+            error=error,
+        )
+
+
+def _index_fit_params(X: Any, fit_params: Mapping[str, Any], indices: np.ndarray) -> dict[str, Any]:
+    """Index sample-aligned fit params by the fold, as scikit-learn does."""
+    n_samples = _num_samples(X)
+    out = {}
+    for key, value in fit_params.items():
+        if hasattr(value, "__len__") and not np.isscalar(value) and _num_samples(value) == n_samples:
+            out[key] = _safe_indexing(value, indices)
+        else:
+            out[key] = value
+    return out
+
+
+def _score(estimator: Any, X: Any, y: Any, scorers: Mapping[str, Callable[..., float]]) -> dict[str, float]:
+    if len(scorers) == 1:
+        (name, scorer), = scorers.items()
+        return {name: _as_float(name, scorer(estimator, X, y))}
+    from sklearn.metrics import check_scoring
+
+    # check_scoring turns a dict of scorers into one multimetric scorer that caches
+    # predictions, so each metric does not predict again.
+    multi = check_scoring(estimator, scoring=dict(scorers))
+    return {name: _as_float(name, value) for name, value in multi(estimator, X, y).items()}
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, str):  # a scorer error formatted by the multimetric scorer
+        raise RuntimeError(value)
+    if not isinstance(value, numbers.Number):
+        raise TypeError(f"scorer {name!r} returned {value!r} ({type(value).__name__}); a scorer must return a number")
+    return float(value)
+
+
+def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -> FoldResult:
+    """Fit a clone of the template with ``params`` on one fold and score it.
+
+    A fit or scoring error never escapes: the result carries ``error_score`` for
+    every scorer and the traceback (``error_score="raise"`` is enforced by the
+    scheduler, which sees every result first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.metrics import get_scorer
+    >>> X = np.array([[0.0], [0.1], [1.0], [1.1]]); y = np.array([0, 0, 1, 1])
+    >>> ctx = EvaluationContext(LogisticRegression(), X, y,
+    ...                         splits=[(np.array([0, 2]), np.array([1, 3]))],
+    ...                         scorers={"score": get_scorer("accuracy")})
+    >>> evaluate(ctx, {"C": 1.0}, 0).test_scores
+    {'score': 1.0}
+    """
+    train, test = context.splits[fold]
+    estimator = clone(context.estimator).set_params(**clone(dict(params), safe=False))
+    start = time.perf_counter()
+    fit_time = score_time = 0.0
+    train_scores = None
+    try:
+        fit_params = _index_fit_params(context.X, context.fit_params, train)
+        X_train, y_train = _safe_split(estimator, context.X, context.y, train)
+        X_test, y_test = _safe_split(estimator, context.X, context.y, test, train)
+        n_test = _num_samples(X_test)
+        if y_train is None:
+            estimator.fit(X_train, **fit_params)
+        else:
+            estimator.fit(X_train, y_train, **fit_params)
+        fit_time = time.perf_counter() - start
+        test_scores = _score(estimator, X_test, y_test, context.scorers)
+        score_time = time.perf_counter() - start - fit_time
+        if context.return_train_score:
+            train_scores = _score(estimator, X_train, y_train, context.scorers)
+    except Exception as exc:
+        if not fit_time:
+            fit_time = time.perf_counter() - start
+        error_score = np.nan if context.error_score == "raise" else float(context.error_score)
+        names = list(context.scorers)
+        return FoldResult(
+            test_scores=dict.fromkeys(names, error_score),
+            train_scores=dict.fromkeys(names, error_score) if context.return_train_score else None,
+            fit_time=fit_time,
+            score_time=0.0,
+            n_test_samples=len(test),
+            error=traceback.format_exc(),
+            exception=exc,
+        )
+    return FoldResult(
+        test_scores=test_scores,
+        train_scores=train_scores,
+        fit_time=fit_time,
+        score_time=score_time,
+        n_test_samples=n_test,
+    )

@@ -1,0 +1,394 @@
+"""The scheduling state machine: events in, commands out, no I/O.
+
+:class:`SchedulerState` turns candidates into (candidate, fold) tasks, hands them to
+workers up to each worker's capacity, aggregates fold results per candidate, and
+decides when to ask the strategy for more and what to tell it. It never touches a
+thread, socket or clock: the loop in :mod:`hpsearch.scheduler.loop` feeds it events
+and carries out the commands it returns, so tests drive it with fake workers.
+
+Rules it keeps:
+
+* Candidates are asked for ahead of need, so a free slot never waits on the strategy
+  while another candidate could run.
+* A lost worker's unfinished tasks go back to the front of the queue with the next
+  attempt number; a task whose workers were lost ``max_deaths`` times fails.
+* The first result of a task is recorded; duplicates and late attempts are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+from ..errors import FitFailedError, TaskFailedError
+from ..evaluation import FoldResult
+from ..strategies.base import Candidate
+from ..workers.base import (
+    PoolFailed,
+    Task,
+    TaskFailed,
+    TaskFinished,
+    Worker,
+    WorkerJoined,
+    WorkerLost,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SchedulerState",
+    "Proposed",
+    "Tick",
+    "Dispatch",
+    "Ask",
+    "Tell",
+    "CandidateDone",
+    "Abort",
+]
+
+
+# -- events the loop adds to the workers' ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proposed:
+    """The strategy answered an ``Ask``: new candidates, and whether it is finished."""
+
+    candidates: list[Candidate]
+    finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed with no other event (lets the loop stay responsive)."""
+
+    now: float
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    worker: Worker
+    task: Task
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tell:
+    candidate_id: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateDone:
+    candidate: Candidate
+    results: list[FoldResult]
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    error: BaseException
+
+
+Command = Union[Dispatch, Ask, Tell, CandidateDone, Abort]
+
+
+@dataclass
+class _TaskState:
+    task: Task
+    worker: str | None = None
+    deaths: int = 0
+    done: bool = False
+
+
+@dataclass
+class _WorkerState:
+    worker: Worker
+    running: set[int] = field(default_factory=set)
+
+    @property
+    def capacity(self) -> int:
+        return self.worker.slots + self.worker.prefetch
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.running)
+
+
+class SchedulerState:
+    """The pure scheduling state of one search.
+
+    Parameters
+    ----------
+    n_folds : int
+        CV folds per candidate.
+    score_names : sequence of str
+        The scorers' names.
+    score_key : str
+        The scorer whose mean test score is told to the strategy.
+    error_score : float or "raise"
+        ``"raise"`` aborts at the first failed fit; a number is the score of a task
+        that never ran to the end.
+    return_train_score : bool
+        Whether results carry train scores.
+    max_deaths : int
+        Lost workers a task survives before it fails.
+    lookahead : int
+        Tasks kept queued beyond the free slots, so workers never wait on the strategy.
+    """
+
+    def __init__(
+        self,
+        n_folds: int,
+        score_names: Sequence[str] = ("score",),
+        score_key: str = "score",
+        *,
+        error_score: float | str = np.nan,
+        return_train_score: bool = False,
+        max_deaths: int = 3,
+        lookahead: int = 2,
+    ) -> None:
+        if score_key not in score_names:
+            raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
+        self.n_folds = n_folds
+        self.score_names = tuple(score_names)
+        self.score_key = score_key
+        self.raise_on_error = error_score == "raise"
+        self.error_score = np.nan if self.raise_on_error else float(error_score)
+        self.return_train_score = return_train_score
+        self.max_deaths = max_deaths
+        self.lookahead = lookahead
+        self.candidates: dict[int, Candidate] = {}
+        self.fold_results: dict[int, list[FoldResult | None]] = {}
+        self.tasks: dict[int, _TaskState] = {}
+        self.queue: deque[int] = deque()
+        self.workers: dict[str, _WorkerState] = {}
+        self.asking = False
+        self.starved = False  # the strategy had nothing to give until it hears more scores
+        self.strategy_finished = False
+        self.completed: list[int] = []
+        self.n_tasks_done = 0
+        self.aborted: BaseException | None = None
+
+    # -- queries ------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(w.running) for w in self.workers.values())
+
+    @property
+    def done(self) -> bool:
+        """True when the search is over: aborted, or nothing left to ask, queue or run."""
+        if self.aborted is not None:
+            return True
+        return (
+            self.strategy_finished
+            and not self.asking
+            and not self.queue
+            and len(self.completed) == len(self.candidates)
+        )
+
+    @property
+    def stalled(self) -> bool:
+        """The strategy has nothing to propose and nothing is pending to change that."""
+        return (
+            self.starved
+            and not self.asking
+            and not self.strategy_finished
+            and not self.queue
+            and len(self.completed) == len(self.candidates)
+        )
+
+    def results(self) -> list[tuple[Candidate, list[FoldResult]]]:
+        """Completed candidates in candidate-id order, with their fold results."""
+        return [
+            (self.candidates[cid], list(self.fold_results[cid]))  # type: ignore[arg-type]
+            for cid in sorted(self.completed)
+        ]
+
+    # -- transitions --------------------------------------------------------------------
+
+    def start(self) -> list[Command]:
+        return self._refill()
+
+    def handle(self, event: Any) -> list[Command]:
+        if self.aborted is not None:
+            return []
+        if isinstance(event, TaskFinished):
+            commands = self._on_finished(event)
+        elif isinstance(event, Proposed):
+            commands = self._on_proposed(event)
+        elif isinstance(event, WorkerJoined):
+            commands = self._on_joined(event)
+        elif isinstance(event, WorkerLost):
+            commands = self._on_lost(event)
+        elif isinstance(event, TaskFailed):
+            commands = self._on_task_failed(event)
+        elif isinstance(event, PoolFailed):
+            commands = self._abort(event.error)
+        elif isinstance(event, Tick):
+            commands = []
+        else:
+            raise TypeError(f"unknown scheduler event {event!r}")
+        if self.aborted is None:
+            commands += self._refill()
+        return commands
+
+    def _on_joined(self, event: WorkerJoined) -> list[Command]:
+        name = event.worker.name
+        if name in self.workers:
+            logger.warning("worker %r joined twice; keeping the first", name)
+            return []
+        self.workers[name] = _WorkerState(event.worker)
+        logger.info("worker %s joined with %d slot(s)", name, event.worker.slots)
+        return []
+
+    def _on_proposed(self, event: Proposed) -> list[Command]:
+        self.asking = False
+        self.strategy_finished = event.finished
+        self.starved = not event.candidates and not event.finished
+        for cand in event.candidates:
+            if cand.id in self.candidates:
+                raise ValueError(f"the strategy proposed candidate id {cand.id} twice")
+            self.candidates[cand.id] = cand
+            self.fold_results[cand.id] = [None] * self.n_folds
+            for fold in range(self.n_folds):
+                task_id = cand.id * self.n_folds + fold
+                self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
+                self.queue.append(task_id)
+        return []
+
+    def _release(self, worker: str | None, task_id: int) -> None:
+        state = self.workers.get(worker) if worker is not None else None
+        if state is not None:
+            state.running.discard(task_id)
+
+    def _on_finished(self, event: TaskFinished) -> list[Command]:
+        self._release(event.worker, event.task_id)
+        ts = self.tasks.get(event.task_id)
+        if ts is None:
+            logger.warning("result for unknown task %d from %s ignored", event.task_id, event.worker)
+            return []
+        if ts.done:
+            logger.debug("duplicate result for task %d (attempt %d) ignored", event.task_id, event.attempt)
+            return []
+        if self.raise_on_error and event.result.error is not None:
+            exc = event.result.exception
+            if exc is None:
+                exc = FitFailedError(
+                    f"a fit failed and error_score='raise':\n{event.result.error}"
+                )
+            return self._abort(exc)
+        return self._record(ts, event.result)
+
+    def _record(self, ts: _TaskState, result: FoldResult) -> list[Command]:
+        ts.done = True
+        if ts.worker is not None:
+            self._release(ts.worker, ts.task.task_id)
+        try:
+            self.queue.remove(ts.task.task_id)  # a requeued copy still waiting
+        except ValueError:
+            pass
+        self.n_tasks_done += 1
+        cid = ts.task.candidate_id
+        slots = self.fold_results[cid]
+        slots[ts.task.fold] = result
+        if any(r is None for r in slots):
+            return []
+        results: list[FoldResult] = slots  # type: ignore[assignment]
+        self.completed.append(cid)
+        self.starved = False  # the strategy hears a new score: it may have more to give
+        score = float(np.mean([r.test_scores[self.score_key] for r in results]))
+        return [Tell(cid, score), CandidateDone(self.candidates[cid], results, score)]
+
+    def _requeue(self, task_ids: list[int], reason: str) -> list[Command]:
+        commands: list[Command] = []
+        for task_id in sorted(task_ids, reverse=True):  # keep their order at the front
+            ts = self.tasks[task_id]
+            if ts.done:
+                continue
+            ts.deaths += 1
+            ts.worker = None
+            if ts.deaths >= self.max_deaths:
+                error = TaskFailedError(
+                    f"task {task_id} (candidate {ts.task.candidate_id}, fold {ts.task.fold}, "
+                    f"params {ts.task.params!r}) was lost {ts.deaths} times: {reason}. "
+                    "It may crash the workers that run it (out of memory, a segfault in native code)"
+                )
+                if self.raise_on_error:
+                    return self._abort(error)
+                logger.error("%s", error)
+                commands += self._record(ts, self._failure(ts.task, f"TaskFailedError: {error}"))
+                continue
+            self.queue.appendleft(task_id)
+        return commands
+
+    def _failure(self, task: Task, text: str) -> FoldResult:
+        """The result of a task that never ran to the end: shaped like a failed fit."""
+        return FoldResult(
+            test_scores=dict.fromkeys(self.score_names, self.error_score),
+            train_scores=dict.fromkeys(self.score_names, self.error_score) if self.return_train_score else None,
+            fit_time=0.0,
+            score_time=0.0,
+            n_test_samples=0,
+            error=text,
+        )
+
+    def _on_lost(self, event: WorkerLost) -> list[Command]:
+        state = self.workers.pop(event.worker, None)
+        if state is None:
+            return []
+        logger.warning(
+            "worker %s lost (%s); requeueing %d task(s)", event.worker, event.reason, len(state.running)
+        )
+        return self._requeue(list(state.running), f"worker {event.worker} lost ({event.reason})")
+
+    def _on_task_failed(self, event: TaskFailed) -> list[Command]:
+        self._release(event.worker, event.task_id)
+        ts = self.tasks.get(event.task_id)
+        if ts is None or ts.done:
+            return []
+        logger.warning("worker %s could not run task %d: %s", event.worker, event.task_id, event.error)
+        return self._requeue([event.task_id], f"worker {event.worker} could not run it: {event.error}")
+
+    def _abort(self, error: BaseException) -> list[Command]:
+        self.aborted = error
+        self.queue.clear()
+        return [Abort(error)]
+
+    def _refill(self) -> list[Command]:
+        commands: list[Command] = []
+        # Dispatch: one task at a time to the worker with the most free capacity.
+        while self.queue:
+            target = max(self.workers.values(), key=lambda w: w.free, default=None)
+            if target is None or target.free <= 0:
+                break
+            ts = self.tasks[self.queue.popleft()]
+            ts.worker = target.worker.name
+            target.running.add(ts.task.task_id)
+            task = ts.task
+            if ts.deaths:
+                task = Task(task.task_id, task.candidate_id, task.fold, task.params, attempt=ts.deaths)
+            commands.append(Dispatch(target.worker, task))
+        # Ask ahead, so that the queue covers every free slot plus some lookahead.
+        if not (self.asking or self.strategy_finished or self.starved):
+            capacity = sum(w.capacity for w in self.workers.values())
+            wanted = max(capacity, 1) + self.lookahead - self.in_flight - len(self.queue)
+            if wanted > 0:
+                self.asking = True
+                commands.append(Ask(math.ceil(wanted / self.n_folds)))
+        return commands
+

@@ -1,0 +1,89 @@
+"""The Strategy interface: which candidates to try, and nothing else.
+
+A strategy is a plain synchronous object. It proposes candidates with ``ask`` and
+learns their scores with ``tell``; it never starts threads, sleeps, reads clocks or
+does I/O, so it is tested alone on synthetic objectives. The scheduler decides
+when to ask and evaluates what it gets.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import InvalidParameterError
+
+__all__ = ["Candidate", "Strategy", "check_n_iter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One point of the search space proposed by a strategy.
+
+    ``id`` numbers candidates 0, 1, 2, ... in the order the strategy proposed them;
+    ``cv_results_`` lists candidates in that order.
+    """
+
+    id: int
+    params: dict[str, Any] = field(hash=False)
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the scheduler needs from a search strategy.
+
+    ``ask(n)`` returns up to ``n`` new candidates, ``[]`` when it has none right now
+    (it waits for scores). ``tell(candidate_id, score)`` reports a candidate's mean
+    CV score, higher is better; ``nan`` means its fits failed. ``finished`` is True
+    once nothing more will ever be asked. ``total`` is the number of candidates the
+    strategy will propose in all, when known in advance (for progress), else None.
+    """
+
+    def ask(self, n: int) -> list[Candidate]: ...
+
+    def tell(self, candidate_id: int, score: float) -> None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def total(self) -> int | None: ...
+
+
+def check_n_iter(n_iter: Any) -> int:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+        raise InvalidParameterError(f"n_iter must be an integer >= 1, got {n_iter!r}")
+    return int(n_iter)
+
+
+class ListStrategy:
+    """A strategy whose candidates are fixed up front (grid, random).
+
+    Scores do not change what comes next; ``tell`` only checks the id.
+    """
+
+    def __init__(self, params_list: list[dict[str, Any]]) -> None:
+        self._params = params_list
+        self._next = 0
+        self.scores: dict[int, float] = {}
+
+    def ask(self, n: int) -> list[Candidate]:
+        if n < 0:
+            raise InvalidParameterError(f"ask(n) needs n >= 0, got {n}")
+        start, stop = self._next, min(self._next + n, len(self._params))
+        self._next = stop
+        return [Candidate(i, dict(self._params[i])) for i in range(start, stop)]
+
+    def tell(self, candidate_id: int, score: float) -> None:
+        if not 0 <= candidate_id < self._next:
+            raise InvalidParameterError(f"tell: candidate {candidate_id} was never asked for")
+        self.scores[candidate_id] = float(score)
+
+    @property
+    def finished(self) -> bool:
+        return self._next >= len(self._params)
+
+    @property
+    def total(self) -> int:
+        return len(self._params)

@@ -1,0 +1,136 @@
+"""Local thread workers: the default, with nothing to set up.
+
+scikit-learn, numpy and scipy release the GIL in their numeric kernels, so N threads
+fit N models at once without copying the data. What N threads must not do is
+oversubscribe the cores: each fit's BLAS/OpenMP pools are limited to
+``cores // N`` threads for the duration of the search (threadpoolctl).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import queue
+import threading
+import traceback
+from typing import Any
+
+from ..errors import InvalidParameterError
+from ..evaluation import EvaluationContext, evaluate
+from .base import Emit, Task, TaskFailed, TaskFinished, WorkerJoined
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ThreadWorker", "ThreadWorkers", "available_cores"]
+
+_STOP = None
+
+
+def available_cores() -> int:
+    """Cores this process may use (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class ThreadWorker:
+    """``slots`` threads in this process, seen by the scheduler as one worker."""
+
+    prefetch = 0
+
+    def __init__(self, context: EvaluationContext, emit: Emit, slots: int, *,
+                 name: str = "threads", inner_threads: int = 1) -> None:
+        self.name = name
+        self.slots = slots
+        self._context = context
+        self._emit = emit
+        self._inner_threads = inner_threads
+        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"hpsearch-{name}-{i}", daemon=True)
+            for i in range(slots)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, task: Task) -> None:
+        self._tasks.put(task)
+
+    def _run(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # OpenMP's thread count is a per-thread setting: set it in each worker thread.
+        with threadpool_limits(limits=self._inner_threads, user_api="openmp"):
+            while (task := self._tasks.get()) is not _STOP:
+                try:
+                    result = evaluate(self._context, task.params, task.fold)
+                except BaseException:  # evaluate keeps fit errors as data; this is a bug
+                    self._emit(TaskFailed(self.name, task.task_id, task.attempt, traceback.format_exc()))
+                else:
+                    self._emit(TaskFinished(self.name, task.task_id, task.attempt, result))
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop after the running fits; tasks still queued are dropped."""
+        while True:  # drop what is queued, so closing does not wait for it
+            try:
+                self._tasks.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._tasks.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("thread %s still running a fit after %.0f s", thread.name, timeout)
+
+
+class ThreadWorkers:
+    """A pool of N local threads, the default behind ``run_search(workers=N)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of fits run at once.
+    inner_threads : int or None
+        BLAS/OpenMP threads each fit may use; None means ``max(1, cores // n)``.
+
+    Examples
+    --------
+    >>> from hpsearch import ThreadWorkers, run_search
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> result = run_search(DecisionTreeClassifier(random_state=0), {"max_depth": [1, 3]},
+    ...                     X, y, workers=ThreadWorkers(2), progress=False)
+    >>> result.best_params_
+    {'max_depth': 3}
+    """
+
+    def __init__(self, n: int, inner_threads: int | None = None) -> None:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise InvalidParameterError(f"the number of thread workers must be an integer >= 1, got {n!r}")
+        self.n = int(n)
+        self.inner_threads = inner_threads or max(1, available_cores() // self.n)
+        self._worker: ThreadWorker | None = None
+        self._limits: Any = None
+
+    def start(self, context: EvaluationContext, emit: Emit) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # BLAS thread counts are process-wide: limit them once for the whole search.
+        self._limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
+        self._worker = ThreadWorker(context, emit, self.n, inner_threads=self.inner_threads)
+        emit(WorkerJoined(self._worker))
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
+    def __repr__(self) -> str:
+        return f"ThreadWorkers({self.n})"
