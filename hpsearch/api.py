@@ -124,6 +124,10 @@ def run_search(
             f"estimator must be a scikit-learn compatible estimator with fit and get_params, got {estimator!r}"
         )
     search_space = Space.from_spec(space)
+    if not any(search_space.subspaces):
+        raise SearchSpaceError(
+            "the search space has no parameter to search; give at least one, e.g. {'C': [0.1, 1, 10]}"
+        )
     _check_param_names(estimator, search_space)
     if error_score != "raise" and not isinstance(error_score, numbers.Number):
         raise InvalidParameterError(f"error_score must be 'raise' or a number, got {error_score!r}")
@@ -145,6 +149,7 @@ def run_search(
         splits=splits,
         scorers=scorers,
         fit_params=dict(fit_params or {}),
+        score_params=_score_params(fit_params or {}, scorers),
         error_score=error_score,
         return_train_score=return_train_score,
     )
@@ -297,6 +302,14 @@ def _make_scorers(estimator: Any, scoring: Any) -> dict[str, Callable[..., float
     raise InvalidParameterError(
         f"scoring must be None, a scorer name, a callable, or a list/dict of them; got {scoring!r}"
     )
+
+
+def _score_params(fit_params: Mapping[str, Any], scorers: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``sample_weight`` fit param also weights the scores, as in scikit-learn,
+    when every scorer accepts it."""
+    weight = fit_params.get("sample_weight")
+    accepts = all(getattr(s, "_accept_sample_weight", lambda: False)() for s in scorers.values())
+    return {"sample_weight": weight} if weight is not None and accepts else {}
 
 
 def _check_refit(refit: Any, scorers: Mapping[str, Any], multimetric: bool) -> str:

@@ -42,6 +42,9 @@ class EvaluationContext:
         Single-metric searches use the one key ``"score"``.
     fit_params : dict
         Passed to ``fit``; sample-aligned values are indexed by the train fold.
+    score_params : dict
+        Passed to the scorers, indexed by the fold scored (scikit-learn passes a
+        ``sample_weight`` fit param to scorers that accept it; so does hpsearch).
     error_score : float or "raise"
     return_train_score : bool
     """
@@ -52,6 +55,7 @@ class EvaluationContext:
     splits: list[tuple[np.ndarray, np.ndarray]]
     scorers: dict[str, Callable[..., float]]
     fit_params: dict[str, Any] = field(default_factory=dict)
+    score_params: dict[str, Any] = field(default_factory=dict)
     error_score: float | str = np.nan
     return_train_score: bool = False
 
@@ -131,16 +135,18 @@ def _index_fit_params(X: Any, fit_params: Mapping[str, Any], indices: np.ndarray
     return out
 
 
-def _score(estimator: Any, X: Any, y: Any, scorers: Mapping[str, Callable[..., float]]) -> dict[str, float]:
+def _score(
+    estimator: Any, X: Any, y: Any, scorers: Mapping[str, Callable[..., float]], params: Mapping[str, Any]
+) -> dict[str, float]:
     if len(scorers) == 1:
         (name, scorer), = scorers.items()
-        return {name: _as_float(name, scorer(estimator, X, y))}
+        return {name: _as_float(name, scorer(estimator, X, y, **params))}
     from sklearn.metrics import check_scoring
 
     # check_scoring turns a dict of scorers into one multimetric scorer that caches
     # predictions, so each metric does not predict again.
     multi = check_scoring(estimator, scoring=dict(scorers))
-    return {name: _as_float(name, value) for name, value in multi(estimator, X, y).items()}
+    return {name: _as_float(name, value) for name, value in multi(estimator, X, y, **params).items()}
 
 
 def _as_float(name: str, value: Any) -> float:
@@ -177,6 +183,7 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
     train_scores = None
     try:
         fit_params = _index_fit_params(context.X, context.fit_params, train)
+        score_params_test = _index_fit_params(context.X, context.score_params, test)
         X_train, y_train = _safe_split(estimator, context.X, context.y, train)
         X_test, y_test = _safe_split(estimator, context.X, context.y, test, train)
         n_test = _num_samples(X_test)
@@ -185,10 +192,11 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
         else:
             estimator.fit(X_train, y_train, **fit_params)
         fit_time = time.perf_counter() - start
-        test_scores = _score(estimator, X_test, y_test, context.scorers)
+        test_scores = _score(estimator, X_test, y_test, context.scorers, score_params_test)
         score_time = time.perf_counter() - start - fit_time
         if context.return_train_score:
-            train_scores = _score(estimator, X_train, y_train, context.scorers)
+            score_params_train = _index_fit_params(context.X, context.score_params, train)
+            train_scores = _score(estimator, X_train, y_train, context.scorers, score_params_train)
     except Exception as exc:
         if not fit_time:
             fit_time = time.perf_counter() - start

@@ -1,0 +1,24 @@
+"""The README's two fresh-machine commands and CI stay in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("```bash") + 1
+    return lines[start : lines.index("```", start)]
+
+
+def test_readme_starts_with_the_two_fresh_machine_commands():
+    install_and_demo, install_and_test = readme_commands()
+    assert install_and_demo.endswith("hpsearch demo")
+    assert "pytest" in install_and_test
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci
