@@ -4,7 +4,7 @@ The search of the README: an SVC on digits over a 4 x 3 grid with 5-fold CV (60 
 Both run with 2 workers (hpsearch threads vs joblib/loky processes); each is timed
 ``--repeat`` times after one warm-up run, and the medians are compared.
 
-    python benchmarks/bench_local.py [--repeat 5] [--workers 2]
+    python benchmarks/bench_local.py [--repeat 5] [--workers 2]   # after pip install .
 
 A ratio below 1.0 means hpsearch is faster.
 """

@@ -128,11 +128,18 @@ def _index_fit_params(X: Any, fit_params: Mapping[str, Any], indices: np.ndarray
     n_samples = _num_samples(X)
     out = {}
     for key, value in fit_params.items():
-        if hasattr(value, "__len__") and not np.isscalar(value) and _num_samples(value) == n_samples:
-            out[key] = _safe_indexing(value, indices)
-        else:
-            out[key] = value
+        out[key] = _safe_indexing(value, indices) if _sample_aligned(value, n_samples) else value
     return out
+
+
+def _sample_aligned(value: Any, n_samples: int) -> bool:
+    """An array-like with one entry per sample (anything else passes through as is)."""
+    if np.isscalar(value) or isinstance(value, Mapping) or not hasattr(value, "__len__"):
+        return False
+    try:
+        return _num_samples(value) == n_samples
+    except TypeError:
+        return False
 
 
 def _score(

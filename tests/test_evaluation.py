@@ -1,0 +1,82 @@
+"""evaluate() alone: one (candidate, fold), no scheduler, no threads."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.datasets import load_iris
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import KFold
+from sklearn.svm import SVC
+
+from hpsearch.evaluation import EvaluationContext, FoldResult, evaluate
+
+
+class ParamsRecorder(ClassifierMixin, BaseEstimator):
+    def __init__(self, c=1):
+        self.c = c
+
+    def fit(self, X, y, sample_weight=None, callbacks=None):
+        # Raising makes evaluate() report the mismatch as the result's error.
+        if sample_weight is None or len(sample_weight) != len(X):
+            raise AssertionError(f"sample_weight not split with the fold: {sample_weight!r}")
+        if callbacks != {"log": True}:
+            raise AssertionError(f"a non-array fit param was altered: {callbacks!r}")
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+@pytest.fixture
+def iris_context():
+    X, y = load_iris(return_X_y=True)
+    splits = list(KFold(3, shuffle=True, random_state=0).split(X))
+    return EvaluationContext(SVC(), X, y, splits, {"score": get_scorer("accuracy")})
+
+
+def test_evaluate_equals_a_hand_written_fold(iris_context):
+    ctx = iris_context
+    result = evaluate(ctx, {"C": 0.5}, 1)
+    train, test = ctx.splits[1]
+    expected = SVC(C=0.5).fit(ctx.X[train], ctx.y[train]).score(ctx.X[test], ctx.y[test])
+    assert result.test_scores == {"score": expected}
+    assert result.error is None and result.n_test_samples == len(test)
+    assert result.fit_time > 0 and result.score_time > 0
+    assert ctx.estimator.get_params()["C"] == 1.0  # the template is never touched
+
+
+def test_fit_params_are_split_by_fold_and_others_pass_through(iris_context):
+    ctx = iris_context
+    ctx.estimator = ParamsRecorder()
+    ctx.fit_params = {"sample_weight": np.ones(len(ctx.y)), "callbacks": {"log": True}}
+    result = evaluate(ctx, {"c": 2}, 0)
+    assert result.error is None, result.error
+    ctx.fit_params = {"callbacks": {"log": True}}
+    assert "sample_weight not split" in evaluate(ctx, {"c": 2}, 0).error
+
+
+def test_a_failing_fit_is_data_with_its_traceback(iris_context):
+    ctx = iris_context
+    ctx.error_score = -5.0
+    ctx.return_train_score = True
+    result = evaluate(ctx, {"C": -1.0}, 0)  # SVC refuses a negative C
+    assert result.test_scores == {"score": -5.0} and result.train_scores == {"score": -5.0}
+    assert "Traceback" in result.error and "C" in result.error
+    assert isinstance(result.exception, ValueError)
+
+
+def test_fold_result_message_round_trip_is_plain_and_checked():
+    result = FoldResult({"a": np.float64(0.5)}, np.float32(0.25), 0.125, 30, {"a": 1.0}, error=None)
+    message = result.to_message()
+    assert type(message["test_scores"]["a"]) is float and type(message["fit_time"]) is float
+    again = FoldResult.from_message(pickle.loads(pickle.dumps(message)))
+    assert again == FoldResult({"a": 0.5}, 0.25, 0.125, 30, {"a": 1.0})
+    for bad in ({**message, "test_scores": {"a": "x"}}, {**message, "fit_time": None},
+                {**message, "error": 3}, {**message, "n_test_samples": 1.5}):
+        with pytest.raises(ValueError):
+            FoldResult.from_message(bad)
