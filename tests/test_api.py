@@ -162,3 +162,12 @@ def test_callable_refit_and_refit_false():
     assert no_refit.best_estimator_ is None and no_refit.best_params_ == grid_point(grid, best)
     multi = run_search(SVC(), grid, X, y, cv=3, scoring=["accuracy", "f1_macro"], refit=False, progress=False)
     assert multi.best_params_ is None and "mean_test_f1_macro" in multi.cv_results_
+
+
+def test_progress_bar_shows_tasks_and_best_score(capsys):
+    X, y = load_iris(return_X_y=True)
+    result = run_search(SVC(), {"C": [0.1, 1, 10]}, X, y, cv=3, workers=2, progress=True)
+    err = capsys.readouterr().err
+    assert "9/9" in err and f"best={result.best_score_:.4f}" in err
+    run_search(SVC(), {"C": [0.1, 1]}, X, y, cv=3, progress=False)
+    assert capsys.readouterr().err == ""
