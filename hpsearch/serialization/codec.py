@@ -457,8 +457,8 @@ def content_id(frames: Sequence[Any]) -> str:
 
     The digest covers the format version, the pickle stream and every
     out-of-band buffer (each preceded by its length, so moving bytes from one
-    buffer to the next changes the id), and nothing else: not the pickler
-    name, the writeable flags or how buffers were split into frames. Equal
+    buffer to the next changes the id), and nothing else from the header:
+    not the pickler name nor how buffers were split into frames. Equal
     frames give equal ids in any process and on any machine; different
     content gives different ids.
 
@@ -485,8 +485,10 @@ def content_id(frames: Sequence[Any]) -> str:
     -----
     The id addresses the serialized bytes, not Python equality: ``dumps``
     is deterministic for the same object graph, but two objects that compare
-    equal may pickle differently (dicts with another insertion order, an
-    array referenced twice versus two equal arrays).
+    equal may pickle differently: dicts with another insertion order, an
+    array referenced twice versus two equal arrays, a read-only versus a
+    writeable large array (pickle records the flag in the stream), and sets
+    of strings, whose order depends on ``PYTHONHASHSEED``.
 
     Examples
     --------
