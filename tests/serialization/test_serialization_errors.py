@@ -244,3 +244,15 @@ def test_content_id_is_stable_across_processes(foreign_process):
     here = content_id(dumps({"X": np.arange(100_000.0), "k": [1, "a", (2.5, None)]}))
 
     assert foreign_process["fixed_id"] == here
+
+
+def test_public_api_is_complete():
+    import hpsearch.serialization as package
+
+    assert set(package.__all__) == {
+        "FORMAT_VERSION", "MAX_FRAME_BYTES", "OUT_OF_BAND_THRESHOLD", "Frame",
+        "SerializationError", "content_id", "dumps", "loads",
+    }  # fmt: skip
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    assert FORMAT_VERSION == 1
