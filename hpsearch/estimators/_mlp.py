@@ -514,7 +514,7 @@ def _make_step_functions(tf: Any, model: Any, optimizer: Any, loss_name: str, al
     kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
     variables = model.trainable_variables
 
-    @tf.function(input_signature=[input_spec, target_spec])
+    @tf.function(input_signature=[input_spec, target_spec], autograph=False)
     def train_step(inputs: Any, targets: Any) -> Any:
         with tf.GradientTape() as tape:
             logits = model(inputs, training=True)
@@ -526,7 +526,7 @@ def _make_step_functions(tf: Any, model: Any, optimizer: Any, loss_name: str, al
         optimizer.apply_gradients(zip(gradients, variables))
         return loss
 
-    @tf.function(input_signature=[input_spec, target_spec])
+    @tf.function(input_signature=[input_spec, target_spec], autograph=False)
     def eval_loss(inputs: Any, targets: Any) -> Any:
         return data_loss(targets, model(inputs, training=False))
 
@@ -539,3 +539,16 @@ def _batched_loss(tf: Any, eval_loss: Any, X: Any, targets: np.ndarray) -> float
         stop = start + _PREDICT_BATCH
         total += float(eval_loss(_to_tensor(tf, X[start:stop]), targets[start:stop])) * len(targets[start:stop])
     return total / X.shape[0]
+
+
+def expected_failed_checks(estimator: Any) -> dict[str, str]:
+    """scikit-learn estimator checks these estimators are known to fail, with the reason.
+
+    scikit-learn >= 1.6 dropped the ``_xfail_checks`` tag; pass this function to
+    ``sklearn.utils.estimator_checks.parametrize_with_checks(...,
+    expected_failed_checks=expected_failed_checks)`` or call it for ``check_estimator``.
+    """
+    return dict(_EXPECTED_FAILED_CHECKS)
+
+
+_EXPECTED_FAILED_CHECKS: dict[str, str] = {}

@@ -33,6 +33,11 @@ class TensorFlowConfigError(HPSearchError, RuntimeError):
     """
 
 
+def _tensorflow_loaded() -> bool:
+    # sys.modules["tensorflow"] is None when an import of it failed or was blocked
+    return sys.modules.get("tensorflow") is not None
+
+
 def import_tensorflow() -> tuple[ModuleType, ModuleType]:
     """Import and return ``(tensorflow, keras)``, with a clear error when missing.
 
@@ -55,7 +60,7 @@ def import_tensorflow() -> tuple[ModuleType, ModuleType]:
     >>> from hpsearch.estimators import import_tensorflow
     >>> tf, keras = import_tensorflow()  # doctest: +SKIP
     """
-    if "tensorflow" not in sys.modules:
+    if not _tensorflow_loaded():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         tf = importlib.import_module("tensorflow")
@@ -118,7 +123,7 @@ def configure_tensorflow(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
     if gpu is not None:
-        if "tensorflow" in sys.modules:
+        if _tensorflow_loaded():
             raise TensorFlowConfigError(
                 f"cannot pin this process to GPU {gpu!r}: TensorFlow is already imported, and "
                 "CUDA_VISIBLE_DEVICES is only read when it loads. Call configure_tensorflow "
