@@ -67,8 +67,8 @@ def test_keras_sklearn_wrapper_can_be_searched():
     y = np.where(X[:, 0] + X[:, 1] > 0, "up", "down")
     grid = [{"units": 4}, {"units": 16}]
     # SKLearnClassifier.__sklearn_clone__ drops fit_kwargs, so fit options go through fit_params
-    result = run_search(keras.wrappers.SKLearnClassifier(model=build), {"model_kwargs": grid}, X, y, cv=3,
-                        fit_params={"epochs": 10, "verbose": 0}, workers=2, progress=False)
+    result = run_search(keras.wrappers.SKLearnClassifier(model=build), {"model_kwargs": grid}, X, y, cv=2,
+                        fit_params={"epochs": 5, "verbose": 0}, workers=2, progress=False)
     scores = result.cv_results_["mean_test_score"]
     assert np.isfinite(scores).all() and scores.max() > 0.6
     assert result.best_params_["model_kwargs"] in grid
