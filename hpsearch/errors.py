@@ -11,7 +11,7 @@ derive from the built-in type a scikit-learn user would expect (``ValueError``,
     ├── FitFailedError (ValueError)       every fit of the search failed
     ├── TaskFailedError                   a task killed the workers that ran it, 3 times
     ├── NoWorkersError                    no worker joined in time / all workers are gone
-    ├── SerializationError (ValueError)   frames that cannot be decoded
+    ├── SerializationError (ValueError)   an object that cannot be pickled, or frames that cannot be decoded
     ├── ProtocolError                     a wire-protocol violation
     │   └── VersionMismatchError          a worker and master that cannot work together
     └── MissingDependencyError (ImportError) an optional extra is not installed
@@ -67,7 +67,8 @@ class NoWorkersError(HPSearchError):
 
 
 class SerializationError(HPSearchError, ValueError):
-    """Frames that cannot be turned back into an object (truncated, corrupt, unknown format)."""
+    """An object that cannot be pickled, or frames that cannot be turned back into one
+    (truncated, corrupt, unknown format)."""
 
 
 class ProtocolError(HPSearchError):
