@@ -399,8 +399,11 @@ class BayesStrategy:
         handed_out = candidate_id in self._owner and (
             self.asynchronous or candidate_id < self._batch[0].id + self._handed
         )
-        if not handed_out or candidate_id in self._scores:
-            state = "was told already" if handed_out or candidate_id in self._candidates else "was never asked for"
+        told = candidate_id in self._scores or (
+            candidate_id in self._candidates and candidate_id not in self._owner
+        )
+        if told or not handed_out:
+            state = "was told already" if told else "was never asked for"
             raise InvalidParameterError(f"tell: candidate {candidate_id!r} {state}")
         score = float(score)
         self.history.append((self._candidates[candidate_id], score))
