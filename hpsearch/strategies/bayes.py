@@ -17,12 +17,13 @@ Three translations happen here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -172,20 +173,42 @@ class _SubSearch:
 _blas_controller: Any = None
 
 
-def _one_blas_thread() -> Any:
-    """Limit BLAS to one thread while the surrogate computes.
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run the surrogate's linear algebra on one BLAS thread, whatever the pool set.
 
-    The surrogate's linear algebra is on matrices of a few hundred rows at most:
-    extra BLAS threads only add synchronisation, and under load (the workers' fits)
-    make a GP update several times slower. The limit is process-wide and lifted
-    as soon as the proposal is made.
+    Two reasons. Reproducibility: multi-threaded BLAS sums in another order, and the
+    acquisition optimiser turns last-bit differences into different candidates; with
+    ``ThreadWorkers(1)`` BLAS has all the cores, with ``ThreadWorkers(4)`` one each,
+    so without this the candidates would depend on the number of workers. Speed: the
+    matrices have a few hundred rows at most, and extra threads only add
+    synchronisation (several times slower under load).
+
+    The pool's limit is process-wide and set by the thread that started the search;
+    threadpoolctl (>= 3.6) lets only that thread change OpenBLAS's limit, and the
+    strategy runs on a thread of its own, so the libraries are set directly. Fits
+    running meanwhile get one BLAS thread until the proposal is made.
     """
     global _blas_controller
     if _blas_controller is None:
         from threadpoolctl import ThreadpoolController
 
         _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
+    libs = [lib for lib in _blas_controller.lib_controllers if lib.user_api == "blas"]
+    before = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        _set_blas_threads(lib, 1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n is not None:
+                _set_blas_threads(lib, n)
+
+
+def _set_blas_threads(lib: Any, n: int) -> None:
+    setter = getattr(lib, "_real_set_num_threads", None) or lib.set_num_threads
+    setter(n)
 
 
 def _to_skopt(dim: Dimension) -> Any:
