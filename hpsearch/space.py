@@ -232,6 +232,34 @@ class Distribution(Dimension):
         low, high = support()
         return isinstance(value, numbers.Real) and low <= value <= high
 
+    def as_real(self) -> Real | None:
+        """The equivalent :class:`Real`, for ``scipy.stats`` ``uniform`` and ``loguniform``.
+
+        Returns None for any other distribution (and for a ``loguniform`` shifted by
+        ``loc``, which is no longer log-uniform). Bayesian search uses this to accept
+        the distributions it can model exactly.
+
+        Examples
+        --------
+        >>> from scipy.stats import loguniform
+        >>> Distribution(loguniform(1e-3, 1e2)).as_real()
+        Real(low=0.001, high=100.0, prior='log-uniform')
+        """
+        frozen = getattr(self.dist, "dist", None)
+        name = getattr(frozen, "name", None)
+        if name not in ("uniform", "loguniform", "reciprocal"):
+            return None
+        try:  # scipy's own argument parsing: positional or keyword loc/scale alike
+            shapes, loc, scale = frozen._parse_args(*self.dist.args, **self.dist.kwds)
+        except Exception:
+            return None
+        if name == "uniform":
+            return Real(float(loc), float(loc + scale))
+        if loc != 0:
+            return None
+        low, high = shapes
+        return Real(float(low * scale), float(high * scale), prior="log-uniform")
+
     def __repr__(self) -> str:
         name = getattr(getattr(self.dist, "dist", None), "name", type(self.dist).__name__)
         args = getattr(self.dist, "args", ())
@@ -365,6 +393,31 @@ class Space:
 
         self.check_grid()
         return iter(ParameterGrid([{n: d.grid_values() for n, d in sub.items()} for sub in self.subspaces]))
+
+    def for_bayes(self) -> Space:
+        """This space with only :class:`Real`, :class:`Integer` and :class:`Categorical`.
+
+        ``scipy.stats`` ``uniform`` and ``loguniform`` become a :class:`Real`; any
+        other distribution, which a surrogate model cannot represent, is refused.
+        """
+        subspaces = []
+        for sub in self.subspaces:
+            converted: dict[str, Dimension] = {}
+            for name, dim in sub.items():
+                if isinstance(dim, (Real, Integer, Categorical)):
+                    converted[name] = dim
+                    continue
+                real = dim.as_real() if isinstance(dim, Distribution) else None
+                if real is None:
+                    raise SearchSpaceError(
+                        f"Bayesian search cannot use parameter {name!r} = {dim!r}: it supports "
+                        "Real, Integer, Categorical, lists of values and scipy.stats uniform / "
+                        "loguniform. Use Real(low, high, prior=...), Integer(low, high) or a list, "
+                        "or strategy='random' to sample this distribution"
+                    )
+                converted[name] = real
+            subspaces.append(converted)
+        return Space(tuple(subspaces))
 
     def sampler_spec(self) -> list[dict[str, Any]]:
         """The space as scikit-learn ``ParameterSampler`` input: lists and ``rvs`` objects."""

@@ -178,6 +178,7 @@ class SchedulerState:
         self.workers: dict[str, _WorkerState] = {}
         self.asking = False
         self.starved = False  # the strategy had nothing to give until it hears more scores
+        self.told_since_ask = False  # a Tell was issued after the pending Ask
         self.strategy_finished = False
         self.completed: list[int] = []
         self.n_tasks_done = 0
@@ -259,7 +260,9 @@ class SchedulerState:
     def _on_proposed(self, event: Proposed) -> list[Command]:
         self.asking = False
         self.strategy_finished = event.finished
-        self.starved = not event.candidates and not event.finished
+        # An empty answer means "wait for scores" only if no score was told after the
+        # Ask went out: a Tell issued meanwhile reaches the strategy after that Ask.
+        self.starved = not event.candidates and not event.finished and not self.told_since_ask
         for cand in event.candidates:
             if cand.id in self.candidates:
                 raise ValueError(f"the strategy proposed candidate id {cand.id} twice")
@@ -311,6 +314,7 @@ class SchedulerState:
         results: list[FoldResult] = slots  # type: ignore[assignment]
         self.completed.append(cid)
         self.starved = False  # the strategy hears a new score: it may have more to give
+        self.told_since_ask = True
         score = float(np.mean([r.test_scores[self.score_key] for r in results]))
         return [Tell(cid, score), CandidateDone(self.candidates[cid], results, score)]
 
@@ -389,6 +393,7 @@ class SchedulerState:
             wanted = max(capacity, 1) + self.lookahead - self.in_flight - len(self.queue)
             if wanted > 0:
                 self.asking = True
+                self.told_since_ask = False
                 commands.append(Ask(math.ceil(wanted / self.n_folds)))
         return commands
 
