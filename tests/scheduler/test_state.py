@@ -225,3 +225,18 @@ def test_duplicate_candidate_ids_are_a_strategy_bug():
     propose(state, [0])
     with pytest.raises(ValueError, match="candidate id 0 twice"):
         propose(state, [0])
+
+
+def test_an_empty_answer_overtaken_by_a_score_is_not_starvation():
+    # The strategy thread answers an Ask, then hears a Tell the scheduler issued after
+    # that Ask: the empty answer predates the score, so the scheduler must ask again.
+    state = SchedulerState(n_folds=1, lookahead=0)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w", slots=2)))
+    propose(state, [0])  # candidate 0 dispatched; an Ask for the free slot goes out
+    assert state.asking
+    commands = state.handle(TaskFinished("w", 0, 0, ok()))  # Tell issued while asking
+    assert of(commands, Tell) == [Tell(0, 1.0)] and of(commands, Ask) == []
+    commands = propose(state, [])  # the Ask's answer, computed before the Tell arrived
+    assert not state.starved and not state.stalled
+    assert of(commands, Ask) == [Ask(2)]
