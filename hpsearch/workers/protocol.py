@@ -203,7 +203,6 @@ def _unpack_header(raw: bytes | memoryview) -> Any:
         raw=False,
         strict_map_key=True,
         use_list=True,
-        max_buffer_size=size,
         max_str_len=size,
         max_bin_len=size,
         max_array_len=size,
