@@ -22,7 +22,23 @@ from .threads import available_cores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LocalProcesses"]
+__all__ = ["LocalProcesses", "child_environment"]
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment of a local worker process: this one, with this process's import path.
+
+    The child must import hpsearch (installed or not) and every module the master's
+    pickles refer to by name, so it gets the master's ``sys.path`` as ``PYTHONPATH``.
+    """
+    import hpsearch
+
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(hpsearch.__file__)))]
+    paths += [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
 
 
 class LocalProcesses(RemoteWorkers):
@@ -95,7 +111,7 @@ class LocalProcesses(RemoteWorkers):
         return self
 
     def _spawn(self) -> None:
-        env = dict(os.environ, HPSEARCH_TOKEN=self.token)
+        env = child_environment(HPSEARCH_TOKEN=self.token)
         threads = str(self.inner_threads)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = threads

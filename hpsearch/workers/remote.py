@@ -41,8 +41,9 @@ __all__ = ["RemoteWorker", "RemoteWorkers"]
 
 #: Aim for context chunks of about this size (whole frames, so a chunk may be larger).
 CHUNK_BYTES = 32 * 1024 * 1024
-#: Frames a worker message may have (worker messages carry no payload).
-MAX_INBOUND_FRAMES = 4
+#: Frames of a worker message: magic, signature, header (workers never send payload
+#: frames, so nothing a worker sends could ever reach a deserializer other than msgpack).
+INBOUND_FRAMES = 3
 
 
 class RemoteWorker:
@@ -210,7 +211,7 @@ class RemoteWorkers:
         self._peers: dict[str, _Peer] = {}  # active sessions
         self._by_route: dict[bytes, str] = {}
         self._seen: dict[str, int] = {}  # every session ever accepted -> last seq
-        self._closed_names: dict[str, str] = {}  # closed session -> worker name
+        self._closed: dict[str, tuple[str, int]] = {}  # closed ready session -> (name, search)
         self._codec = Codec(self._secret, WORKER_TYPES)
 
     # -- lifecycle (caller's thread) --------------------------------------------------------
@@ -432,8 +433,8 @@ class RemoteWorkers:
     def _receive(self, frames: list[Any]) -> None:
         route = frames[0].bytes
         body = frames[1:]
-        if len(body) > MAX_INBOUND_FRAMES:
-            raise ProtocolError(f"{len(body)} frames; worker messages have at most {MAX_INBOUND_FRAMES}")
+        if len(body) != INBOUND_FRAMES:
+            raise ProtocolError(f"{len(body)} frame(s); worker messages have exactly {INBOUND_FRAMES}")
         size = sum(len(f) for f in body)
         if size > self.max_message_size:
             raise ProtocolError(f"message of {size} bytes exceeds {self.max_message_size}")
@@ -462,9 +463,12 @@ class RemoteWorkers:
             raise ProtocolError(f"replayed {msg.type} of a closed session")
         if last is not None:
             self._seen[msg.session] = msg.seq
-            if msg.type == "RESULT":  # a worker we declared lost still finished its task
-                name = self._closed_names.get(msg.session, "?")
-                self._accept_result(route, name, msg)
+            closed = self._closed.get(msg.session)
+            if msg.type == "RESULT" and closed is not None:  # declared lost, yet it finished
+                name, search_id = closed
+                search = self._search
+                if search is not None and search.id == search_id:
+                    self._accept_result(route, name, msg)
         elif msg.type != "BYE":
             logger.info("a %s from unknown session %s; asking it to say HELLO again", msg.type, msg.session)
         if msg.type != "BYE":
@@ -541,6 +545,11 @@ class RemoteWorkers:
 
     def _on_result(self, peer: _Peer, msg: Message) -> None:
         peer.inflight.pop(msg["task_id"], None)
+        if peer.state != "ready":  # only a worker that loaded this search's data has results
+            self._send(peer.routing_id, peer, "RESULT_ACK",
+                       {"search": msg["search"], "task_id": msg["task_id"], "attempt": msg["attempt"]})
+            self.stats["stale_results"] += 1
+            return
         self._accept_result(peer.routing_id, peer.name, msg, peer)
 
     def _accept_result(self, route: bytes, name: str, msg: Message, peer: _Peer | None = None) -> None:
@@ -631,6 +640,7 @@ class RemoteWorkers:
                   "context_id": search.context_id, "fold": task.fold}
         peer.inflight[task.task_id] = task.attempt
         self.stats["tasks_sent"] += 1
+        self.stats[f"tasks_to:{peer.name}"] += 1
         self._send(peer.routing_id, peer, "TASK", fields, dumps(task.params))
 
     # -- membership -------------------------------------------------------------------------
@@ -639,9 +649,10 @@ class RemoteWorkers:
         if self._peers.pop(peer.session, None) is None:
             return
         self._by_route.pop(peer.routing_id, None)
-        self._closed_names[peer.session] = peer.name
         self.stats["lost"] += 1
         search = self._search
+        if search is not None and peer.state == "ready":
+            self._closed[peer.session] = (peer.name, search.id)
         logger.warning("worker %s lost: %s", peer.name, reason)
         if search is not None and peer.state == "ready":
             search.emit(WorkerLost(peer.name, reason))
