@@ -12,7 +12,7 @@ The header is ``{"v": FORMAT_VERSION, "pickler": "pickle" | "cloudpickle",
 "writeable": bool}, ...]}``. It holds nothing that depends on the run (no time,
 no address, no process id), so equal objects give equal frames.
 
-Why each rule (see ``docs``/protocol notes §7.2 and dask's
+Why each rule (see the protocol notes §7.2 and dask's
 ``distributed/protocol/pickle.py``, the model for this module):
 
 - plain :mod:`pickle` first, :mod:`cloudpickle` only when plain pickle fails or
@@ -23,7 +23,11 @@ Why each rule (see ``docs``/protocol notes §7.2 and dask's
   frames are memoryviews on the sender's memory (the frames keep it alive, and
   the caller must not modify it until the frames are sent);
 - smaller buffers stay inside the pickle stream, where a copy costs less than
-  one more frame.
+  one more frame;
+- on the receiving side every out-of-band buffer is read-only unless the
+  caller asks for writeable data *and* the sender's buffer was writeable
+  (see :func:`loads`): a context is shared by every task of a worker, and an
+  estimator that writes into its input must not change the next fold's data.
 """
 
 from __future__ import annotations
@@ -457,8 +461,8 @@ def content_id(frames: Sequence[Any]) -> str:
 
     The digest covers the format version, the pickle stream and every
     out-of-band buffer (each preceded by its length, so moving bytes from one
-    buffer to the next changes the id), and nothing else: not the pickler
-    name, the writeable flags or how buffers were split into frames. Equal
+    buffer to the next changes the id), and nothing else from the header:
+    not the pickler name nor how buffers were split into frames. Equal
     frames give equal ids in any process and on any machine; different
     content gives different ids.
 
@@ -485,8 +489,10 @@ def content_id(frames: Sequence[Any]) -> str:
     -----
     The id addresses the serialized bytes, not Python equality: ``dumps``
     is deterministic for the same object graph, but two objects that compare
-    equal may pickle differently (dicts with another insertion order, an
-    array referenced twice versus two equal arrays).
+    equal may pickle differently: dicts with another insertion order, an
+    array referenced twice versus two equal arrays, a read-only versus a
+    writeable large array (pickle records the flag in the stream), and sets
+    of strings, whose order depends on ``PYTHONHASHSEED``.
 
     Examples
     --------
