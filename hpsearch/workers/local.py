@@ -155,16 +155,20 @@ class LocalProcesses(RemoteWorkers):
     def close(self) -> None:
         """Tell the processes to exit, then terminate or kill any that do not; reap all."""
         super().close()  # sends SHUTDOWN
-        for proc in self.processes:
-            for action, wait in ((None, 5.0), (proc.terminate, 3.0), (proc.kill, 5.0)):
-                if proc.poll() is not None:
-                    break
-                if action is not None:
-                    action()
+        # One shared grace period, then SIGTERM (a worker says BYE and exits 0), then SIGKILL.
+        for action, grace in ((None, 3.0), ("terminate", 3.0), ("kill", 5.0)):
+            alive = [p for p in self.processes if p.poll() is None]
+            if not alive:
+                break
+            if action is not None:
+                for proc in alive:
+                    getattr(proc, action)()
+            deadline = time.monotonic() + grace
+            for proc in alive:
                 try:
-                    proc.wait(wait)
+                    proc.wait(max(0.01, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    continue
+                    pass
         for log in self._logs:
             log.close()
         self.processes = []

@@ -77,3 +77,19 @@ def test_join_mid_search_gets_tasks_and_bye_loses_none(spawn_worker):
     lost = [e for e in recording.events if type(e).__name__ == "WorkerLost"]
     assert [(e.worker, e.reason.startswith("left")) for e in lost] == [("first", True)]
     assert {e.worker for e in recording.finished()} == {"first", "late"}
+
+
+def test_worker_serves_a_new_master_after_the_first_closes(spawn_worker):
+    from hpsearch.workers.protocol import make_token
+
+    token = make_token()
+    with RemoteWorkers("tcp://127.0.0.1:*", token=token, join_timeout=60) as pool:
+        endpoint = pool.endpoint
+        proc = spawn_worker(endpoint, token, "--name", "survivor")
+        first = run_search(SleepEstimator(), {"c": [1.0, 2.0]}, X, cv=2, workers=pool, progress=False)
+    # The first master said SHUTDOWN{exit: false}: the worker backs off and comes back.
+    with RemoteWorkers(endpoint, token=token, join_timeout=60) as pool:
+        second = run_search(SleepEstimator(), {"c": [1.0, 2.0]}, X, cv=2, workers=pool, progress=False)
+        assert pool.stats["hellos"] == 1 and pool.stats["contexts_sent"] == 0  # it kept the data
+    assert proc.poll() is None
+    assert_same_scores(first, second)
