@@ -156,7 +156,7 @@ class LocalProcesses(RemoteWorkers):
         """Tell the processes to exit, then terminate or kill any that do not; reap all."""
         super().close()  # sends SHUTDOWN
         # One shared grace period, then SIGTERM (a worker says BYE and exits 0), then SIGKILL.
-        for action, grace in ((None, 3.0), ("terminate", 3.0), ("kill", 5.0)):
+        for action, grace in ((None, 2.0), ("terminate", 3.0), ("kill", 5.0)):
             alive = [p for p in self.processes if p.poll() is None]
             if not alive:
                 break

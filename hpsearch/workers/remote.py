@@ -698,12 +698,16 @@ class RemoteWorkers:
         self._finish_search()
         reason = "the search is over" if self._exit_on_close else "the master closed; waiting for the next one"
         for peer in list(self._peers.values()):
+            logger.debug("SHUTDOWN to %s", peer.name)
             self._send(peer.routing_id, peer, "SHUTDOWN", {"exit": self._exit_on_close, "reason": reason})
         deadline = time.monotonic() + 1.0
         while any(p.outbox for p in self._peers.values()) and time.monotonic() < deadline:
             self._flush_all()
             time.sleep(0.01)
-        # Give the last small messages a moment to leave before the socket closes.
+        # Give the last small messages a moment to leave before the socket closes
+        # (LINGER alone was seen to lose a SHUTDOWN sent just before close).
+        if self._peers:
+            time.sleep(0.2)
         self._router.setsockopt(zmq.LINGER, 500)
         self._peers.clear()
 
