@@ -20,15 +20,19 @@ X = RNG.normal(size=(60, 3))
 SPACE = {"c": [float(c) for c in range(12)], "delay": [0.15]}
 
 
-def reference():
-    return run_search(SleepEstimator(), {"c": SPACE["c"], "delay": [0.0]}, X, cv=3, workers=1, progress=False)
+# Long enough for a worker process to start and join while it runs, even on a busy machine.
+LONG_SPACE = {"c": [float(c) for c in range(30)], "delay": [0.15]}
 
 
-def check_exactly_once(result, recording):
-    ref = reference()
+def reference(space=SPACE):
+    return run_search(SleepEstimator(), {"c": space["c"], "delay": [0.0]}, X, cv=3, workers=1, progress=False)
+
+
+def check_exactly_once(result, recording, space=SPACE):
+    ref = reference(space)
     for key in ("split0_test_score", "split1_test_score", "split2_test_score", "mean_test_score"):
         np.testing.assert_array_equal(result.cv_results_[key], ref.cv_results_[key])
-    assert {e.task_id for e in recording.finished()} == set(range(len(SPACE["c"]) * 3))
+    assert {e.task_id for e in recording.finished()} == set(range(len(space["c"]) * 3))
 
 
 def test_sigkill_mid_search_loses_nothing_and_records_nothing_twice(spawn_worker):
@@ -69,11 +73,11 @@ def test_join_mid_search_gets_tasks_and_bye_loses_none(spawn_worker):
 
         thread = threading.Thread(target=churn, daemon=True)
         thread.start()
-        result = run_search(SleepEstimator(), SPACE, X, cv=3, workers=recording, progress=False)
+        result = run_search(SleepEstimator(), LONG_SPACE, X, cv=3, workers=recording, progress=False)
         thread.join(10)
         assert first.wait(10) == 0  # a clean exit on SIGTERM
         assert pool.stats["tasks_to:late"] >= 1
-    check_exactly_once(result, recording)
+    check_exactly_once(result, recording, LONG_SPACE)
     lost = [e for e in recording.events if type(e).__name__ == "WorkerLost"]
     assert [(e.worker, e.reason.startswith("left")) for e in lost] == [("first", True)]
     assert {e.worker for e in recording.finished()} == {"first", "late"}
