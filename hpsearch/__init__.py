@@ -22,7 +22,7 @@ from .errors import (
 from .results import SearchResult
 from .space import Categorical, Integer, Real, Space
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
-from .workers import ThreadWorkers, Worker, WorkerPool
+from .workers import LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
 
 __version__ = "0.1.0"
 
@@ -35,11 +35,13 @@ __all__ = [
     "HPSearchError",
     "Integer",
     "InvalidParameterError",
+    "LocalProcesses",
     "MissingDependencyError",
     "NoWorkersError",
     "ProtocolError",
     "RandomStrategy",
     "Real",
+    "RemoteWorkers",
     "SearchResult",
     "SearchSpaceError",
     "SerializationError",

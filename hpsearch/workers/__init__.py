@@ -1,4 +1,4 @@
-"""Workers: local threads, and (with the remote-workers issue) ZeroMQ processes."""
+"""Workers: local threads, and ZeroMQ worker processes (remote or local)."""
 
 from .base import (
     Emit,
@@ -12,11 +12,16 @@ from .base import (
     WorkerLost,
     WorkerPool,
 )
+from .local import LocalProcesses
+from .remote import RemoteWorker, RemoteWorkers
 from .threads import ThreadWorker, ThreadWorkers
 
 __all__ = [
     "Emit",
+    "LocalProcesses",
     "PoolFailed",
+    "RemoteWorker",
+    "RemoteWorkers",
     "Task",
     "TaskFailed",
     "TaskFinished",

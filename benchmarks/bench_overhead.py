@@ -1,0 +1,94 @@
+"""Per-task overhead: 5,000 tiny tasks through 2 local worker processes.
+
+    python benchmarks/bench_overhead.py [--tasks 5000] [--processes 2]
+
+Prints tasks per second for LocalProcesses (the whole wire protocol: signing,
+msgpack, pickle of params, ROUTER/DEALER) and, in the same run, for 2 threads and for
+a raw pyzmq DEALER/ROUTER round trip (one at a time and pipelined), as yardsticks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import numpy as np
+import zmq
+from sklearn.base import BaseEstimator
+
+from hpsearch import LocalProcesses, run_search
+
+
+class Noop(BaseEstimator):
+    """A fit that does nothing: the task's cost is all overhead."""
+
+    def __init__(self, c: int = 0) -> None:
+        self.c = c
+
+    def fit(self, X, y=None):
+        return self
+
+    def score(self, X, y=None):
+        return 0.0
+
+
+def raw_zmq(n: int, window: int) -> float:
+    """Round trips per second of a raw DEALER/ROUTER echo with ``window`` in flight."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+
+    def echo():
+        for _ in range(n):
+            router.send_multipart(router.recv_multipart())
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    start = time.perf_counter()
+    sent = received = 0
+    while received < n:
+        while sent < n and sent - received < window:
+            dealer.send(b"x" * 64)
+            sent += 1
+        dealer.recv()
+        received += 1
+    elapsed = time.perf_counter() - start
+    thread.join()
+    for sock in (router, dealer):
+        sock.close(linger=0)
+    ctx.term()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    folds = 5
+    X = np.zeros((50, 2))
+    space = {"c": list(range(args.tasks // folds))}
+    n = len(space["c"]) * folds
+
+    def timed(workers) -> float:
+        start = time.perf_counter()
+        run_search(Noop(), space, X, cv=folds, workers=workers, refit=False, progress=False)
+        return n / (time.perf_counter() - start)
+
+    with LocalProcesses(args.processes) as pool:
+        timed(pool)  # warm up: ships the context, imports on the workers
+        procs = timed(pool)
+    threads = timed(args.processes)
+    one = raw_zmq(20000, 1)
+    piped = raw_zmq(100000, 1000)
+    print(f"{n} tiny tasks, {args.processes} local worker processes: {procs:,.0f} tasks/s (target >= 2,000)")
+    print(f"  {args.processes} threads, same search:            {threads:,.0f} tasks/s")
+    print(f"  raw pyzmq round trip, one at a time:  {one:,.0f}/s  (processes = {procs / one:.2f}x)")
+    print(f"  raw pyzmq round trip, pipelined:      {piped:,.0f}/s  (processes = {procs / piped:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

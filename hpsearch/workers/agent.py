@@ -1,0 +1,491 @@
+"""The ``hpsearch-worker`` process: one DEALER socket, N slot threads.
+
+The main thread owns the socket and runs one poll loop (the Paranoid Pirate
+structure): it answers the master, sends heartbeats every ``heartbeat`` seconds even
+while fits run (fits run on slot threads; scikit-learn releases the GIL in its
+kernels), and reconnects on a fresh socket with full-jitter exponential backoff when
+the master is silent past its timeout. Finished results are kept until the master
+acknowledges them and are sent again after a reconnect. Contexts are cached by
+content id, so a second search on the same data does not ship it again.
+
+A worker trusts its master completely (it unpickles the context and the params the
+master sends, after checking the signature); the master trusts workers only for
+scores (results are msgpack).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ..errors import ProtocolError, VersionMismatchError
+from ..evaluation import EvaluationContext, evaluate
+from .protocol import MASTER_TYPES, Codec, Message, host_name, local_versions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WorkerAgent"]
+
+#: Chunks of a context the master may have in flight to this worker (memory bound).
+CONTEXT_CREDIT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    epoch: int
+    search: int
+    task_id: int
+    attempt: int
+    context: EvaluationContext
+    params: dict[str, Any]
+    fold: int
+
+
+class _Incoming:
+    """A context arriving chunk by chunk, copied into one preallocated block.
+
+    Each chunk's frames are copied into place and released at once, so the worker
+    holds the data about once (plus the credit window), and ``loads`` rebuilds the
+    arrays on adjacent slices of the block without another copy.
+    """
+
+    def __init__(self, search: int, context_id: str) -> None:
+        self.search = search
+        self.context_id = context_id
+        self.block: np.ndarray | None = None
+        self.sizes: list[int] = []
+        self.offset = 0
+        self.next_index = 0
+
+    def add(self, msg: Message) -> bool:
+        """Store a chunk; True when it was the last one."""
+        if msg["index"] != self.next_index:
+            raise ProtocolError(f"context chunk {msg['index']} arrived, {self.next_index} expected")
+        if self.block is None:
+            sizes = msg.header.get("sizes")
+            if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+                raise ProtocolError("the first context chunk must list every frame size")
+            self.sizes = sizes
+            self.block = np.empty(sum(sizes), dtype=np.uint8)
+        for frame in msg.payload:
+            view = memoryview(frame)
+            end = self.offset + view.nbytes
+            if end > self.block.nbytes:
+                raise ProtocolError("context chunks hold more bytes than announced")
+            self.block[self.offset:end] = np.frombuffer(view, dtype=np.uint8)
+            self.offset = end
+        self.next_index += 1
+        return self.next_index == msg["count"]
+
+    def frames(self) -> list[memoryview]:
+        assert self.block is not None
+        if self.offset != self.block.nbytes:
+            raise ProtocolError(f"context holds {self.offset} bytes, {self.block.nbytes} announced")
+        whole = memoryview(self.block)
+        out, start = [], 0
+        for size in self.sizes:
+            out.append(whole[start:start + size])
+            start += size
+        return out
+
+
+class WorkerAgent:
+    """The worker process loop behind the ``hpsearch-worker`` command.
+
+    Parameters
+    ----------
+    address : str
+        The master's ZeroMQ endpoint, e.g. ``"tcp://master:5555"``.
+    secret : bytes
+        The secret from the join token.
+    slots : int
+        Tasks run at once (threads).
+    name : str, optional
+        Shown by the master; default ``host-pid``.
+    inner_threads : int, optional
+        BLAS/OpenMP threads per fit; default ``cores // slots``.
+    version_overrides : dict, optional
+        For tests only: versions announced instead of the real ones.
+    heartbeat : float
+        Seconds between heartbeats when nothing else is sent.
+    hello_timeout : float
+        Seconds to wait for WELCOME before trying again.
+    backoff_base, backoff_cap : float
+        Full-jitter exponential backoff between connection attempts.
+    cache_size : int
+        Contexts kept in memory (least recently used dropped first).
+
+    Examples
+    --------
+    >>> agent = WorkerAgent("tcp://127.0.0.1:5555", b"0" * 32, slots=2)  # doctest: +SKIP
+    >>> exit_code = agent.run()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        address: str,
+        secret: bytes,
+        *,
+        slots: int = 1,
+        name: str | None = None,
+        inner_threads: int | None = None,
+        version_overrides: Mapping[str, str] | None = None,
+        heartbeat: float = 1.0,
+        hello_timeout: float = 5.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 16.0,
+        cache_size: int = 2,
+    ) -> None:
+        self.address = address
+        self.slots = slots
+        self.name = name or f"{host_name()}-{os.getpid()}"
+        self.worker_id = uuid.uuid4().hex
+        self.heartbeat = heartbeat
+        self.hello_timeout = hello_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.cache_size = max(1, cache_size)
+        from .threads import available_cores
+
+        self.inner_threads = inner_threads or max(1, available_cores() // slots)
+        self.versions = local_versions(version_overrides)
+        self._codec = Codec(secret, MASTER_TYPES)
+        self._ctx = zmq.Context()
+        self._sock: zmq.Socket | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._contexts: collections.OrderedDict[str, EvaluationContext] = collections.OrderedDict()
+        self._incoming: _Incoming | None = None
+        self._unacked: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self._outbox: collections.deque[list[Any]] = collections.deque()
+        self._cancelled: set[int] = set()
+        self._epoch = 0
+        self._master_session: str | None = None
+        self._master_seq = 0
+        self._timeout = 10.0
+        self._stop_reason: str | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- public ---------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to say BYE and exit (safe from a signal handler)."""
+        self._stop_reason = reason
+        self._wake()
+
+    def run(self) -> int:
+        """Serve masters until stopped; the process exit code (0 clean, 3 rejected)."""
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
+        for i in range(self.slots):
+            thread = threading.Thread(target=self._slot, name=f"hpsearch-slot-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        attempt = 0
+        try:
+            while self._stop_reason is None:
+                welcomed = self._connect()
+                if welcomed:
+                    attempt = 0
+                    outcome = self._serve()
+                    if outcome == "exit":
+                        return 0
+                else:
+                    attempt += 1
+                if self._stop_reason is None:
+                    delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))
+                    logger.info("reconnecting to %s in %.1f s", self.address, delay)
+                    self._sleep(delay)
+            self._say_bye()
+            return 0
+        except VersionMismatchError as exc:
+            logger.error("%s", exc)
+            raise
+        finally:
+            for _ in self._threads:
+                self._jobs.put(None)
+            self._close_socket()
+            self._ctx.term()
+            limits.restore_original_limits()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _open_socket(self) -> None:
+        self._close_socket()
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.immediate = 1
+        sock.sndhwm = 10000
+        sock.rcvhwm = 10000
+        sock.connect(self.address)  # raises ZMQError for a bad address
+        self._sock = sock
+        self._outbox.clear()
+        self._codec.new_session()
+        self._master_session = None
+        self._master_seq = 0
+        self._epoch += 1  # tasks queued for the old connection will not run
+        self._incoming = None
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def _connect(self) -> bool:
+        """Open a socket, say HELLO, wait for WELCOME; False to back off and retry."""
+        self._open_socket()
+        self._send("HELLO", {
+            "worker_id": self.worker_id,
+            "name": self.name,
+            "host": host_name(),
+            "pid": os.getpid(),
+            "slots": self.slots,
+            "versions": self.versions,
+            "contexts": list(self._contexts),
+        })
+        deadline = time.monotonic() + self.hello_timeout
+        while self._stop_reason is None and time.monotonic() < deadline:
+            msg = self._poll_once(min(0.2, max(0.0, deadline - time.monotonic())))
+            if msg is None:
+                continue
+            if msg.type == "REJECT":
+                raise VersionMismatchError(f"the master rejected this worker: {msg['reason']}")
+            if msg.type == "WELCOME":
+                self._timeout = float(msg["timeout"])
+                logger.info("joined %s as %s", self.address, msg["name"])
+                for fields in self._unacked.values():  # results the master may have missed
+                    self._send("RESULT", fields)
+                return True
+            logger.warning("ignoring %s before WELCOME", msg.type)
+        return False
+
+    def _serve(self) -> str:
+        """Handle messages until the master goes away ("reconnect") or says exit."""
+        self._last_recv = time.monotonic()
+        while self._stop_reason is None:
+            msg = self._poll_once(self.heartbeat / 2)
+            now = time.monotonic()
+            if msg is not None:
+                self._last_recv = now
+                outcome = self._handle(msg)
+                if outcome is not None:
+                    return outcome
+            elif now - self._last_recv > self._timeout:
+                logger.warning("master silent for %.1f s; reconnecting", now - self._last_recv)
+                return "reconnect"
+            if now - self._last_send >= self.heartbeat:
+                self._send("HEARTBEAT")
+        return "stop"
+
+    def _say_bye(self) -> None:
+        if self._sock is not None and self._master_session is not None:
+            self._send("BYE", {"reason": self._stop_reason or "stopped"})
+            # Give the BYE a moment to leave: linger is 0 on purpose elsewhere.
+            deadline = time.monotonic() + 1.0
+            while self._outbox and time.monotonic() < deadline:
+                self._flush()
+                time.sleep(0.01)
+            try:
+                self._sock.setsockopt(zmq.LINGER, 1000)
+            except zmq.ZMQError:
+                pass
+            self._sock.close()
+            self._sock = None
+
+    # -- the poll loop ----------------------------------------------------------------------
+
+    def _poll_once(self, timeout: float) -> Message | None:
+        """Wait up to ``timeout`` s; forward finished results; return one master message."""
+        assert self._sock is not None
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
+        poller.register(self._wake_r, zmq.POLLIN)
+        events = dict(poller.poll(int(timeout * 1000)))
+        if self._wake_r in events:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+        self._forward_results()
+        self._flush()
+        if not events.get(self._sock, 0) & zmq.POLLIN:
+            return None
+        try:
+            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        try:
+            msg = self._codec.decode(frames)
+        except ProtocolError as exc:
+            logger.warning("dropped a message from the master: %s", exc)
+            return None
+        if self._master_session is None:
+            if msg.type not in ("WELCOME", "REJECT"):
+                logger.warning("dropped %s: no WELCOME yet", msg.type)
+                return None
+            self._master_session = msg.session
+        elif msg.session != self._master_session or msg.seq <= self._master_seq:
+            logger.warning("dropped a replayed or foreign %s from the master", msg.type)
+            return None
+        self._master_seq = msg.seq
+        return msg
+
+    def _handle(self, msg: Message) -> str | None:
+        kind = msg.type
+        if kind == "TASK":
+            self._on_task(msg)
+        elif kind == "RESULT_ACK":
+            self._unacked.pop((msg["search"], msg["task_id"], msg["attempt"]), None)
+        elif kind == "SEARCH":
+            self._on_search(msg)
+        elif kind == "CONTEXT":
+            self._on_context(msg)
+        elif kind == "CANCEL":
+            self._cancelled.add(msg["search"])
+        elif kind == "SHUTDOWN":
+            logger.info("master says %s", msg["reason"])
+            if msg["exit"]:
+                self._stop_reason = "shutdown"
+                return "exit"
+            return "reconnect"
+        elif kind == "REJECT":
+            raise VersionMismatchError(f"the master rejected this worker: {msg['reason']}")
+        return None
+
+    def _on_search(self, msg: Message) -> None:
+        search, cid = msg["search"], msg["context_id"]
+        self._cancelled.discard(search)
+        if cid in self._contexts:
+            self._contexts.move_to_end(cid)
+            logger.info("search %d: context %s already held", search, cid[:12])
+            self._send("READY", {"search": search, "context_id": cid, "error": None})
+            return
+        logger.info("search %d: receiving context %s (%d bytes)", search, cid[:12], msg["nbytes"])
+        self._incoming = _Incoming(search, cid)
+        self._send("NEED", {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT})
+
+    def _on_context(self, msg: Message) -> None:
+        incoming = self._incoming
+        if incoming is None or (msg["search"], msg["context_id"]) != (incoming.search, incoming.context_id):
+            logger.warning("dropped a context chunk nobody asked for")
+            return
+        fields = {"search": incoming.search, "context_id": incoming.context_id}
+        try:
+            last = incoming.add(msg)
+            if not last:
+                self._send("CREDIT", {**fields, "credit": 1})
+                return
+            from ..serialization import loads
+
+            context = loads(incoming.frames())
+            if not isinstance(context, EvaluationContext):
+                raise ProtocolError(f"the context is a {type(context).__name__}, not an EvaluationContext")
+        except Exception:
+            self._incoming = None
+            error = traceback.format_exc()
+            logger.error("could not load the context:\n%s", error)
+            self._send("READY", {**fields, "error": error})
+            return
+        self._incoming = None
+        self._contexts[incoming.context_id] = context
+        while len(self._contexts) > self.cache_size:
+            self._contexts.popitem(last=False)
+        self._send("READY", {**fields, "error": None})
+
+    def _on_task(self, msg: Message) -> None:
+        key = (msg["search"], msg["task_id"], msg["attempt"])
+        context = self._contexts.get(msg["context_id"])
+        try:
+            if context is None:
+                raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
+            from ..serialization import loads
+
+            params = loads(msg.payload)
+            if not isinstance(params, dict):
+                raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
+        except Exception as exc:
+            self._store_result(key, None, f"{type(exc).__name__}: {exc}")
+            return
+        self._jobs.put(_Job(self._epoch, *key, context, params, msg["fold"]))
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.inner_threads, user_api="openmp"):
+            while (job := self._jobs.get()) is not None:
+                if job.epoch != self._epoch or job.search in self._cancelled:
+                    continue
+                key = (job.search, job.task_id, job.attempt)
+                try:
+                    result = evaluate(job.context, job.params, job.fold)
+                    self._results.put((key, result.to_message(), None))
+                except BaseException:  # evaluate keeps fit errors as data; this is a bug
+                    self._results.put((key, None, traceback.format_exc()))
+                self._wake()
+
+    def _forward_results(self) -> None:
+        while True:
+            try:
+                key, result, failure = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self._store_result(key, result, failure)
+
+    def _store_result(self, key: tuple[int, int, int], result: dict[str, Any] | None,
+                      failure: str | None) -> None:
+        search, task_id, attempt = key
+        fields = {"search": search, "task_id": task_id, "attempt": attempt,
+                  "result": result, "failure": failure}
+        self._unacked[key] = fields
+        if self._master_session is not None:
+            self._send("RESULT", fields)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _send(self, kind: str, fields: Mapping[str, Any] | None = None, payload: tuple = ()) -> None:
+        self._outbox.append(self._codec.encode(kind, fields, payload))
+        self._last_send = time.monotonic()
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._outbox and self._sock is not None:
+            try:
+                self._sock.send_multipart(self._outbox[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._outbox.popleft()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending (or we are shutting down)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._stop_reason is None and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    _last_send = 0.0
+    _last_recv = 0.0

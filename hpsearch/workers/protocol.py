@@ -1,0 +1,322 @@
+"""The hpsearch wire protocol: tokens, framing, signatures, message validation.
+
+One logical message is one ZeroMQ multipart message::
+
+    F0  b"HPS" + bytes([PROTOCOL_MAJOR])       magic and protocol major
+    F1  signature (32 bytes)                    keyed BLAKE2b, see below
+    F2  header                                  msgpack map: type, seq, session, fields
+    F3… payload frames                          serialization output (CONTEXT, TASK only)
+
+The signature is ``B(F0 ‖ len(F2) ‖ F2 ‖ P)`` where ``B`` is BLAKE2b keyed with the
+search secret and ``P = B(len(f) ‖ f for every payload frame f)``. The inner payload
+digest lets the master hash a dataset chunk once and send it to every worker; the
+length prefixes make frame boundaries part of what is signed. Everything is checked
+with :func:`hmac.compare_digest` before a single byte of the header is decoded.
+
+This module holds no socket: :class:`Codec` encodes and checks, the master
+(:mod:`hpsearch.workers.remote`) and the worker (:mod:`hpsearch.workers.agent`) do I/O.
+The full message table is in ``hpsearch/workers/PROTOCOL.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import platform
+import secrets
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..errors import ProtocolError
+
+__all__ = [
+    "PROTOCOL_MAJOR",
+    "PROTOCOL_MINOR",
+    "MAGIC",
+    "Codec",
+    "Message",
+    "make_token",
+    "parse_token",
+    "local_versions",
+    "version_mismatch",
+    "MASTER_TYPES",
+    "WORKER_TYPES",
+]
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+MAGIC = b"HPS" + bytes([PROTOCOL_MAJOR])
+TOKEN_PREFIX = "hps1:"
+SIGNATURE_SIZE = 32
+MAX_HEADER_SIZE = 1 << 20  # 1 MiB: headers are small maps; payloads travel in frames
+
+_LEN = struct.Struct("<Q")
+
+# Required fields of each message type: name -> accepted Python types.
+_INT = (int,)
+_STR = (str,)
+_OPT_STR = (str, type(None))
+_LIST = (list,)
+_MAP = (dict,)
+_BOOL = (bool,)
+
+#: Messages a worker sends to the master, with their required fields.
+WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "HELLO": {
+        "worker_id": _STR, "name": _STR, "host": _STR, "pid": _INT, "slots": _INT,
+        "versions": _MAP, "contexts": _LIST,
+    },
+    "READY": {"search": _INT, "context_id": _STR, "error": _OPT_STR},
+    "NEED": {"search": _INT, "context_id": _STR, "credit": _INT},
+    "CREDIT": {"search": _INT, "context_id": _STR, "credit": _INT},
+    "RESULT": {"search": _INT, "task_id": _INT, "attempt": _INT, "result": (dict, type(None)),
+               "failure": _OPT_STR},
+    "HEARTBEAT": {},
+    "BYE": {"reason": _STR},
+}
+
+#: Messages the master sends to a worker, with their required fields.
+MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "WELCOME": {"name": _STR, "heartbeat": (float, int), "timeout": (float, int)},
+    "REJECT": {"reason": _STR},
+    "SEARCH": {"search": _INT, "context_id": _STR, "nbytes": _INT},
+    "CONTEXT": {"search": _INT, "context_id": _STR, "index": _INT, "count": _INT},
+    "TASK": {"search": _INT, "task_id": _INT, "attempt": _INT, "context_id": _STR, "fold": _INT},
+    "RESULT_ACK": {"search": _INT, "task_id": _INT, "attempt": _INT},
+    "CANCEL": {"search": _INT},
+    "HEARTBEAT": {},
+    "SHUTDOWN": {"exit": _BOOL, "reason": _STR},
+}
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+
+def make_token(nbytes: int = 32) -> str:
+    """A fresh join token: ``hps1:`` and a url-safe base64 secret.
+
+    Examples
+    --------
+    >>> token = make_token()
+    >>> token.startswith("hps1:") and len(parse_token(token)) == 32
+    True
+    """
+    secret = secrets.token_bytes(nbytes)
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(secret).decode("ascii").rstrip("=")
+
+
+def parse_token(token: str) -> bytes:
+    """The secret inside a join token; raises ``ValueError`` with the rule broken."""
+    if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+        raise ValueError(
+            f"a join token must start with {TOKEN_PREFIX!r} (as printed by the master), "
+            f"got {_preview(token)}"
+        )
+    body = token[len(TOKEN_PREFIX):].strip()
+    try:
+        secret = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (ValueError, TypeError):
+        raise ValueError(f"the join token {_preview(token)} is not valid url-safe base64") from None
+    if len(secret) < 16:
+        raise ValueError(
+            f"the join token holds a {len(secret)}-byte secret; at least 16 bytes are required"
+        )
+    return secret
+
+
+def _preview(token: Any) -> str:
+    text = repr(token)
+    return text if len(text) <= 16 else text[:12] + "...'"
+
+
+# -- versions ---------------------------------------------------------------------------
+
+
+def local_versions(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The versions a worker announces in HELLO (and the master compares with its own)."""
+    import cloudpickle
+    import numpy
+    import sklearn
+
+    from .. import __version__
+
+    versions = {
+        "protocol": f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}",
+        "python": platform.python_version(),
+        "hpsearch": __version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "cloudpickle": cloudpickle.__version__,
+    }
+    versions.update(overrides or {})
+    return versions
+
+
+# How many leading version components must match, per package.
+_MATCH_PARTS = {"protocol": 1, "python": 2, "hpsearch": 3, "numpy": 1, "scikit-learn": 2, "cloudpickle": 1}
+
+
+def version_mismatch(master: Mapping[str, str], worker: Mapping[str, Any]) -> str | None:
+    """A reason naming both sides when the worker cannot serve this master, else None."""
+    problems = []
+    for name, parts in _MATCH_PARTS.items():
+        mine, theirs = master.get(name), worker.get(name)
+        if not isinstance(theirs, str):
+            problems.append(f"{name}: master {mine}, worker did not say")
+        elif mine is None or mine.split(".")[:parts] != theirs.split(".")[:parts]:
+            problems.append(f"{name}: master {mine}, worker {theirs}")
+    if not problems:
+        return None
+    return (
+        "incompatible versions (" + "; ".join(problems) + "). Install the same versions "
+        "of these packages on the master and the worker"
+    )
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded, authenticated, validated message."""
+
+    type: str
+    session: str
+    seq: int
+    header: dict[str, Any]
+    payload: list[Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.header[key]
+
+
+def _unpack_header(raw: bytes | memoryview) -> Any:
+    size = len(raw)
+    return msgpack.unpackb(
+        raw,
+        raw=False,
+        strict_map_key=True,
+        use_list=True,
+        max_str_len=size,
+        max_bin_len=size,
+        max_array_len=size,
+        max_map_len=size,
+        max_ext_len=0,
+    )
+
+
+class Codec:
+    """Signs and checks messages for one side of one connection.
+
+    Parameters
+    ----------
+    secret : bytes
+        The search secret from the join token.
+    accepts : dict
+        The message types this side accepts (``WORKER_TYPES`` on the master).
+    session : str, optional
+        This side's session id; a fresh random one by default.
+
+    The sending sequence number grows by one per message; :meth:`check_replay` keeps
+    the last sequence number seen per peer session and refuses anything not newer.
+    """
+
+    def __init__(self, secret: bytes, accepts: Mapping[str, Mapping[str, tuple[type, ...]]],
+                 session: str | None = None) -> None:
+        if not secret:
+            raise ValueError("an empty secret cannot sign messages")
+        self._key = bytes(secret)
+        self._accepts = accepts
+        self.session = session or secrets.token_hex(8)
+        self._seq = 0
+
+    def new_session(self) -> None:
+        """Start a new session (a worker does on every reconnect)."""
+        self.session = secrets.token_hex(8)
+        self._seq = 0
+
+    # -- signing --------------------------------------------------------------------------
+
+    def payload_digest(self, frames: Sequence[Any]) -> bytes:
+        """The keyed digest of payload frames (cache it to sign the same frames often)."""
+        h = hashlib.blake2b(key=self._key, digest_size=SIGNATURE_SIZE)
+        for frame in frames:
+            view = memoryview(frame)
+            h.update(_LEN.pack(view.nbytes))
+            h.update(view)
+        return h.digest()
+
+    def _signature(self, magic: Any, header: Any, digest: bytes) -> bytes:
+        h = hashlib.blake2b(key=self._key, digest_size=SIGNATURE_SIZE)
+        h.update(magic)
+        h.update(_LEN.pack(len(header)))
+        h.update(header)
+        h.update(digest)
+        return h.digest()
+
+    def encode(self, type_: str, fields: Mapping[str, Any] | None = None,
+               payload: Sequence[Any] = (), payload_digest: bytes | None = None) -> list[Any]:
+        """The frames of one signed message (payload frames are not copied)."""
+        self._seq += 1
+        header = {"type": type_, "seq": self._seq, "session": self.session}
+        if fields:
+            header.update(fields)
+        raw = msgpack.packb(header, use_bin_type=True)
+        digest = payload_digest if payload_digest is not None else self.payload_digest(payload)
+        return [MAGIC, self._signature(MAGIC, raw, digest), raw, *payload]
+
+    # -- checking -------------------------------------------------------------------------
+
+    def decode(self, frames: Sequence[Any]) -> Message:
+        """Authenticate, decode and validate; raises ``ProtocolError`` saying why not."""
+        if len(frames) < 3:
+            raise ProtocolError(f"truncated message: {len(frames)} frame(s), at least 3 expected")
+        magic, signature, raw = (memoryview(f) for f in frames[:3])
+        if magic.nbytes != 4 or bytes(magic[:3]) != MAGIC[:3]:
+            raise ProtocolError("not an hpsearch message (bad magic frame)")
+        if bytes(magic) != MAGIC:
+            raise ProtocolError(
+                f"protocol major version {magic[3]} received, this side speaks {PROTOCOL_MAJOR}"
+            )
+        if signature.nbytes != SIGNATURE_SIZE:
+            raise ProtocolError("unsigned or badly signed message (signature has the wrong size)")
+        if raw.nbytes > MAX_HEADER_SIZE:
+            raise ProtocolError(f"header of {raw.nbytes} bytes exceeds {MAX_HEADER_SIZE}")
+        payload = list(frames[3:])
+        expected = self._signature(magic, raw, self.payload_digest(payload))
+        if not hmac.compare_digest(expected, signature):
+            raise ProtocolError("bad signature (wrong token, or a forged or altered message)")
+        try:
+            header = _unpack_header(raw)
+        except Exception as exc:  # msgpack raises many types on garbage
+            raise ProtocolError(f"undecodable header: {type(exc).__name__}: {exc}") from None
+        return Message(*_validate(header, self._accepts), header=header, payload=payload)
+
+
+def _validate(header: Any, accepts: Mapping[str, Mapping[str, tuple[type, ...]]]) -> tuple[str, str, int]:
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header is a {type(header).__name__}, not a map")
+    type_, session, seq = header.get("type"), header.get("session"), header.get("seq")
+    if type_ not in accepts:
+        raise ProtocolError(f"unknown or unexpected message type {type_!r}")
+    if not isinstance(session, str) or not 0 < len(session) <= 64:
+        raise ProtocolError("missing or bad session id")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ProtocolError("missing or bad sequence number")
+    for name, types in accepts[type_].items():
+        value = header.get(name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ProtocolError(f"{type_} field {name!r} is {value!r}, expected {'/'.join(t.__name__ for t in types)}")
+    return type_, session, seq
+
+
+def host_name() -> str:
+    """This machine's name, for worker names."""
+    return platform.node() or os.environ.get("HOSTNAME", "host")
+

@@ -1,0 +1,716 @@
+"""The master side of the ZeroMQ protocol: :class:`RemoteWorkers`.
+
+One I/O thread owns the ROUTER socket. The scheduler's thread never touches it:
+``RemoteWorker.submit`` puts a command on a queue and wakes the I/O thread through a
+pipe. The I/O thread authenticates every inbound message before decoding it, drops
+and logs anything wrong (never raising), ships the evaluation context to each worker
+once (chunked, credit-based, content-addressed), sends tasks, turns RESULT messages
+into scheduler events, and declares silent workers lost.
+
+The master never unpickles anything a worker sends: worker messages are msgpack
+headers only, and results are rebuilt with ``FoldResult.from_message``.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import ipaddress
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+
+from ..errors import InvalidParameterError, NoWorkersError, ProtocolError
+from ..evaluation import EvaluationContext, FoldResult
+from .base import Emit, PoolFailed, Task, TaskFailed, TaskFinished, WorkerJoined, WorkerLost
+from .protocol import WORKER_TYPES, Codec, Message, local_versions, make_token, parse_token, version_mismatch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RemoteWorker", "RemoteWorkers"]
+
+#: Aim for context chunks of about this size (whole frames, so a chunk may be larger).
+CHUNK_BYTES = 32 * 1024 * 1024
+#: Frames of a worker message: magic, signature, header (workers never send payload
+#: frames, so nothing a worker sends could ever reach a deserializer other than msgpack).
+INBOUND_FRAMES = 3
+
+
+class RemoteWorker:
+    """One connected ``hpsearch-worker`` process, as the scheduler sees it."""
+
+    prefetch = 1
+
+    def __init__(self, pool: RemoteWorkers, session: str, name: str, slots: int) -> None:
+        self._pool = pool
+        self.session = session
+        self.name = name
+        self.slots = slots
+
+    def submit(self, task: Task) -> None:
+        """Queue the task for the I/O thread; never blocks."""
+        self._pool._command(("task", self.session, task))
+
+    def close(self) -> None:
+        """Nothing to do: the pool owns the connection."""
+
+    def __repr__(self) -> str:
+        return f"RemoteWorker({self.name!r}, slots={self.slots})"
+
+
+@dataclass
+class _Peer:
+    routing_id: bytes
+    session: str
+    worker_id: str
+    name: str
+    slots: int
+    pid: int
+    host: str
+    worker: RemoteWorker
+    last_recv: float
+    last_send: float = 0.0
+    seq_in: int = 0
+    outbox: collections.deque = field(default_factory=collections.deque)
+    contexts: set[str] = field(default_factory=set)
+    state: str = "idle"  # for the current search: idle, asked, sending, ready, failed
+    chunk_next: int = 0
+    credit: int = 0
+    inflight: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Search:
+    id: int
+    context_id: str
+    chunks: list[list[Any]]
+    sizes: list[int]
+    nbytes: int
+    emit: Emit
+    digests: list[bytes | None]
+    joined: int = 0
+    no_workers_since: float | None = None
+
+
+def _is_loopback(address: str) -> bool:
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteWorkers:
+    """Worker processes on other machines, joining over ZeroMQ.
+
+    The pool binds a ROUTER socket and waits for ``hpsearch-worker`` processes to
+    connect with the join token; each one becomes a worker of the search, with as
+    many slots as it announced. Workers may join and leave while a search runs; a
+    worker that dies loses nothing (its tasks run elsewhere).
+
+    Parameters
+    ----------
+    address : str
+        Where to listen, e.g. ``"tcp://0.0.0.0:5555"``; a port of ``*`` or ``0``
+        picks a free one.
+    token : str, optional
+        The join token (``hps1:...``); a fresh one is generated when None. There is
+        no unauthenticated mode: every message is signed with the token's secret, so
+        an empty token is refused (explicitly so on a non-loopback address).
+    min_workers : int
+        Workers that must have joined (and loaded the data) before a search starts.
+    join_timeout : float
+        Seconds to wait for ``min_workers``; also how long a search may run with no
+        worker at all before it fails with :class:`~hpsearch.errors.NoWorkersError`.
+    heartbeat : float
+        Seconds between heartbeats on an idle connection.
+    heartbeat_timeout : float
+        A worker silent this long is lost; its tasks go back to the queue.
+    max_message_size : int
+        Inbound messages larger than this are refused by libzmq (workers only send
+        small messages).
+
+    Attributes
+    ----------
+    join_command : str
+        The exact command that starts a worker for this pool.
+    stats : collections.Counter
+        Counters: ``contexts_sent``, ``tasks_sent``, ``results``, ``dropped``, ...
+
+    Examples
+    --------
+    >>> from hpsearch import RemoteWorkers, run_search
+    >>> with RemoteWorkers("tcp://0.0.0.0:5555", min_workers=2) as pool:  # doctest: +SKIP
+    ...     print(pool.join_command)  # run this on the worker machines
+    ...     first = run_search(est, space, X, y, workers=pool)
+    ...     second = run_search(est, other_space, X, y, workers=pool)  # data not sent again
+    """
+
+    _exit_on_close = False  # remote workers stay up and wait for the next master
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        min_workers: int = 1,
+        join_timeout: float = 300.0,
+        *,
+        heartbeat: float = 1.0,
+        heartbeat_timeout: float = 30.0,
+        max_message_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        if not isinstance(address, str) or "://" not in address:
+            raise InvalidParameterError(f"address must be a ZeroMQ endpoint such as 'tcp://0.0.0.0:5555', got {address!r}")
+        if token is None:
+            token = make_token()
+        elif not token:
+            where = "a non-loopback address" if not _is_loopback(address) else "any address"
+            raise InvalidParameterError(
+                f"binding {address!r} without a token is refused: every message must be signed "
+                f"on {where}. Pass token=None to generate one"
+            )
+        try:
+            self._secret = parse_token(token)
+        except ValueError as exc:
+            raise InvalidParameterError(f"token: {exc}") from None
+        if min_workers < 0:
+            raise InvalidParameterError(f"min_workers must be >= 0, got {min_workers!r}")
+        self.address = address
+        self.token = token
+        self.min_workers = int(min_workers)
+        self.join_timeout = float(join_timeout)
+        self.heartbeat = float(heartbeat)
+        self.heartbeat_timeout = float(heartbeat_timeout)
+        self.max_message_size = int(max_message_size)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.endpoint: str | None = None
+        self._versions = local_versions()
+        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._ctx: zmq.Context | None = None
+        self._implicit = False
+        self._failure: BaseException | None = None
+        self._search_counter = 0
+        self._search: _Search | None = None
+        # I/O thread state
+        self._peers: dict[str, _Peer] = {}  # active sessions
+        self._by_route: dict[bytes, str] = {}
+        self._seen: dict[str, int] = {}  # every session ever accepted -> last seq
+        self._closed: dict[str, tuple[str, int]] = {}  # closed ready session -> (name, search)
+        self._codec = Codec(self._secret, WORKER_TYPES)
+
+    # -- lifecycle (caller's thread) --------------------------------------------------------
+
+    @property
+    def join_command(self) -> str:
+        """The command line that starts a worker for this pool."""
+        endpoint = self.endpoint or self.address
+        parts = urlsplit(endpoint)
+        if parts.hostname in ("0.0.0.0", "::", "*"):
+            endpoint = endpoint.replace(parts.hostname, socket.getfqdn(), 1)
+        return f"hpsearch-worker --connect {endpoint} --token {self.token}"
+
+    def open(self) -> RemoteWorkers:
+        """Bind the socket and start the I/O thread (idempotent)."""
+        if self._thread is not None:
+            return self
+        self._ctx = zmq.Context()
+        router = self._ctx.socket(zmq.ROUTER)
+        router.linger = 0
+        router.router_mandatory = 1
+        router.maxmsgsize = self.max_message_size
+        router.sndhwm = 100_000
+        router.rcvhwm = 100_000
+        router.tcp_keepalive = 1
+        try:
+            router.bind(self.address)
+        except zmq.ZMQError as exc:
+            router.close(linger=0)
+            self._ctx.term()
+            self._ctx = None
+            raise InvalidParameterError(f"cannot listen on {self.address!r}: {exc}") from None
+        self.endpoint = router.last_endpoint.decode()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._running = True
+        self._thread = threading.Thread(target=self._io_main, args=(router,), name="hpsearch-remote-io", daemon=True)
+        self._thread.start()
+        logger.info("listening on %s; start workers with:\n  %s", self.endpoint, self.join_command)
+        return self
+
+    def close(self) -> None:
+        """Say goodbye to the workers, stop the I/O thread and close the socket."""
+        if self._thread is None:
+            return
+        self._command(("close",))
+        self._thread.join(10.0)
+        self._thread = None
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def __enter__(self) -> RemoteWorkers:
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def start(self, context: EvaluationContext, emit: Emit) -> None:
+        """Make the context available and wait for ``min_workers`` to be ready."""
+        from ..serialization import content_id, dumps
+
+        if self._thread is None:
+            self.open()
+            self._implicit = True
+        frames = dumps(context)
+        cid = content_id(frames)
+        sizes = [memoryview(f).nbytes for f in frames]
+        chunks: list[list[Any]] = [[]]
+        size = 0
+        for frame, nbytes in zip(frames, sizes):
+            if chunks[-1] and size + nbytes > CHUNK_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(frame)
+            size += nbytes
+        self._search_counter += 1
+        search = _Search(self._search_counter, cid, chunks, sizes, sum(sizes), emit, [None] * len(chunks))
+        self._command(("search", search))
+        deadline = time.monotonic() + self.join_timeout
+        with self._cond:
+            while search.joined < self.min_workers and self._failure is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 1.0))
+            if self._failure is not None:
+                raise NoWorkersError(f"the remote-workers I/O thread failed: {self._failure!r}")
+            joined = search.joined
+        if joined < self.min_workers:
+            self._end_search()
+            raise NoWorkersError(
+                f"only {joined} of min_workers={self.min_workers} worker(s) joined {self.endpoint} "
+                f"within join_timeout={self.join_timeout:g} s{self._no_workers_hint()}. "
+                f"Start workers with:\n  {self.join_command}"
+            )
+
+    def _no_workers_hint(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        """End the search's use of the pool (closing it if the search opened it)."""
+        self._end_search()
+        if self._implicit:
+            self._implicit = False
+            self.close()
+
+    def _end_search(self) -> None:
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._command(("end", done))
+        done.wait(10.0)
+
+    def _command(self, command: tuple[Any, ...]) -> None:
+        self._commands.put(command)
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already woken
+
+    @property
+    def n_workers(self) -> int:
+        """Workers connected now."""
+        return len(self._peers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.endpoint or self.address!r}, min_workers={self.min_workers})"
+
+    # -- the I/O thread ---------------------------------------------------------------------
+
+    def _io_main(self, router: zmq.Socket) -> None:
+        self._router = router
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug: fail the search rather than hang it
+            logger.exception("the remote-workers I/O thread failed")
+            with self._cond:
+                self._failure = exc
+                self._cond.notify_all()
+            if self._search is not None:
+                self._search.emit(PoolFailed(exc))
+        finally:
+            router.close()
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        next_housekeeping = 0.0
+        while self._running:
+            blocked = any(p.outbox for p in self._peers.values())
+            timeout = 0.01 if blocked else max(0.0, next_housekeeping - time.monotonic())
+            events = dict(poller.poll(int(timeout * 1000) + 1))
+            if self._wake_r in events:
+                try:
+                    os.read(self._wake_r, 65536)
+                except BlockingIOError:
+                    pass
+            self._run_commands()
+            if not self._running:
+                break
+            if self._router in events:
+                self._receive_all()
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                self._housekeeping(now)
+                next_housekeeping = now + min(self.heartbeat / 2, 0.25)
+            self._flush_all()
+        self._goodbye()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            kind = command[0]
+            try:
+                if kind == "task":
+                    self._send_task(command[1], command[2])
+                elif kind == "search":
+                    self._finish_search()
+                    self._search = command[1]
+                    for peer in list(self._peers.values()):
+                        self._offer_search(peer)
+                elif kind == "end":
+                    self._finish_search()
+                    command[1].set()
+                elif kind == "close":
+                    self._running = False
+                elif kind == "call":  # tests and subclasses: run a function on this thread
+                    command[1](self)
+            except Exception:
+                logger.exception("remote-workers command %s failed", kind)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _receive_all(self) -> None:
+        for _ in range(10_000):
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._receive(frames)
+            except ProtocolError as exc:
+                self._drop(str(exc))
+            except Exception:  # never let a message crash the I/O thread
+                self._drop("handler error:\n" + traceback.format_exc())
+
+    def _drop(self, reason: str) -> None:
+        self.stats["dropped"] += 1
+        logger.warning("dropped a message: %s", reason)
+
+    def _receive(self, frames: list[Any]) -> None:
+        route = frames[0].bytes
+        body = frames[1:]
+        if len(body) != INBOUND_FRAMES:
+            raise ProtocolError(f"{len(body)} frame(s); worker messages have exactly {INBOUND_FRAMES}")
+        size = sum(len(f) for f in body)
+        if size > self.max_message_size:
+            raise ProtocolError(f"message of {size} bytes exceeds {self.max_message_size}")
+        msg = self._codec.decode(body)
+        now = time.monotonic()
+        if msg.type == "HELLO":
+            self._on_hello(route, msg, now)
+            return
+        peer = self._peers.get(msg.session)
+        if peer is None:
+            self._from_unknown(route, msg)
+            return
+        if peer.routing_id != route:
+            raise ProtocolError(f"session {msg.session} used from another connection")
+        if msg.seq <= peer.seq_in:
+            raise ProtocolError(f"replayed {msg.type} (seq {msg.seq} <= {peer.seq_in}) from {peer.name}")
+        peer.seq_in = self._seen[msg.session] = msg.seq
+        peer.last_recv = now
+        handler = getattr(self, f"_on_{msg.type.lower()}", None)
+        if handler is not None:
+            handler(peer, msg)
+
+    def _from_unknown(self, route: bytes, msg: Message) -> None:
+        last = self._seen.get(msg.session)
+        if last is not None and msg.seq <= last:
+            raise ProtocolError(f"replayed {msg.type} of a closed session")
+        if last is not None:
+            self._seen[msg.session] = msg.seq
+            closed = self._closed.get(msg.session)
+            if msg.type == "RESULT" and closed is not None:  # declared lost, yet it finished
+                name, search_id = closed
+                search = self._search
+                if search is not None and search.id == search_id:
+                    self._accept_result(route, name, msg)
+        elif msg.type != "BYE":
+            logger.info("a %s from unknown session %s; asking it to say HELLO again", msg.type, msg.session)
+        if msg.type != "BYE":
+            self._send(route, None, "SHUTDOWN", {"exit": False, "reason": "unknown session; say HELLO again"})
+
+    def _on_hello(self, route: bytes, msg: Message, now: float) -> None:
+        if msg.session in self._seen:
+            raise ProtocolError(f"replayed HELLO (session {msg.session} already seen)")
+        self._seen[msg.session] = msg.seq
+        header = msg.header
+        mismatch = version_mismatch(self._versions, header["versions"])
+        if mismatch is not None:
+            logger.warning("rejected worker %s (%s): %s", header["name"], header["host"], mismatch)
+            self.stats["rejected"] += 1
+            self._send(route, None, "REJECT", {"reason": mismatch})
+            return
+        if header["slots"] < 1 or not all(isinstance(c, str) for c in header["contexts"]):
+            raise ProtocolError("HELLO with bad slots or contexts")
+        old_session = self._by_route.get(route)
+        if old_session is not None:
+            self._lose(self._peers[old_session], "said HELLO again")
+        for other in list(self._peers.values()):
+            if other.worker_id == header["worker_id"]:
+                self._lose(other, "reconnected")
+        name = base = header["name"][:100] or "worker"
+        taken = {p.name for p in self._peers.values()}
+        k = 1
+        while name in taken:
+            k += 1
+            name = f"{base}#{k}"
+        worker = RemoteWorker(self, msg.session, name, header["slots"])
+        peer = _Peer(route, msg.session, header["worker_id"], name, header["slots"], header["pid"],
+                     header["host"], worker, last_recv=now, seq_in=msg.seq, contexts=set(header["contexts"]))
+        self._peers[msg.session] = peer
+        self._by_route[route] = msg.session
+        self.stats["hellos"] += 1
+        logger.info("worker %s joined from %s (pid %d, %d slot(s))", name, peer.host, peer.pid, peer.slots)
+        self._send(route, peer, "WELCOME", {"name": name, "heartbeat": self.heartbeat,
+                                            "timeout": self.heartbeat_timeout})
+        self._offer_search(peer)
+
+    def _on_ready(self, peer: _Peer, msg: Message) -> None:
+        search = self._search
+        if search is None or msg["search"] != search.id or peer.state not in ("asked", "sending"):
+            return
+        if msg["error"] is not None:
+            peer.state = "failed"
+            logger.error("worker %s could not load the context; it will not be used:\n%s", peer.name, msg["error"])
+            return
+        peer.state = "ready"
+        peer.contexts.add(msg["context_id"])
+        search.emit(WorkerJoined(peer.worker))
+        with self._cond:
+            search.joined += 1
+            self._cond.notify_all()
+
+    def _on_need(self, peer: _Peer, msg: Message) -> None:
+        search = self._search
+        if search is None or msg["search"] != search.id or peer.state != "asked":
+            return
+        peer.state = "sending"
+        peer.chunk_next = 0
+        peer.credit = max(1, min(msg["credit"], 64))
+        self.stats["contexts_sent"] += 1
+        self.stats["context_bytes_sent"] += search.nbytes
+        self._pump_context(peer)
+
+    def _on_credit(self, peer: _Peer, msg: Message) -> None:
+        search = self._search
+        if search is None or msg["search"] != search.id or peer.state != "sending":
+            return
+        peer.credit += max(0, min(msg["credit"], 64))
+        self._pump_context(peer)
+
+    def _on_result(self, peer: _Peer, msg: Message) -> None:
+        peer.inflight.pop(msg["task_id"], None)
+        if peer.state != "ready":  # only a worker that loaded this search's data has results
+            self._send(peer.routing_id, peer, "RESULT_ACK",
+                       {"search": msg["search"], "task_id": msg["task_id"], "attempt": msg["attempt"]})
+            self.stats["stale_results"] += 1
+            return
+        self._accept_result(peer.routing_id, peer.name, msg, peer)
+
+    def _accept_result(self, route: bytes, name: str, msg: Message, peer: _Peer | None = None) -> None:
+        search = self._search
+        ack = {"search": msg["search"], "task_id": msg["task_id"], "attempt": msg["attempt"]}
+        self._send(route, peer, "RESULT_ACK", ack)
+        if search is None or msg["search"] != search.id:
+            self.stats["stale_results"] += 1
+            return
+        self.stats["results"] += 1
+        if msg["failure"] is not None:
+            search.emit(TaskFailed(name, msg["task_id"], msg["attempt"], msg["failure"]))
+            return
+        try:
+            result = FoldResult.from_message(msg["result"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ProtocolError(f"invalid result from {name}: {exc}") from None
+        search.emit(TaskFinished(name, msg["task_id"], msg["attempt"], result))
+
+    def _on_bye(self, peer: _Peer, msg: Message) -> None:
+        self._lose(peer, f"left: {msg['reason']}")
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _send(self, route: bytes, peer: _Peer | None, kind: str, fields: dict[str, Any] | None = None,
+              payload: list[Any] | tuple = (), digest: bytes | None = None) -> None:
+        frames = [route, *self._codec.encode(kind, fields, payload, digest)]
+        if peer is None:
+            try:
+                self._router.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                logger.debug("could not send %s to an unknown peer: %s", kind, exc)
+            return
+        peer.last_send = time.monotonic()
+        peer.outbox.append(frames)
+        self._flush(peer)
+
+    def _flush(self, peer: _Peer) -> None:
+        while peer.outbox:
+            try:
+                self._router.send_multipart(peer.outbox[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EHOSTUNREACH:
+                    self._lose(peer, "connection gone")
+                    return
+                raise
+            peer.outbox.popleft()
+
+    def _flush_all(self) -> None:
+        for peer in list(self._peers.values()):
+            if peer.outbox:
+                self._flush(peer)
+
+    def _offer_search(self, peer: _Peer) -> None:
+        search = self._search
+        if search is None or peer.session not in self._peers:
+            return
+        peer.state = "asked"
+        self._send(peer.routing_id, peer, "SEARCH",
+                   {"search": search.id, "context_id": search.context_id, "nbytes": search.nbytes})
+
+    def _pump_context(self, peer: _Peer) -> None:
+        search = self._search
+        assert search is not None
+        while peer.credit > 0 and peer.chunk_next < len(search.chunks):
+            index = peer.chunk_next
+            digest = search.digests[index]
+            if digest is None:  # hash each chunk once, whatever the number of workers
+                digest = search.digests[index] = self._codec.payload_digest(search.chunks[index])
+            fields = {"search": search.id, "context_id": search.context_id,
+                      "index": index, "count": len(search.chunks)}
+            if index == 0:
+                fields["sizes"] = search.sizes
+            self._send(peer.routing_id, peer, "CONTEXT", fields, search.chunks[index], digest)
+            peer.chunk_next += 1
+            peer.credit -= 1
+
+    def _send_task(self, session: str, task: Task) -> None:
+        from ..serialization import dumps
+
+        peer = self._peers.get(session)
+        search = self._search
+        if peer is None or search is None:
+            return  # the worker is gone: the scheduler requeues its tasks on WorkerLost
+        fields = {"search": search.id, "task_id": task.task_id, "attempt": task.attempt,
+                  "context_id": search.context_id, "fold": task.fold}
+        peer.inflight[task.task_id] = task.attempt
+        self.stats["tasks_sent"] += 1
+        self.stats[f"tasks_to:{peer.name}"] += 1
+        self._send(peer.routing_id, peer, "TASK", fields, dumps(task.params))
+
+    # -- membership -------------------------------------------------------------------------
+
+    def _lose(self, peer: _Peer, reason: str) -> None:
+        if self._peers.pop(peer.session, None) is None:
+            return
+        self._by_route.pop(peer.routing_id, None)
+        self.stats["lost"] += 1
+        search = self._search
+        if search is not None and peer.state == "ready":
+            self._closed[peer.session] = (peer.name, search.id)
+        logger.warning("worker %s lost: %s", peer.name, reason)
+        if search is not None and peer.state == "ready":
+            search.emit(WorkerLost(peer.name, reason))
+
+    def _dead_pids(self) -> set[int]:
+        """Pids known to have exited (LocalProcesses knows its children)."""
+        return set()
+
+    def _housekeeping(self, now: float) -> None:
+        dead = self._dead_pids()
+        for peer in list(self._peers.values()):
+            if peer.pid in dead:
+                self._lose(peer, f"process {peer.pid} exited")
+            elif now - peer.last_recv > self.heartbeat_timeout:
+                self._lose(peer, f"silent for {now - peer.last_recv:.1f} s")
+            elif now - peer.last_send >= self.heartbeat and not peer.outbox:
+                self._send(peer.routing_id, peer, "HEARTBEAT")
+        search = self._search
+        if search is not None and search.joined >= self.min_workers:
+            ready = sum(p.state == "ready" for p in self._peers.values())
+            if ready:
+                search.no_workers_since = None
+            elif search.no_workers_since is None:
+                search.no_workers_since = now
+            elif now - search.no_workers_since > self.join_timeout:
+                search.emit(PoolFailed(NoWorkersError(
+                    f"every remote worker was lost and none joined for {self.join_timeout:g} s. "
+                    f"Start workers with:\n  {self.join_command}")))
+                search.no_workers_since = None
+
+    def _finish_search(self) -> None:
+        search = self._search
+        if search is None:
+            return
+        for peer in self._peers.values():
+            peer.state = "idle"
+            peer.inflight.clear()
+            self._send(peer.routing_id, peer, "CANCEL", {"search": search.id})
+        with self._cond:
+            self._search = None
+
+    def _goodbye(self) -> None:
+        self._finish_search()
+        reason = "the search is over" if self._exit_on_close else "the master closed; waiting for the next one"
+        for peer in list(self._peers.values()):
+            logger.debug("SHUTDOWN to %s", peer.name)
+            self._send(peer.routing_id, peer, "SHUTDOWN", {"exit": self._exit_on_close, "reason": reason})
+        deadline = time.monotonic() + 1.0
+        while any(p.outbox for p in self._peers.values()) and time.monotonic() < deadline:
+            self._flush_all()
+            time.sleep(0.01)
+        # Give the last small messages a moment to leave before the socket closes
+        # (LINGER alone was seen to lose a SHUTDOWN sent just before close).
+        if self._peers:
+            time.sleep(0.2)
+        self._router.setsockopt(zmq.LINGER, 500)
+        self._peers.clear()
+
+    # For tests: run ``fn(pool)`` on the I/O thread.
+    def _call_in_io_thread(self, fn: Callable[[RemoteWorkers], None]) -> None:
+        self._command(("call", fn))

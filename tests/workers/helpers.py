@@ -1,0 +1,116 @@
+"""Estimators, pickles and a rogue client shared by the worker tests.
+
+Worker processes import this module by name (pickles refer to its classes), so it
+holds no test code and has no side effects on import.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+from sklearn.base import BaseEstimator
+
+from hpsearch.workers.base import TaskFinished
+from hpsearch.workers.protocol import MASTER_TYPES, Codec, local_versions
+
+
+class SleepEstimator(BaseEstimator):
+    """A deterministic model whose fit sleeps ``delay`` seconds (time.sleep frees the GIL)."""
+
+    def __init__(self, c: float = 1.0, delay: float = 0.0) -> None:
+        self.c = c
+        self.delay = delay
+
+    def fit(self, X: Any, y: Any = None) -> SleepEstimator:
+        if self.delay:
+            time.sleep(self.delay)
+        self.offset_ = float(np.mean(X[:, 0]))
+        return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        return float(-((self.c - 3.0) ** 2) + self.offset_ - float(np.mean(X[:, 0])))
+
+
+class MarkerPickle:
+    """Unpickling this creates a file: proof that someone unpickled it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+class Rogue:
+    """A test-only peer that crafts raw frames for the master's port."""
+
+    def __init__(self, endpoint: str, secret: bytes) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.codec = Codec(secret, MASTER_TYPES)
+
+    def send_raw(self, frames: list[Any]) -> None:
+        self.sock.send_multipart(frames, copy=True)
+
+    def message(self, kind: str, fields: dict[str, Any] | None = None, payload: tuple = ()) -> list[Any]:
+        return self.codec.encode(kind, fields, payload)
+
+    def hello(self, name: str = "rogue", versions: dict[str, str] | None = None) -> list[Any]:
+        return self.message("HELLO", {
+            "worker_id": "rogue-" + name, "name": name, "host": "nowhere", "pid": 1, "slots": 1,
+            "versions": versions or local_versions(), "contexts": [],
+        })
+
+    def receive(self, timeout: float = 5.0) -> Any:
+        """The next message from the master, decoded, or None after ``timeout`` s."""
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        return self.codec.decode(self.sock.recv_multipart())
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+class Recording:
+    """A pool wrapper that records every event its pool emits (a test's eyes on the wire)."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.events: list = []
+
+    def start(self, context, emit) -> None:
+        def record(event) -> None:
+            self.events.append(event)
+            emit(event)
+
+        self.pool.start(context, record)
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def finished(self) -> list[TaskFinished]:
+        return [e for e in self.events if isinstance(e, TaskFinished)]
+
+
+def assert_same_scores(a, b) -> None:
+    keys = [k for k in a.cv_results_ if "test_" in k and "time" not in k]
+    assert keys
+    for key in keys:
+        np.testing.assert_array_equal(a.cv_results_[key], b.cv_results_[key], err_msg=key)
+    assert a.cv_results_["params"] == b.cv_results_["params"]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)

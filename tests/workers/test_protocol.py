@@ -1,0 +1,110 @@
+"""The framing layer alone: signatures, bounded decoding, validation, tokens, versions."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from hpsearch.errors import ProtocolError
+from hpsearch.workers.protocol import (
+    MAGIC,
+    MASTER_TYPES,
+    WORKER_TYPES,
+    Codec,
+    local_versions,
+    make_token,
+    parse_token,
+    version_mismatch,
+)
+
+SECRET = parse_token(make_token())
+
+
+def test_round_trip_with_payload():
+    # A codec is named by what it accepts: the worker's accepts what the master sends.
+    worker, master = Codec(SECRET, MASTER_TYPES), Codec(SECRET, WORKER_TYPES)
+    frames = master.encode("CONTEXT", {"search": 1, "context_id": "ab", "index": 0, "count": 1},
+                           [b"x" * 10, memoryview(b"y" * 100_000)])
+    msg = worker.decode(frames)
+    assert msg.type == "CONTEXT" and msg.seq == 1 and msg.session == master.session
+    assert [bytes(f) for f in msg.payload] == [b"x" * 10, b"y" * 100_000]
+    assert master.encode("HEARTBEAT")[2] != frames[2]  # seq grows
+
+
+@pytest.mark.parametrize("tamper", ["header", "payload", "magic", "signature", "frame-boundary"])
+def test_any_change_breaks_the_signature(tamper):
+    sender, receiver = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
+    frames = sender.encode("RESULT_ACK", {"search": 1, "task_id": 3, "attempt": 0}, [b"ab", b"cd"])
+    frames = [bytes(f) for f in frames]
+    if tamper == "header":
+        frames[2] = frames[2].replace(b"\x03", b"\x04")
+    elif tamper == "payload":
+        frames[3] = b"zz"
+    elif tamper == "magic":
+        frames[0] = b"HPS\x02"
+    elif tamper == "signature":
+        frames[1] = bytes(32)
+    else:  # moving a byte from one frame to the next
+        frames[3:] = [b"a", b"bcd"]
+    with pytest.raises(ProtocolError):
+        Codec(SECRET, MASTER_TYPES).decode(frames)
+
+
+def test_wrong_key_unsigned_truncated_and_garbage_are_refused():
+    other = Codec(parse_token(make_token()), WORKER_TYPES)
+    master = Codec(SECRET, WORKER_TYPES)
+    good = Codec(SECRET, WORKER_TYPES).encode("HEARTBEAT")
+    with pytest.raises(ProtocolError, match="bad signature"):
+        master.decode(other.encode("HEARTBEAT"))
+    with pytest.raises(ProtocolError, match="unsigned"):
+        master.decode([good[0], b"", good[2]])
+    with pytest.raises(ProtocolError, match="truncated"):
+        master.decode(good[:2])
+    with pytest.raises(ProtocolError, match="magic"):
+        master.decode([b"\x00" * 7, b"garbage", b"\xff" * 9])
+    with pytest.raises(ProtocolError, match="protocol major"):
+        master.decode([b"HPS\x09", good[1], good[2]])
+
+
+def _signed_header(header: object) -> list[bytes]:
+    """A correctly signed message whose header is arbitrary msgpack (or raw bytes)."""
+    codec = Codec(SECRET, WORKER_TYPES)
+    raw = header if isinstance(header, bytes) else msgpack.packb(header)
+    return [MAGIC, codec._signature(MAGIC, raw, codec.payload_digest([])), raw]
+
+
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        (b"\xc1\xc1\xc1", "undecodable"),
+        ([1, 2, 3], "not a map"),
+        ({"type": "PWN", "seq": 1, "session": "s"}, "unknown"),
+        ({"type": "TASK", "seq": 1, "session": "s"}, "unknown"),  # a master-only type from a worker
+        ({"type": "HEARTBEAT", "seq": 0, "session": "s"}, "sequence"),
+        ({"type": "HEARTBEAT", "seq": 1}, "session"),
+        ({"type": "BYE", "seq": 1, "session": "s", "reason": 3}, "reason"),
+        ({"type": "RESULT", "seq": 1, "session": "s", "search": 1, "task_id": True, "attempt": 0,
+          "result": None, "failure": None}, "task_id"),
+        ({1: 2}, "undecodable"),  # strict_map_key: non-string keys are refused by msgpack
+    ],
+)
+def test_signed_but_malformed_headers_are_refused(header, match):
+    with pytest.raises(ProtocolError, match=match):
+        Codec(SECRET, WORKER_TYPES).decode(_signed_header(header))
+
+
+def test_tokens():
+    token = make_token()
+    assert token.startswith("hps1:") and token != make_token()
+    for bad in ["", "hps2:abc", "hps1:", "hps1:!!!notbase64", "hps1:c2hvcnQ"]:
+        with pytest.raises(ValueError):
+            parse_token(bad)
+
+
+def test_version_mismatch_names_both_sides():
+    mine = local_versions()
+    assert version_mismatch(mine, dict(mine)) is None
+    reason = version_mismatch(mine, local_versions({"hpsearch": "0.0.0", "python": "2.7.18"}))
+    assert "hpsearch: master " + mine["hpsearch"] + ", worker 0.0.0" in reason
+    assert "python" in reason and "2.7.18" in reason
+    assert "worker did not say" in version_mismatch(mine, {})
