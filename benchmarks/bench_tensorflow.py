@@ -23,13 +23,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from hpsearch import run_search  # noqa: E402
+from hpsearch import LocalProcesses, run_search  # noqa: E402
 from tests.estimators.reviews import SPACE, make_pipeline, make_reviews  # noqa: E402
 
 # name -> builds the ``workers`` argument; add a LocalProcesses(2) entry beside these.
 SETUPS: dict[str, Callable[[], object]] = {
     "threads-1": lambda: 1,
     "threads-2": lambda: 2,
+    # Separate processes: each has its own TensorFlow thread pools, sized to its share.
+    "processes-2": lambda: LocalProcesses(2),
 }
 
 

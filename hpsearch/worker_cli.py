@@ -2,7 +2,7 @@
 
 ::
 
-    hpsearch-worker --connect tcp://master:5555 --token hps1:... [--slots N] [--name NAME]
+    hpsearch-worker --connect tcp://master:5555 --token hps1:... [--slots N] [--name NAME] [--gpu ID]
 
 The master prints this exact command (``RemoteWorkers.join_command``). The token may
 also come from the ``HPSEARCH_TOKEN`` environment variable, which keeps it out of the
@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "prepare_tensorflow"]
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED = 0, 2, 3
 
@@ -39,11 +39,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="name shown by the master (default host-pid)")
     parser.add_argument("--inner-threads", type=int, default=None,
                         help="BLAS/OpenMP threads per task (default cores // slots)")
+    parser.add_argument("--gpu", default=None, metavar="ID",
+                        help="pin this worker to GPU ID ('0', '0,1'; '' hides every GPU): sets "
+                             "CUDA_VISIBLE_DEVICES before TensorFlow loads, with memory growth on")
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     # For tests only: announce a fake version, e.g. --fake-version hpsearch=0.0.0
     parser.add_argument("--fake-version", action="append", default=[], help=argparse.SUPPRESS)
     return parser
+
+
+def prepare_tensorflow(slots: int, inner_threads: int, gpu: str | None = None) -> dict[str, str]:
+    """Size TensorFlow for this worker before anything imports it.
+
+    TensorFlow's thread pools are per process and read ``TF_NUM_INTRAOP_THREADS`` /
+    ``TF_NUM_INTEROP_THREADS`` when it starts: ``slots`` concurrent fits get
+    ``slots`` inter-op threads and each op the worker's per-task share of the cores,
+    so N fits do not oversubscribe the cores. Values the user set are kept. With
+    ``gpu``, TensorFlow is loaded now through
+    :func:`hpsearch.estimators.configure_tensorflow` (``CUDA_VISIBLE_DEVICES``, memory
+    growth); without it, TensorFlow is not imported at all.
+
+    Returns the environment values in force.
+    """
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(inner_threads))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(slots))
+    if gpu is not None:
+        from .estimators import configure_tensorflow  # the optional extra, only on request
+
+        configure_tensorflow(gpu=gpu)
+    keys = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "CUDA_VISIBLE_DEVICES")
+    return {k: os.environ[k] for k in keys if k in os.environ}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             probe.connect(args.connect)
     except zmq.ZMQError as exc:
         return fail(f"bad address {args.connect!r}: {exc} (expected e.g. tcp://master:5555)", EXIT_USAGE)
+
+    from .errors import MissingDependencyError
+    from .workers.threads import available_cores
+
+    inner_threads = args.inner_threads or max(1, available_cores() // args.slots)
+    try:
+        applied = prepare_tensorflow(args.slots, inner_threads, args.gpu)
+    except (MissingDependencyError, RuntimeError) as exc:  # no TensorFlow, or loaded too early
+        return fail(f"--gpu {args.gpu!r}: {exc}", EXIT_USAGE)
+    logging.getLogger("hpsearch.worker").info("TensorFlow settings: %s", applied)
 
     agent = WorkerAgent(args.connect, secret, slots=args.slots, name=args.name,
                         inner_threads=args.inner_threads, version_overrides=overrides,

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from hpsearch import run_search  # noqa: E402
+from hpsearch import LocalProcesses, run_search  # noqa: E402
 
 from .reviews import SPACE, make_pipeline, make_reviews  # noqa: E402
 
@@ -15,6 +15,7 @@ pytestmark = pytest.mark.tensorflow
 # builds the ``workers`` argument of run_search; add e.g. LocalProcesses(2) here.
 WORKERS = {
     "threads-2": lambda: 2,
+    "processes-2": lambda: LocalProcesses(2),
 }
 
 
