@@ -142,6 +142,25 @@ def _sample_aligned(value: Any, n_samples: int) -> bool:
         return False
 
 
+def _split(estimator: Any, X: Any, y: Any, indices: np.ndarray, train: np.ndarray | None = None) -> tuple[Any, Any]:
+    """The fold's rows of X and y, as scikit-learn's ``_safe_split`` takes them.
+
+    Plain numpy arrays are indexed directly: the same ``X[indices]`` that
+    ``_safe_split`` ends in, without its per-call dataframe detection, which costs
+    more than a small fit. Pairwise estimators and other containers go through it.
+    """
+    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and not _is_pairwise(estimator):
+        return X[indices], None if y is None else y[indices]
+    return _safe_split(estimator, X, y, indices, train)
+
+
+def _is_pairwise(estimator: Any) -> bool:
+    try:
+        return bool(estimator.__sklearn_tags__().input_tags.pairwise)
+    except AttributeError:  # an estimator without scikit-learn's tags
+        return False
+
+
 def _score(
     estimator: Any, X: Any, y: Any, scorers: Mapping[str, Callable[..., float]], params: Mapping[str, Any]
 ) -> dict[str, float]:
@@ -191,8 +210,8 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
     try:
         fit_params = _index_fit_params(context.X, context.fit_params, train)
         score_params_test = _index_fit_params(context.X, context.score_params, test)
-        X_train, y_train = _safe_split(estimator, context.X, context.y, train)
-        X_test, y_test = _safe_split(estimator, context.X, context.y, test, train)
+        X_train, y_train = _split(estimator, context.X, context.y, train)
+        X_test, y_test = _split(estimator, context.X, context.y, test, train)
         n_test = _num_samples(X_test)
         if y_train is None:
             estimator.fit(X_train, **fit_params)

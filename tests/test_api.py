@@ -171,3 +171,12 @@ def test_progress_bar_shows_tasks_and_best_score(capsys):
     assert "9/9" in err and f"best={result.best_score_:.4f}" in err
     run_search(SVC(), {"C": [0.1, 1]}, X, y, cv=3, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_precomputed_kernel_is_split_on_both_axes_like_gridsearchcv():
+    X, y = load_iris(return_X_y=True)
+    gram = X @ X.T
+    grid = {"C": [0.01, 0.1, 1.0]}
+    theirs = GridSearchCV(SVC(kernel="precomputed"), grid, cv=3).fit(gram, y)
+    ours = run_search(SVC(kernel="precomputed"), grid, gram, y, cv=3, workers=2, progress=False)
+    assert_same_scores(ours.cv_results_, theirs.cv_results_, ["score"])
