@@ -22,3 +22,17 @@ def test_readme_starts_with_the_two_fresh_machine_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def test_readme_first_python_example_runs():
+    import re
+
+    import pytest
+
+    text = (ROOT / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(example.replace("workers=4", "workers=2"), "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.best_params_ == {"C": 1, "gamma": 0.001}
+    assert result.best_score_ == pytest.approx(0.9722, abs=1e-4)
