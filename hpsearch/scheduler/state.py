@@ -288,6 +288,12 @@ class SchedulerState:
         if ts.done:
             logger.debug("duplicate result for task %d (attempt %d) ignored", event.task_id, event.attempt)
             return []
+        problem = self._malformed(event.result)
+        if problem is not None:  # a worker bug or a hostile peer: never a crash of the search
+            logger.error("result for task %d from %s ignored: %s", event.task_id, event.worker, problem)
+            if ts.worker == event.worker:
+                return self._requeue([event.task_id], f"worker {event.worker} sent a malformed result")
+            return []
         if self.raise_on_error and event.result.error is not None:
             exc = event.result.exception
             if exc is None:
@@ -296,6 +302,13 @@ class SchedulerState:
                 )
             return self._abort(exc)
         return self._record(ts, event.result)
+
+    def _malformed(self, result: FoldResult) -> str | None:
+        if set(result.test_scores) != set(self.score_names):
+            return f"test scores for {sorted(result.test_scores)}, expected {sorted(self.score_names)}"
+        if self.return_train_score and (result.train_scores is None or set(result.train_scores) != set(self.score_names)):
+            return "train scores missing"
+        return None
 
     def _record(self, ts: _TaskState, result: FoldResult) -> list[Command]:
         ts.done = True
@@ -363,8 +376,8 @@ class SchedulerState:
     def _on_task_failed(self, event: TaskFailed) -> list[Command]:
         self._release(event.worker, event.task_id)
         ts = self.tasks.get(event.task_id)
-        if ts is None or ts.done:
-            return []
+        if ts is None or ts.done or ts.worker != event.worker or event.attempt != ts.deaths:
+            return []  # stale: that attempt was already requeued (its worker was lost)
         logger.warning("worker %s could not run task %d: %s", event.worker, event.task_id, event.error)
         return self._requeue([event.task_id], f"worker {event.worker} could not run it: {event.error}")
 

@@ -113,6 +113,7 @@ class LocalProcesses(RemoteWorkers):
     def _spawn(self) -> None:
         env = child_environment(HPSEARCH_TOKEN=self.token)
         threads = str(self.inner_threads)
+        port = str(self.endpoint).rsplit(":", 1)[-1]
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = threads
         for i in range(self.n):
@@ -120,7 +121,8 @@ class LocalProcesses(RemoteWorkers):
             command = [
                 sys.executable, "-m", "hpsearch.worker_cli",
                 "--connect", str(self.endpoint), "--slots", str(self.slots_per_process),
-                "--name", f"local-{i}", "--inner-threads", threads,
+                # The port keeps names unique when several pools serve one search.
+                "--name", f"local-{port}-{i}", "--inner-threads", threads,
                 "--heartbeat", str(self.heartbeat), "--log-level", "WARNING", *self.extra_args,
             ]
             self._logs.append(log)

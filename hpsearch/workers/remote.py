@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import queue
+import secrets
 import socket
 import threading
 import time
@@ -205,7 +206,9 @@ class RemoteWorkers:
         self._ctx: zmq.Context | None = None
         self._implicit = False
         self._failure: BaseException | None = None
-        self._search_counter = 0
+        # Random start: traffic recorded from another master with the same token names
+        # search ids this master never uses, so it cannot be replayed into its searches.
+        self._search_counter = secrets.randbits(48)
         self._search: _Search | None = None
         # I/O thread state
         self._peers: dict[str, _Peer] = {}  # active sessions
@@ -229,6 +232,7 @@ class RemoteWorkers:
         """Bind the socket and start the I/O thread (idempotent)."""
         if self._thread is not None:
             return self
+        self._failure = None
         self._ctx = zmq.Context()
         router = self._ctx.socket(zmq.ROUTER)
         router.linger = 0
@@ -260,6 +264,10 @@ class RemoteWorkers:
             return
         self._command(("close",))
         self._thread.join(10.0)
+        if self._thread.is_alive():  # its socket and pipe are still in use: leave them
+            logger.error("the remote-workers I/O thread did not stop within 10 s")
+            self._thread = None
+            return
         self._thread = None
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -275,11 +283,20 @@ class RemoteWorkers:
 
     def start(self, context: EvaluationContext, emit: Emit) -> None:
         """Make the context available and wait for ``min_workers`` to be ready."""
-        from ..serialization import content_id, dumps
-
         if self._thread is None:
             self.open()
             self._implicit = True
+        try:
+            self._start_search(context, emit)
+        except BaseException:
+            if self._implicit:  # opened for this search: nobody else will close it
+                self._implicit = False
+                self.close()
+            raise
+
+    def _start_search(self, context: EvaluationContext, emit: Emit) -> None:
+        from ..serialization import content_id, dumps
+
         frames = dumps(context)
         cid = content_id(frames)
         sizes = [memoryview(f).nbytes for f in frames]
@@ -447,10 +464,15 @@ class RemoteWorkers:
         if peer is None:
             self._from_unknown(route, msg)
             return
-        if peer.routing_id != route:
-            raise ProtocolError(f"session {msg.session} used from another connection")
         if msg.seq <= peer.seq_in:
             raise ProtocolError(f"replayed {msg.type} (seq {msg.seq} <= {peer.seq_in}) from {peer.name}")
+        if peer.routing_id != route:
+            # Signed and newer than anything seen: the worker itself, reconnected by
+            # ZeroMQ after a network blip (a new connection gets a new routing id).
+            logger.info("worker %s reconnected", peer.name)
+            self._by_route.pop(peer.routing_id, None)
+            peer.routing_id = route
+            self._by_route[route] = peer.session
         peer.seq_in = self._seen[msg.session] = msg.seq
         peer.last_recv = now
         handler = getattr(self, f"_on_{msg.type.lower()}", None)
@@ -514,6 +536,8 @@ class RemoteWorkers:
         search = self._search
         if search is None or msg["search"] != search.id or peer.state not in ("asked", "sending"):
             return
+        if msg["context_id"] != search.context_id:
+            raise ProtocolError(f"READY from {peer.name} names context {msg['context_id']}, not {search.context_id}")
         if msg["error"] is not None:
             peer.state = "failed"
             logger.error("worker %s could not load the context; it will not be used:\n%s", peer.name, msg["error"])
@@ -544,30 +568,30 @@ class RemoteWorkers:
         self._pump_context(peer)
 
     def _on_result(self, peer: _Peer, msg: Message) -> None:
+        # Accepted whatever the peer's state: a worker re-offering results after a
+        # reconnect has not said READY yet. The search id (random per search) ties the
+        # result to this search; the scheduler keeps the first result of each task.
         peer.inflight.pop(msg["task_id"], None)
-        if peer.state != "ready":  # only a worker that loaded this search's data has results
-            self._send(peer.routing_id, peer, "RESULT_ACK",
-                       {"search": msg["search"], "task_id": msg["task_id"], "attempt": msg["attempt"]})
-            self.stats["stale_results"] += 1
-            return
         self._accept_result(peer.routing_id, peer.name, msg, peer)
 
     def _accept_result(self, route: bytes, name: str, msg: Message, peer: _Peer | None = None) -> None:
         search = self._search
         ack = {"search": msg["search"], "task_id": msg["task_id"], "attempt": msg["attempt"]}
-        self._send(route, peer, "RESULT_ACK", ack)
         if search is None or msg["search"] != search.id:
             self.stats["stale_results"] += 1
-            return
-        self.stats["results"] += 1
-        if msg["failure"] is not None:
+        elif msg["failure"] is not None:
+            self.stats["results"] += 1
             search.emit(TaskFailed(name, msg["task_id"], msg["attempt"], msg["failure"]))
-            return
-        try:
-            result = FoldResult.from_message(msg["result"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ProtocolError(f"invalid result from {name}: {exc}") from None
-        search.emit(TaskFinished(name, msg["task_id"], msg["attempt"], result))
+        else:
+            try:
+                result = FoldResult.from_message(msg["result"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ProtocolError(f"invalid result from {name}: {exc}") from None
+            self.stats["results"] += 1
+            search.emit(TaskFinished(name, msg["task_id"], msg["attempt"], result))
+        # Acknowledged after the scheduler has it: an ack that finds the worker gone
+        # (and so reports it lost) cannot overtake the result.
+        self._send(route, peer, "RESULT_ACK", ack)
 
     def _on_bye(self, peer: _Peer, msg: Message) -> None:
         self._lose(peer, f"left: {msg['reason']}")
@@ -687,7 +711,7 @@ class RemoteWorkers:
         search = self._search
         if search is None:
             return
-        for peer in self._peers.values():
+        for peer in list(self._peers.values()):  # sending may lose a peer
             peer.state = "idle"
             peer.inflight.clear()
             self._send(peer.routing_id, peer, "CANCEL", {"search": search.id})

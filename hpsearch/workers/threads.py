@@ -8,6 +8,7 @@ oversubscribe the cores: each fit's BLAS/OpenMP pools are limited to
 
 from __future__ import annotations
 
+import itertools
 import logging
 import numbers
 import os
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ThreadWorker", "ThreadWorkers", "available_cores"]
 
 _STOP = None
+_POOL_IDS = itertools.count(1)  # worker names must be unique across the pools of a search
 
 
 def available_cores() -> int:
@@ -121,7 +123,8 @@ class ThreadWorkers:
 
         # BLAS thread counts are process-wide: limit them once for the whole search.
         self._limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
-        self._worker = ThreadWorker(context, emit, self.n, inner_threads=self.inner_threads)
+        self._worker = ThreadWorker(context, emit, self.n, name=f"threads-{next(_POOL_IDS)}",
+                                    inner_threads=self.inner_threads)
         emit(WorkerJoined(self._worker))
 
     def stop(self) -> None:

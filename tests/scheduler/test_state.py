@@ -240,3 +240,24 @@ def test_an_empty_answer_overtaken_by_a_score_is_not_starvation():
     commands = propose(state, [])  # the Ask's answer, computed before the Tell arrived
     assert not state.starved and not state.stalled
     assert of(commands, Ask) == [Ask(2)]
+
+
+def test_a_malformed_result_is_requeued_not_a_crash():
+    state = SchedulerState(n_folds=1, score_names=["accuracy"], score_key="accuracy", lookahead=0)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w")))
+    propose(state, [0], finished=True)
+    bad = FoldResult({}, fit_time=0.1, score_time=0.0, n_test_samples=1)  # no score at all
+    (dispatch,) = of(state.handle(TaskFinished("w", 0, 0, bad)), Dispatch)
+    assert dispatch.task.attempt == 1 and state.n_tasks_done == 0
+
+
+def test_a_stale_task_failure_does_not_requeue_a_running_task():
+    state = SchedulerState(n_folds=1, lookahead=0)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("a")))
+    propose(state, [0], finished=True)
+    state.handle(WorkerLost("a", "silent"))
+    state.handle(WorkerJoined(FakeWorker("b")))  # runs attempt 1
+    assert state.handle(TaskFailed("a", 0, 0, "late news from the lost worker")) == []
+    assert state.tasks[0].deaths == 1 and state.tasks[0].worker == "b" and not state.queue

@@ -30,7 +30,7 @@ def test_scores_equal_threads(pool):
     assert_same_scores(remote, threads)
     assert remote.best_params_ == threads.best_params_
     assert pool.stats["results"] >= 27
-    assert {f"tasks_to:local-{i}" for i in range(2)} <= set(pool.stats)  # both worked
+    assert len([k for k in pool.stats if k.startswith("tasks_to:local-")]) == 2  # both worked
 
 
 def test_context_sent_once_per_worker_and_never_again(pool):
