@@ -219,9 +219,7 @@ def _check_param_names(estimator: Any, space: Space) -> None:
 def _make_strategy(strategy: Any, space: Space, n_iter: Any, random_state: Any) -> Strategy:
     if isinstance(strategy, str):
         if strategy == "grid":
-            if space.grid_size is None:
-                space.check_grid()
-            return GridStrategy(space)
+            return GridStrategy(space)  # refuses continuous dimensions, naming them
         if strategy == "random":
             return RandomStrategy(space, check_n_iter(n_iter), random_state=random_state)
         if strategy == "bayes":
