@@ -29,7 +29,7 @@ from .evaluation import EvaluationContext, FoldResult
 from .results import SearchResult, build_cv_results
 from .scheduler import SearchProgress, run_scheduler
 from .space import Space, SpaceSpec
-from .strategies.base import Strategy, check_n_iter
+from .strategies.base import Strategy
 from .strategies.grid import GridStrategy
 from .strategies.random import RandomStrategy
 from .workers.base import WorkerPool
@@ -221,11 +221,11 @@ def _make_strategy(strategy: Any, space: Space, n_iter: Any, random_state: Any) 
         if strategy == "grid":
             return GridStrategy(space)  # refuses continuous dimensions, naming them
         if strategy == "random":
-            return RandomStrategy(space, check_n_iter(n_iter), random_state=random_state)
+            return RandomStrategy(space, n_iter, random_state=random_state)
         if strategy == "bayes":
             from .strategies.bayes import BayesStrategy
 
-            return BayesStrategy(space, check_n_iter(n_iter), random_state=random_state)
+            return BayesStrategy(space, n_iter, random_state=random_state)
         raise InvalidParameterError(
             f"unknown strategy {strategy!r}; use one of {list(_STRATEGIES)} or a Strategy object"
         )

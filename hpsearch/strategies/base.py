@@ -8,10 +8,10 @@ when to ask and evaluates what it gets.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .._validation import check_integer
 from ..errors import InvalidParameterError
 
 __all__ = ["Candidate", "Strategy", "check_n_iter"]
@@ -52,9 +52,7 @@ class Strategy(Protocol):
 
 
 def check_n_iter(n_iter: Any) -> int:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
-        raise InvalidParameterError(f"n_iter must be an integer >= 1, got {n_iter!r}")
-    return int(n_iter)
+    return check_integer("n_iter", n_iter, 1)
 
 
 class ListStrategy:

@@ -36,6 +36,7 @@ from skopt.space import Real as SkReal
 
 from ..errors import InvalidParameterError
 from ..space import Categorical, Dimension, Integer, Real, Space, SpaceSpec
+from .._validation import check_integer
 from .base import Candidate, check_n_iter
 
 __all__ = ["BayesStrategy", "DEFAULT_BATCH_SIZE", "SURROGATES", "ACQ_FUNCS"]
@@ -267,12 +268,6 @@ def _check_choice(name: str, value: Any, allowed: Sequence[str], hint: str = "")
     return value
 
 
-def _check_positive_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class BayesStrategy:
     """Bayesian optimisation: each candidate is chosen by a surrogate model of the scores.
 
@@ -358,14 +353,14 @@ class BayesStrategy:
     ) -> None:
         self.space = Space.from_spec(space).for_bayes()
         self.n_iter = check_n_iter(n_iter)
-        self.n_initial_points = _check_positive_int("n_initial_points", n_initial_points, 1)
+        self.n_initial_points = check_integer("n_initial_points", n_initial_points, 1)
         self.surrogate = _check_choice(
             "surrogate", surrogate, SURROGATES,
             " ('GBRT' and 'dummy' do not work with scikit-optimize 0.10.2 on numpy 2.4 / scikit-learn 1.9)"
             if surrogate in ("GBRT", "gbrt", "dummy", "DUMMY") else "",
         )
         self.acq_func = _check_choice("acq_func", acq_func, ACQ_FUNCS)
-        self.batch_size = DEFAULT_BATCH_SIZE if batch_size is None else _check_positive_int("batch_size", batch_size, 1)
+        self.batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_integer("batch_size", batch_size, 1)
         if not isinstance(asynchronous, bool):
             raise InvalidParameterError(f"asynchronous must be True or False, got {asynchronous!r}")
         self.asynchronous = asynchronous

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import numbers
 import os
 import queue
 import threading
 import traceback
 from typing import Any
 
-from ..errors import InvalidParameterError
+from .._validation import check_integer
 from ..evaluation import EvaluationContext, evaluate
 from .base import Emit, Task, TaskFailed, TaskFinished, WorkerJoined
 
@@ -111,9 +110,7 @@ class ThreadWorkers:
     """
 
     def __init__(self, n: int, inner_threads: int | None = None) -> None:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise InvalidParameterError(f"the number of thread workers must be an integer >= 1, got {n!r}")
-        self.n = int(n)
+        self.n = check_integer("the number of thread workers", n, 1)
         self.inner_threads = inner_threads or max(1, available_cores() // self.n)
         self._worker: ThreadWorker | None = None
         self._limits: Any = None
