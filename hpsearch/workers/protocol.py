@@ -2,16 +2,23 @@
 
 One logical message is one ZeroMQ multipart message::
 
-    F0  b"HPS" + bytes([PROTOCOL_MAJOR])       magic and protocol major
+    F0  b"HPS" + bytes([PROTOCOL_MAJOR])       magic and protocol major,
+        (+ b"C" on CONTEXT messages)            content-addressed payload
     F1  signature (32 bytes)                    keyed BLAKE2b, see below
     F2  header                                  msgpack map: type, seq, session, fields
     F3… payload frames                          serialization output (CONTEXT, TASK only)
 
 The signature is ``B(F0 ‖ len(F2) ‖ F2 ‖ P)`` where ``B`` is BLAKE2b keyed with the
-search secret and ``P = B(len(f) ‖ f for every payload frame f)``. The inner payload
-digest lets the master hash a dataset chunk once and send it to every worker; the
-length prefixes make frame boundaries part of what is signed. Everything is checked
-with :func:`hmac.compare_digest` before a single byte of the header is decoded.
+search secret and ``P = B(len(f) ‖ f for every payload frame f)``; the length prefixes
+make frame boundaries part of what is signed. Everything is checked with
+:func:`hmac.compare_digest` before a single byte of the header is decoded.
+
+CONTEXT chunks (F0 ends in ``C``) are signed over their frame lengths only,
+``P = B(len(f) for every payload frame f)``: their bytes are authenticated as a whole
+by the context's content id, which the SEARCH and CONTEXT headers carry (signed) and
+which the worker recomputes from the bytes it received, while they arrive, before it
+unpickles anything. The master hashes a dataset once (the content id) instead of
+once more per chunk, and the worker once instead of once per chunk and once for the id.
 
 This module holds no socket: :class:`Codec` encodes and checks, the master
 (:mod:`hpsearch.workers.remote`) and the worker (:mod:`hpsearch.workers.agent`) do I/O.
@@ -39,6 +46,8 @@ __all__ = [
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
     "MAGIC",
+    "MAGIC_CONTENT",
+    "CONTENT_ADDRESSED",
     "Codec",
     "Message",
     "make_token",
@@ -50,8 +59,15 @@ __all__ = [
 ]
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+# 1.1: CONTEXT chunks are signed by length and checked against the content id.
+# While hpsearch is below 1.0, a minor step may be incompatible: HELLO compares
+# major.minor (see _MATCH_PARTS), so mismatched workers get a REJECT naming both.
+PROTOCOL_MINOR = 1
 MAGIC = b"HPS" + bytes([PROTOCOL_MAJOR])
+#: The magic frame of a message whose payload frames are signed by length only.
+MAGIC_CONTENT = MAGIC + b"C"
+#: The message types whose payload is content-addressed (and only those).
+CONTENT_ADDRESSED = frozenset({"CONTEXT"})
 TOKEN_PREFIX = "hps1:"
 SIGNATURE_SIZE = 32
 MAX_HEADER_SIZE = 1 << 20  # 1 MiB: headers are small maps; payloads travel in frames
@@ -73,8 +89,8 @@ WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "versions": _MAP, "contexts": _LIST,
     },
     "READY": {"search": _INT, "context_id": _STR, "error": _OPT_STR},
-    "NEED": {"search": _INT, "context_id": _STR, "credit": _INT},
-    "CREDIT": {"search": _INT, "context_id": _STR, "credit": _INT},
+    "NEED": {"search": _INT, "context_id": _OPT_STR, "credit": _INT},
+    "CREDIT": {"search": _INT, "context_id": _OPT_STR, "credit": _INT},
     "RESULT": {"search": _INT, "task_id": _INT, "attempt": _INT, "result": (dict, type(None)),
                "failure": _OPT_STR},
     "HEARTBEAT": {},
@@ -85,8 +101,10 @@ WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
 MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "WELCOME": {"name": _STR, "heartbeat": (float, int), "timeout": (float, int)},
     "REJECT": {"reason": _STR},
-    "SEARCH": {"search": _INT, "context_id": _STR, "nbytes": _INT},
-    "CONTEXT": {"search": _INT, "context_id": _STR, "index": _INT, "count": _INT},
+    # context_id is nil while the master is still hashing (sent only to workers that
+    # hold no context); the last CONTEXT chunk always carries it.
+    "SEARCH": {"search": _INT, "context_id": _OPT_STR, "nbytes": _INT},
+    "CONTEXT": {"search": _INT, "context_id": _OPT_STR, "index": _INT, "count": _INT},
     "TASK": {"search": _INT, "task_id": _INT, "attempt": _INT, "context_id": _STR, "fold": _INT},
     "RESULT_ACK": {"search": _INT, "task_id": _INT, "attempt": _INT},
     "CANCEL": {"search": _INT},
@@ -159,7 +177,7 @@ def local_versions(overrides: Mapping[str, str] | None = None) -> dict[str, str]
 
 
 # How many leading version components must match, per package.
-_MATCH_PARTS = {"protocol": 1, "python": 2, "hpsearch": 3, "numpy": 1, "scikit-learn": 2, "cloudpickle": 1}
+_MATCH_PARTS = {"protocol": 2, "python": 2, "hpsearch": 3, "numpy": 1, "scikit-learn": 2, "cloudpickle": 1}
 
 
 def version_mismatch(master: Mapping[str, str], worker: Mapping[str, Any]) -> str | None:
@@ -191,6 +209,7 @@ class Message:
     seq: int
     header: dict[str, Any]
     payload: list[Any]
+    content_addressed: bool = False
 
     def __getitem__(self, key: str) -> Any:
         return self.header[key]
@@ -243,13 +262,14 @@ class Codec:
 
     # -- signing --------------------------------------------------------------------------
 
-    def payload_digest(self, frames: Sequence[Any]) -> bytes:
-        """The keyed digest of payload frames (cache it to sign the same frames often)."""
+    def payload_digest(self, frames: Sequence[Any], lengths_only: bool = False) -> bytes:
+        """The keyed digest of payload frames: their bytes, or only their lengths."""
         h = hashlib.blake2b(key=self._key, digest_size=SIGNATURE_SIZE)
         for frame in frames:
             view = memoryview(frame)
             h.update(_LEN.pack(view.nbytes))
-            h.update(view)
+            if not lengths_only:
+                h.update(view)
         return h.digest()
 
     def _signature(self, magic: Any, header: Any, digest: bytes) -> bytes:
@@ -261,15 +281,21 @@ class Codec:
         return h.digest()
 
     def encode(self, type_: str, fields: Mapping[str, Any] | None = None,
-               payload: Sequence[Any] = (), payload_digest: bytes | None = None) -> list[Any]:
-        """The frames of one signed message (payload frames are not copied)."""
+               payload: Sequence[Any] = ()) -> list[Any]:
+        """The frames of one signed message (payload frames are not copied).
+
+        The payload of a CONTEXT message is signed by length only: its bytes must be
+        checked against the content id by the receiver (see the module docstring).
+        """
         self._seq += 1
         header = {"type": type_, "seq": self._seq, "session": self.session}
         if fields:
             header.update(fields)
         raw = msgpack.packb(header, use_bin_type=True)
-        digest = payload_digest if payload_digest is not None else self.payload_digest(payload)
-        return [MAGIC, self._signature(MAGIC, raw, digest), raw, *payload]
+        lengths_only = type_ in CONTENT_ADDRESSED
+        magic = MAGIC_CONTENT if lengths_only else MAGIC
+        digest = self.payload_digest(payload, lengths_only)
+        return [magic, self._signature(magic, raw, digest), raw, *payload]
 
     # -- checking -------------------------------------------------------------------------
 
@@ -278,25 +304,32 @@ class Codec:
         if len(frames) < 3:
             raise ProtocolError(f"truncated message: {len(frames)} frame(s), at least 3 expected")
         magic, signature, raw = (memoryview(f) for f in frames[:3])
-        if magic.nbytes != 4 or bytes(magic[:3]) != MAGIC[:3]:
+        if magic.nbytes not in (4, 5) or bytes(magic[:3]) != MAGIC[:3]:
             raise ProtocolError("not an hpsearch message (bad magic frame)")
-        if bytes(magic) != MAGIC:
+        if magic[3] != PROTOCOL_MAJOR:
             raise ProtocolError(
                 f"protocol major version {magic[3]} received, this side speaks {PROTOCOL_MAJOR}"
             )
+        content_addressed = magic.nbytes == 5
+        if content_addressed and bytes(magic) != MAGIC_CONTENT:
+            raise ProtocolError("not an hpsearch message (bad magic frame)")
         if signature.nbytes != SIGNATURE_SIZE:
             raise ProtocolError("unsigned or badly signed message (signature has the wrong size)")
         if raw.nbytes > MAX_HEADER_SIZE:
             raise ProtocolError(f"header of {raw.nbytes} bytes exceeds {MAX_HEADER_SIZE}")
         payload = list(frames[3:])
-        expected = self._signature(magic, raw, self.payload_digest(payload))
+        expected = self._signature(magic, raw, self.payload_digest(payload, content_addressed))
         if not hmac.compare_digest(expected, signature):
             raise ProtocolError("bad signature (wrong token, or a forged or altered message)")
         try:
             header = _unpack_header(raw)
         except Exception as exc:  # msgpack raises many types on garbage
             raise ProtocolError(f"undecodable header: {type(exc).__name__}: {exc}") from None
-        return Message(*_validate(header, self._accepts), header=header, payload=payload)
+        type_, session, seq = _validate(header, self._accepts)
+        if content_addressed != (type_ in CONTENT_ADDRESSED):
+            raise ProtocolError(f"{type_} with {'a content-addressed' if content_addressed else 'a byte-signed'} "
+                                "payload: only CONTEXT chunks are signed by length")
+        return Message(type_, session, seq, header, payload, content_addressed)
 
 
 def _validate(header: Any, accepts: Mapping[str, Mapping[str, tuple[type, ...]]]) -> tuple[str, str, int]:

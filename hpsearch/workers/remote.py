@@ -40,8 +40,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RemoteWorker", "RemoteWorkers"]
 
-#: Aim for context chunks of about this size (whole frames, so a chunk may be larger).
-CHUNK_BYTES = 32 * 1024 * 1024
+#: Context chunks hold at most this many bytes: frames are cut into pieces (zero-copy
+#: views) and small frames grouped. Below glibc's largest mmap threshold (32 MiB), so a
+#: worker's receive buffers are recycled heap memory rather than fresh pages each time.
+CHUNK_BYTES = 8 * 1024 * 1024
 #: Frames of a worker message: magic, signature, header (workers never send payload
 #: frames, so nothing a worker sends could ever reach a deserializer other than msgpack).
 INBOUND_FRAMES = 3
@@ -84,7 +86,7 @@ class _Peer:
     seq_in: int = 0
     outbox: collections.deque = field(default_factory=collections.deque)
     contexts: set[str] = field(default_factory=set)
-    state: str = "idle"  # for the current search: idle, asked, sending, ready, failed
+    state: str = "idle"  # for the current search: idle, waiting, asked, sending, ready, failed
     chunk_next: int = 0
     credit: int = 0
     inflight: dict[int, int] = field(default_factory=dict)
@@ -93,14 +95,37 @@ class _Peer:
 @dataclass
 class _Search:
     id: int
-    context_id: str
-    chunks: list[list[Any]]
+    context_id: str | None  # None while the master is still hashing the context
+    chunks: list[list[memoryview]]
     sizes: list[int]
     nbytes: int
     emit: Emit
-    digests: list[bytes | None]
     joined: int = 0
     no_workers_since: float | None = None
+
+
+def _chunks(frames: list[Any], limit: int | None = None) -> list[list[memoryview]]:
+    """The frames' bytes, in order, as chunks of at most ``limit`` bytes (no copy).
+
+    A worker writes the pieces one after another into one block and cuts it back
+    into frames with the ``sizes`` of the first chunk, so pieces may split frames
+    (and empty frames need no piece at all).
+    """
+    limit = limit or CHUNK_BYTES
+    chunks: list[list[memoryview]] = [[]]
+    room = limit
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        start = 0
+        while start < view.nbytes:
+            if room == 0:
+                chunks.append([])
+                room = limit
+            piece = view[start:start + room]
+            chunks[-1].append(piece)
+            start += piece.nbytes
+            room -= piece.nbytes
+    return chunks
 
 
 def _is_loopback(address: str) -> bool:
@@ -295,22 +320,24 @@ class RemoteWorkers:
             raise
 
     def _start_search(self, context: EvaluationContext, emit: Emit) -> None:
-        from ..serialization import content_id, dumps
+        from ..serialization import ContentHasher, dumps
 
         frames = dumps(context)
-        cid = content_id(frames)
         sizes = [memoryview(f).nbytes for f in frames]
-        chunks: list[list[Any]] = [[]]
-        size = 0
-        for frame, nbytes in zip(frames, sizes):
-            if chunks[-1] and size + nbytes > CHUNK_BYTES:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(frame)
-            size += nbytes
         self._search_counter += 1
-        search = _Search(self._search_counter, cid, chunks, sizes, sum(sizes), emit, [None] * len(chunks))
+        search = _Search(self._search_counter, None, _chunks(frames), sizes, sum(sizes), emit)
+        # Workers holding no context at all cannot hold this one: the I/O thread starts
+        # sending them the data at once, while this thread computes its content id
+        # (one core; the other is the network's). The last chunk waits for the id.
         self._command(("search", search))
+        try:
+            hasher = ContentHasher(sizes)
+            for frame in frames:
+                hasher.update(frame)
+            self._command(("sealed", search, hasher.hexdigest()))
+        except BaseException:
+            self._end_search()
+            raise
         deadline = time.monotonic() + self.join_timeout
         with self._cond:
             while search.joined < self.min_workers and self._failure is None:
@@ -418,6 +445,8 @@ class RemoteWorkers:
                     self._search = command[1]
                     for peer in list(self._peers.values()):
                         self._offer_search(peer)
+                elif kind == "sealed":
+                    self._seal(command[1], command[2])
                 elif kind == "end":
                     self._finish_search()
                     command[1].set()
@@ -536,12 +565,12 @@ class RemoteWorkers:
         search = self._search
         if search is None or msg["search"] != search.id or peer.state not in ("asked", "sending"):
             return
-        if msg["context_id"] != search.context_id:
-            raise ProtocolError(f"READY from {peer.name} names context {msg['context_id']}, not {search.context_id}")
         if msg["error"] is not None:
             peer.state = "failed"
             logger.error("worker %s could not load the context; it will not be used:\n%s", peer.name, msg["error"])
             return
+        if msg["context_id"] != search.context_id:
+            raise ProtocolError(f"READY from {peer.name} names context {msg['context_id']}, not {search.context_id}")
         peer.state = "ready"
         peer.contexts.add(msg["context_id"])
         search.emit(WorkerJoined(peer.worker))
@@ -599,8 +628,8 @@ class RemoteWorkers:
     # -- sending ----------------------------------------------------------------------------
 
     def _send(self, route: bytes, peer: _Peer | None, kind: str, fields: dict[str, Any] | None = None,
-              payload: list[Any] | tuple = (), digest: bytes | None = None) -> None:
-        frames = [route, *self._codec.encode(kind, fields, payload, digest)]
+              payload: list[Any] | tuple = ()) -> None:
+        frames = [route, *self._codec.encode(kind, fields, payload)]
         if peer is None:
             try:
                 self._router.send_multipart(frames, zmq.NOBLOCK)
@@ -633,23 +662,37 @@ class RemoteWorkers:
         search = self._search
         if search is None or peer.session not in self._peers:
             return
+        if search.context_id is None and peer.contexts:
+            peer.state = "waiting"  # it may hold this context: ask once its id is known
+            return
         peer.state = "asked"
         self._send(peer.routing_id, peer, "SEARCH",
                    {"search": search.id, "context_id": search.context_id, "nbytes": search.nbytes})
+
+    def _seal(self, search: _Search, context_id: str) -> None:
+        """The context's id is known: ask the waiting workers, finish the transfers."""
+        if search is not self._search:
+            return
+        search.context_id = context_id
+        for peer in list(self._peers.values()):
+            if peer.state == "waiting":
+                self._offer_search(peer)
+            elif peer.state == "sending":
+                self._pump_context(peer)
 
     def _pump_context(self, peer: _Peer) -> None:
         search = self._search
         assert search is not None
         while peer.credit > 0 and peer.chunk_next < len(search.chunks):
             index = peer.chunk_next
-            digest = search.digests[index]
-            if digest is None:  # hash each chunk once, whatever the number of workers
-                digest = search.digests[index] = self._codec.payload_digest(search.chunks[index])
+            if index == len(search.chunks) - 1 and search.context_id is None:
+                return  # the last chunk carries the id: _seal sends it
             fields = {"search": search.id, "context_id": search.context_id,
                       "index": index, "count": len(search.chunks)}
             if index == 0:
                 fields["sizes"] = search.sizes
-            self._send(peer.routing_id, peer, "CONTEXT", fields, search.chunks[index], digest)
+            # Signed by length: the worker checks the bytes against the content id.
+            self._send(peer.routing_id, peer, "CONTEXT", fields, search.chunks[index])
             peer.chunk_next += 1
             peer.credit -= 1
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import hpsearch
 from hpsearch.serialization import (
     FORMAT_VERSION,
+    ContentHasher,
     SerializationError,
     codec,
     content_id,
@@ -240,6 +241,41 @@ def test_content_id_ignores_frame_splitting_but_not_buffer_boundaries():
     assert content_id(moved) != content_id(frames)
 
 
+@pytest.mark.parametrize("piece", [1, 7, 4096, 1 << 20, None])
+def test_content_hasher_fed_in_pieces_gives_content_id(piece):
+    frames = dumps(sample_object())
+    sizes = [memoryview(f).nbytes for f in frames]
+    stream = b"".join(bytes(f) for f in frames)
+    for threads in (1, -1):
+        hasher = ContentHasher(sizes, max_threads=threads)
+        if piece is None:  # whole frames, as content_id feeds them
+            for frame in frames:
+                hasher.update(frame)
+        else:  # cut anywhere, frames split and merged
+            for start in range(0, len(stream), piece):
+                hasher.update(stream[start : start + piece])
+                hasher.update(b"")
+        assert hasher.hexdigest() == hasher.hexdigest() == content_id(frames)
+
+
+def test_content_hasher_refuses_missing_or_extra_bytes_and_bad_sizes():
+    frames = dumps(sample_object())
+    sizes = [memoryview(f).nbytes for f in frames]
+    stream = b"".join(bytes(f) for f in frames)
+    hasher = ContentHasher(sizes)
+    hasher.update(stream[:-1])
+    with pytest.raises(SerializationError, match="truncated"):
+        hasher.hexdigest()
+    with pytest.raises(SerializationError, match="beyond the"):
+        hasher.update(stream[-1:] + b"extra")
+    with pytest.raises(SerializationError, match="msgpack header"):
+        ContentHasher([3, 0]).update(b"\xc1no")
+    with pytest.raises(SerializationError, match="describe no serialized object"):
+        ContentHasher([5])
+    with pytest.raises(SerializationError, match="exceeds"):
+        ContentHasher([1 << 40, 0])
+
+
 def test_content_id_is_stable_across_processes(foreign_process):
     here = content_id(dumps({"X": np.arange(100_000.0), "k": [1, "a", (2.5, None)]}))
 
@@ -250,7 +286,7 @@ def test_public_api_is_complete():
     import hpsearch.serialization as package
 
     assert set(package.__all__) == {
-        "FORMAT_VERSION", "MAX_FRAME_BYTES", "OUT_OF_BAND_THRESHOLD", "Frame",
+        "FORMAT_VERSION", "MAX_FRAME_BYTES", "OUT_OF_BAND_THRESHOLD", "ContentHasher", "Frame",
         "SerializationError", "content_id", "dumps", "loads",
     }  # fmt: skip
     for name in package.__all__:

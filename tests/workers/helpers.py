@@ -16,7 +16,7 @@ import zmq
 from sklearn.base import BaseEstimator
 
 from hpsearch.workers.base import TaskFinished
-from hpsearch.workers.protocol import MASTER_TYPES, Codec, local_versions
+from hpsearch.workers.protocol import MASTER_TYPES, WORKER_TYPES, Codec, local_versions, parse_token
 
 
 class SleepEstimator(BaseEstimator):
@@ -62,10 +62,11 @@ class Rogue:
     def message(self, kind: str, fields: dict[str, Any] | None = None, payload: tuple = ()) -> list[Any]:
         return self.codec.encode(kind, fields, payload)
 
-    def hello(self, name: str = "rogue", versions: dict[str, str] | None = None) -> list[Any]:
+    def hello(self, name: str = "rogue", versions: dict[str, str] | None = None,
+              contexts: list[str] | None = None) -> list[Any]:
         return self.message("HELLO", {
             "worker_id": "rogue-" + name, "name": name, "host": "nowhere", "pid": 1, "slots": 1,
-            "versions": versions or local_versions(), "contexts": [],
+            "versions": versions or local_versions(), "contexts": contexts or [],
         })
 
     def receive(self, timeout: float = 5.0) -> Any:
@@ -74,8 +75,53 @@ class Rogue:
             return None
         return self.codec.decode(self.sock.recv_multipart())
 
+    def next(self, kind: str, timeout: float = 10.0) -> Any:
+        """The next message of type ``kind`` (heartbeats skipped), or None after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.receive(left)
+            if msg is not None and msg.type == kind:
+                return msg
+        return None
+
     def close(self) -> None:
         self.sock.close(linger=0)
+        self.ctx.term()
+
+
+class FakeMaster:
+    """A test-only master: one ROUTER socket talking to a real ``hpsearch-worker``."""
+
+    def __init__(self, token: str) -> None:
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.endpoint = f"tcp://127.0.0.1:{self.router.bind_to_random_port('tcp://127.0.0.1')}"
+        self.codec = Codec(parse_token(token), WORKER_TYPES)  # signs with the token, reads workers
+        self.route: bytes | None = None
+
+    def next(self, kind: str, timeout: float = 30.0) -> Any:
+        """The next message of type ``kind`` from the worker (others skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.router.poll(200):
+                self.route, *frames = self.router.recv_multipart()
+                msg = self.codec.decode(frames)
+                if msg.type == kind:
+                    return msg
+        raise AssertionError(f"no {kind} from the worker within {timeout} s")
+
+    def send(self, kind: str, fields: dict[str, Any], payload: Any = ()) -> None:
+        assert self.route is not None, "the worker has not said anything yet"
+        self.router.send_multipart([self.route, *self.codec.encode(kind, fields, payload)])
+
+    def welcome(self) -> Any:
+        hello = self.next("HELLO")
+        self.send("WELCOME", {"name": hello["name"], "heartbeat": 1.0, "timeout": 30.0})
+        return hello
+
+    def close(self) -> None:
+        self.router.close(linger=0)
         self.ctx.term()
 
 

@@ -8,6 +8,7 @@ import pytest
 from hpsearch.errors import ProtocolError
 from hpsearch.workers.protocol import (
     MAGIC,
+    MAGIC_CONTENT,
     MASTER_TYPES,
     WORKER_TYPES,
     Codec,
@@ -47,7 +48,33 @@ def test_any_change_breaks_the_signature(tamper):
     else:  # moving a byte from one frame to the next
         frames[3:] = [b"a", b"bcd"]
     with pytest.raises(ProtocolError):
-        Codec(SECRET, MASTER_TYPES).decode(frames)
+        receiver.decode(frames)
+
+
+def test_context_chunks_are_signed_by_length_every_other_payload_by_bytes():
+    master, worker = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
+    fields = {"search": 1, "context_id": "ab", "index": 0, "count": 1}
+    chunk = [bytes(f) for f in master.encode("CONTEXT", fields, [b"x" * 10, b"y" * 20])]
+    assert chunk[0] == MAGIC_CONTENT
+    # Same lengths, other bytes: the signature holds; the worker's content-id check
+    # (tests/workers/test_security.py) is what refuses such a chunk.
+    msg = worker.decode(chunk[:3] + [b"z" * 10, b"y" * 20])
+    assert msg.content_addressed and bytes(msg.payload[0]) == b"z" * 10
+    for tampered in (chunk[:3] + [b"x" * 11, b"y" * 19], chunk[:3] + [b"x" * 10], [MAGIC, *chunk[1:]]):
+        with pytest.raises(ProtocolError, match="bad signature"):
+            worker.decode(tampered)
+    task = {"search": 1, "task_id": 2, "attempt": 0, "context_id": "ab", "fold": 0}
+    frames = [bytes(f) for f in master.encode("TASK", task, [b"params"])]
+    assert frames[0] == MAGIC and not worker.decode(frames).content_addressed
+    with pytest.raises(ProtocolError, match="bad signature"):
+        worker.decode(frames[:3] + [b"PARAMS"])
+    # Correctly signed, but a TASK claiming the length-only mode (or a CONTEXT not
+    # claiming it) is refused: only CONTEXT chunks are checked by content id.
+    for magic, kind, extra in ((MAGIC_CONTENT, "TASK", task), (MAGIC, "CONTEXT", fields)):
+        raw = msgpack.packb({"type": kind, "seq": 9, "session": "s", **extra})
+        digest = master.payload_digest([b"p"], lengths_only=magic == MAGIC_CONTENT)
+        with pytest.raises(ProtocolError, match="only CONTEXT chunks"):
+            worker.decode([magic, master._signature(magic, raw, digest), raw, b"p"])
 
 
 def test_wrong_key_unsigned_truncated_and_garbage_are_refused():
@@ -64,6 +91,8 @@ def test_wrong_key_unsigned_truncated_and_garbage_are_refused():
         master.decode([b"\x00" * 7, b"garbage", b"\xff" * 9])
     with pytest.raises(ProtocolError, match="protocol major"):
         master.decode([b"HPS\x09", good[1], good[2]])
+    with pytest.raises(ProtocolError, match="magic"):
+        master.decode([MAGIC + b"X", good[1], good[2]])
 
 
 def _signed_header(header: object) -> list[bytes]:

@@ -12,11 +12,11 @@ import pytest
 
 from hpsearch import RemoteWorkers, run_search
 from hpsearch.errors import InvalidParameterError, NoWorkersError
-from hpsearch.serialization import dumps
+from hpsearch.serialization import content_id, dumps
 from hpsearch.workers.local import child_environment
 from hpsearch.workers.protocol import local_versions, make_token, parse_token
 
-from .helpers import MarkerPickle, Recording, Rogue, SleepEstimator, wait_for
+from .helpers import FakeMaster, MarkerPickle, Recording, Rogue, SleepEstimator, wait_for
 
 RNG = np.random.default_rng(1)
 X = RNG.normal(size=(40, 3))
@@ -91,6 +91,27 @@ def test_hostile_peers_never_get_tasks_or_stop_the_search(spawn_worker, tmp_path
     for res in (result, again):
         np.testing.assert_array_equal(res.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"])
     assert {e.worker for e in recording.finished()} == {"honest"}
+
+
+def test_worker_refuses_context_bytes_that_do_not_match_the_content_id(spawn_worker, tmp_path):
+    """CONTEXT chunks are signed by length only: the content id guards their bytes."""
+    marker = tmp_path / "unpickled"
+    token = make_token()
+    master = FakeMaster(token)
+    spawn_worker(master.endpoint, token)
+    try:
+        master.welcome()
+        announced = content_id(dumps({"benign": np.zeros(3)}))
+        bomb = dumps(MarkerPickle(str(marker)))  # what a man in the middle slips in
+        master.send("SEARCH", {"search": 7, "context_id": announced, "nbytes": sum(len(f) for f in bomb)})
+        master.next("NEED")
+        master.send("CONTEXT", {"search": 7, "context_id": announced, "index": 0, "count": 1,
+                                "sizes": [len(f) for f in bomb]}, bomb)
+        ready = master.next("READY")
+    finally:
+        master.close()
+    assert ready["search"] == 7 and "does not hash to its content id" in ready["error"]
+    assert not marker.exists()
 
 
 @pytest.mark.slow
