@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["WorkerAgent"]
 
+# Plain ints: pyzmq's flag enums cost microseconds per operation in the poll loop.
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
+
 #: Chunks of a context the master may have in flight to this worker (memory bound).
 CONTEXT_CREDIT = 4
 
@@ -234,6 +237,7 @@ class WorkerAgent:
         self._incoming: _Incoming | None = None
         self._unacked: dict[tuple[int, int, int], dict[str, Any]] = {}
         self._outbox: collections.deque[list[Any]] = collections.deque()
+        self._inbox: collections.deque[Message] = collections.deque()
         self._cancelled: set[int] = set()
         self._epoch = 0
         self._master_session: str | None = None
@@ -298,6 +302,11 @@ class WorkerAgent:
         sock.rcvhwm = 10000
         sock.connect(self.address)  # raises ZMQError for a bad address
         self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, _POLLIN)
+        self._poller.register(self._wake_r, _POLLIN)
+        self._polling = _POLLIN
+        self._inbox.clear()
         self._outbox.clear()
         self._codec.new_session()
         self._master_session = None
@@ -374,25 +383,48 @@ class WorkerAgent:
     # -- the poll loop ----------------------------------------------------------------------
 
     def _poll_once(self, timeout: float) -> Message | None:
-        """Wait up to ``timeout`` s; forward finished results; return one master message."""
+        """Wait up to ``timeout`` s; forward finished results; return one master message.
+
+        Everything the socket holds is read at once (one poll for a burst of TASKs);
+        messages not returned yet wait in the inbox, in order.
+        """
         assert self._sock is not None
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
-        poller.register(self._wake_r, zmq.POLLIN)
-        events = dict(poller.poll(int(timeout * 1000)))
-        if self._wake_r in events:
-            try:
-                os.read(self._wake_r, 4096)
-            except BlockingIOError:
-                pass
+        if not self._inbox:
+            want = _POLLIN | _POLLOUT if self._outbox else _POLLIN
+            if want != self._polling:
+                self._poller.modify(self._sock, want)
+                self._polling = want
+            readable = woken = False
+            for what, event in self._poller.poll(int(timeout * 1000)):
+                if what is self._sock:
+                    readable = bool(event & _POLLIN)
+                else:
+                    woken = True
+            if woken:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                self._wake_pending = False  # before draining results: a later one writes again
+            if readable:
+                self._read_all()
         self._forward_results()
         self._flush()
-        if not events.get(self._sock, 0) & zmq.POLLIN:
-            return None
-        try:
-            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
+        return self._inbox.popleft() if self._inbox else None
+
+    def _read_all(self) -> None:
+        assert self._sock is not None
+        for _ in range(1000):
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            msg = self._check(frames)
+            if msg is not None:
+                self._inbox.append(msg)
+
+    def _check(self, frames: list[Any]) -> Message | None:
+        """The authenticated message from the current master, or None (logged)."""
         try:
             msg = self._codec.decode(frames)
         except ProtocolError as exc:
@@ -414,7 +446,7 @@ class WorkerAgent:
         if kind == "TASK":
             self._on_task(msg)
         elif kind == "RESULT_ACK":
-            self._unacked.pop((msg["search"], msg["task_id"], msg["attempt"]), None)
+            self._forget(msg["acks"])
         elif kind == "SEARCH":
             self._on_search(msg)
         elif kind == "CONTEXT":
@@ -471,7 +503,15 @@ class WorkerAgent:
             self._contexts.popitem(last=False)
         self._send("READY", {**fields, "error": None})
 
+    def _forget(self, acks: Any) -> None:
+        """Drop results the master acknowledged (``[search, task_id, attempt]`` each)."""
+        for ack in acks if isinstance(acks, list) else ():
+            if isinstance(ack, list) and len(ack) == 3:
+                self._unacked.pop(tuple(ack), None)
+
     def _on_task(self, msg: Message) -> None:
+        if "acks" in msg.header:
+            self._forget(msg["acks"])
         key = (msg["search"], msg["task_id"], msg["attempt"])
         context = self._contexts.get(msg["context_id"])
         try:
@@ -537,6 +577,9 @@ class WorkerAgent:
             self._outbox.popleft()
 
     def _wake(self) -> None:
+        if self._wake_pending:  # the loop has a byte to read and will drain the queue
+            return
+        self._wake_pending = True
         try:
             os.write(self._wake_w, b"!")
         except (BlockingIOError, OSError):
@@ -549,3 +592,4 @@ class WorkerAgent:
 
     _last_send = 0.0
     _last_recv = 0.0
+    _wake_pending = False

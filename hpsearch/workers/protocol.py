@@ -106,7 +106,8 @@ MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "SEARCH": {"search": _INT, "context_id": _OPT_STR, "nbytes": _INT},
     "CONTEXT": {"search": _INT, "context_id": _OPT_STR, "index": _INT, "count": _INT},
     "TASK": {"search": _INT, "task_id": _INT, "attempt": _INT, "context_id": _STR, "fold": _INT},
-    "RESULT_ACK": {"search": _INT, "task_id": _INT, "attempt": _INT},
+    # [search, task_id, attempt] of results recorded; TASK may carry "acks" too.
+    "RESULT_ACK": {"acks": _LIST},
     "CANCEL": {"search": _INT},
     "HEARTBEAT": {},
     "SHUTDOWN": {"exit": _BOOL, "reason": _STR},

@@ -44,6 +44,8 @@ __all__ = ["RemoteWorker", "RemoteWorkers"]
 #: views) and small frames grouped. Below glibc's largest mmap threshold (32 MiB), so a
 #: worker's receive buffers are recycled heap memory rather than fresh pages each time.
 CHUNK_BYTES = 8 * 1024 * 1024
+#: Acknowledgements held for a worker before they go out on their own.
+MAX_ACKS = 256
 #: Frames of a worker message: magic, signature, header (workers never send payload
 #: frames, so nothing a worker sends could ever reach a deserializer other than msgpack).
 INBOUND_FRAMES = 3
@@ -90,6 +92,7 @@ class _Peer:
     chunk_next: int = 0
     credit: int = 0
     inflight: dict[int, int] = field(default_factory=dict)
+    acks: list[list[int]] = field(default_factory=list)  # results recorded, not yet acknowledged
 
 
 @dataclass
@@ -277,6 +280,7 @@ class RemoteWorkers:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._wake_pending = False
         self._running = True
         self._thread = threading.Thread(target=self._io_main, args=(router,), name="hpsearch-remote-io", daemon=True)
         self._thread.start()
@@ -375,10 +379,14 @@ class RemoteWorkers:
 
     def _command(self, command: tuple[Any, ...]) -> None:
         self._commands.put(command)
-        try:
-            os.write(self._wake_w, b"!")
-        except (BlockingIOError, OSError):
-            pass  # already woken
+        # One wake-up byte until the I/O thread reads it: a burst of commands (the
+        # scheduler dispatching a batch of tasks) costs one write and one wake-up.
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"!")
+            except (BlockingIOError, OSError):
+                pass  # already woken
 
     @property
     def n_workers(self) -> int:
@@ -418,6 +426,7 @@ class RemoteWorkers:
                     os.read(self._wake_r, 65536)
                 except BlockingIOError:
                     pass
+                self._wake_pending = False  # before draining: a later command writes again
             self._run_commands()
             if not self._running:
                 break
@@ -462,6 +471,8 @@ class RemoteWorkers:
     def _receive_all(self) -> None:
         for _ in range(10_000):
             try:
+                # Copied: worker messages are small (libzmq refuses anything above
+                # max_message_size), and bytes cost less than zero-copy frames here.
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
@@ -605,7 +616,7 @@ class RemoteWorkers:
 
     def _accept_result(self, route: bytes, name: str, msg: Message, peer: _Peer | None = None) -> None:
         search = self._search
-        ack = {"search": msg["search"], "task_id": msg["task_id"], "attempt": msg["attempt"]}
+        ack = [msg["search"], msg["task_id"], msg["attempt"]]
         if search is None or msg["search"] != search.id:
             self.stats["stale_results"] += 1
         elif msg["failure"] is not None:
@@ -619,8 +630,21 @@ class RemoteWorkers:
             self.stats["results"] += 1
             search.emit(TaskFinished(name, msg["task_id"], msg["attempt"], result))
         # Acknowledged after the scheduler has it: an ack that finds the worker gone
-        # (and so reports it lost) cannot overtake the result.
-        self._send(route, peer, "RESULT_ACK", ack)
+        # (and so reports it lost) cannot overtake the result. Acks ride on the
+        # worker's next TASK (the scheduler sends one as soon as it sees the result),
+        # else leave on their own within the housekeeping period: one message less
+        # per task for both sides to sign, send, wake up for and check.
+        if peer is None:
+            self._send(route, None, "RESULT_ACK", {"acks": [ack]})
+        else:
+            peer.acks.append(ack)
+            if len(peer.acks) >= MAX_ACKS:
+                self._flush_acks(peer)
+
+    def _flush_acks(self, peer: _Peer) -> None:
+        if peer.acks and peer.session in self._peers:
+            acks, peer.acks = peer.acks, []
+            self._send(peer.routing_id, peer, "RESULT_ACK", {"acks": acks})
 
     def _on_bye(self, peer: _Peer, msg: Message) -> None:
         self._lose(peer, f"left: {msg['reason']}")
@@ -705,6 +729,8 @@ class RemoteWorkers:
             return  # the worker is gone: the scheduler requeues its tasks on WorkerLost
         fields = {"search": search.id, "task_id": task.task_id, "attempt": task.attempt,
                   "context_id": search.context_id, "fold": task.fold}
+        if peer.acks:
+            fields["acks"], peer.acks = peer.acks, []
         peer.inflight[task.task_id] = task.attempt
         self.stats["tasks_sent"] += 1
         self.stats[f"tasks_to:{peer.name}"] += 1
@@ -735,6 +761,8 @@ class RemoteWorkers:
                 self._lose(peer, f"process {peer.pid} exited")
             elif now - peer.last_recv > self.heartbeat_timeout:
                 self._lose(peer, f"silent for {now - peer.last_recv:.1f} s")
+            elif peer.acks:
+                self._flush_acks(peer)
             elif now - peer.last_send >= self.heartbeat and not peer.outbox:
                 self._send(peer.routing_id, peer, "HEARTBEAT")
         search = self._search
@@ -757,6 +785,7 @@ class RemoteWorkers:
         for peer in list(self._peers.values()):  # sending may lose a peer
             peer.state = "idle"
             peer.inflight.clear()
+            self._flush_acks(peer)
             self._send(peer.routing_id, peer, "CANCEL", {"search": search.id})
         with self._cond:
             self._search = None

@@ -35,7 +35,7 @@ def test_round_trip_with_payload():
 @pytest.mark.parametrize("tamper", ["header", "payload", "magic", "signature", "frame-boundary"])
 def test_any_change_breaks_the_signature(tamper):
     sender, receiver = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
-    frames = sender.encode("RESULT_ACK", {"search": 1, "task_id": 3, "attempt": 0}, [b"ab", b"cd"])
+    frames = sender.encode("RESULT_ACK", {"acks": [[1, 3, 0]]}, [b"ab", b"cd"])
     frames = [bytes(f) for f in frames]
     if tamper == "header":
         frames[2] = frames[2].replace(b"\x03", b"\x04")

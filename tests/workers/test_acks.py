@@ -1,0 +1,72 @@
+"""Result acknowledgements: batched, riding on TASK messages, and what a worker re-offers.
+
+A worker keeps every result until the master acknowledges it and offers the
+unacknowledged ones again after a reconnect; the master acknowledges in batches,
+on the worker's next TASK or in a RESULT_ACK carrying a list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.metrics import get_scorer
+
+from hpsearch.evaluation import EvaluationContext
+from hpsearch.serialization import content_id, dumps
+from hpsearch.workers import remote
+from hpsearch.workers.protocol import make_token
+
+from .helpers import FakeMaster
+
+SEARCH = 11
+
+
+def load_context(master: FakeMaster) -> str:
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    context = EvaluationContext(Ridge(), X, X[:, 0], splits=[(np.arange(30), np.arange(30, 60))],
+                                scorers={"score": get_scorer("r2")})
+    frames = dumps(context)
+    cid = content_id(frames)
+    master.send("SEARCH", {"search": SEARCH, "context_id": cid, "nbytes": sum(len(f) for f in frames)})
+    master.next("NEED")
+    master.send("CONTEXT", {"search": SEARCH, "context_id": cid, "index": 0, "count": 1,
+                            "sizes": [len(f) for f in frames]}, remote._chunks(frames)[0])
+    assert master.next("READY")["error"] is None
+    return cid
+
+
+def task(master: FakeMaster, cid: str, task_id: int, **extra) -> dict:
+    master.send("TASK", {"search": SEARCH, "task_id": task_id, "attempt": 0, "context_id": cid, "fold": 0,
+                         **extra}, dumps({"alpha": float(task_id)}))
+    result = master.next("RESULT")
+    assert (result["task_id"], result["failure"]) == (task_id, None)
+    return result
+
+
+def reoffered(master: FakeMaster) -> list[int]:
+    """Make the worker reconnect; the task ids of the results it offers again."""
+    master.send("SHUTDOWN", {"exit": False, "reason": "test: reconnect"})
+    master.welcome()
+    got = []
+    while True:
+        try:
+            got.append(master.next("RESULT", timeout=1.0)["task_id"])
+        except AssertionError:
+            return sorted(got)
+
+
+def test_worker_forgets_results_acknowledged_on_a_task_or_in_a_batch(spawn_worker):
+    token = make_token()
+    master = FakeMaster(token)
+    spawn_worker(master.endpoint, token)
+    try:
+        master.welcome()
+        cid = load_context(master)
+        task(master, cid, 1)
+        task(master, cid, 2)
+        task(master, cid, 3, acks=[[SEARCH, 1, 0]])  # rides on the next TASK
+        assert reoffered(master) == [2, 3]
+        master.send("RESULT_ACK", {"acks": [[SEARCH, 2, 0], [SEARCH, 3, 0], [SEARCH, 99, 0], "junk"]})
+        assert reoffered(master) == []
+    finally:
+        master.close()
