@@ -64,6 +64,26 @@ class EvaluationContext:
         return len(self.splits)
 
 
+#: Longest error text a result carries over the wire (worker messages stay small).
+MAX_ERROR_CHARS = 32_768
+
+
+def clip_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, keeping its start and its end (a traceback's
+    last lines say what failed).
+
+    Examples
+    --------
+    >>> clip_text("a" * 10 + "b" * 10, limit=12)
+    'aaa\\n[... 8 characters cut ...]\\nbbbbbbbbb'
+    """
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]}\n[... {len(text) - limit} characters cut ...]\n{text[-tail:]}"
+
+
 @dataclass
 class FoldResult:
     """The outcome of one task: scores per scorer name, timings, and any error.
@@ -91,7 +111,7 @@ class FoldResult:
             "fit_time": float(self.fit_time),
             "score_time": float(self.score_time),
             "n_test_samples": int(self.n_test_samples),
-            "error": self.error,
+            "error": None if self.error is None else clip_text(self.error),
         }
 
     @classmethod

@@ -80,3 +80,16 @@ def test_fold_result_message_round_trip_is_plain_and_checked():
                 {**message, "error": 3}, {**message, "n_test_samples": 1.5}):
         with pytest.raises(ValueError):
             FoldResult.from_message(bad)
+
+
+def test_error_text_on_the_wire_keeps_its_start_and_end_within_the_limit():
+    from hpsearch.evaluation import MAX_ERROR_CHARS
+
+    text = "Traceback (most recent call last):\n" + "  frame\n" * 50_000 + "ValueError: the cause"
+    message = FoldResult({"a": 0.0}, 0.0, 0.0, 1, error=text).to_message()
+    clipped = message["error"]
+    assert len(clipped) < MAX_ERROR_CHARS + 100 < len(text)
+    assert clipped.startswith("Traceback") and clipped.endswith("ValueError: the cause")
+    assert "characters cut" in clipped
+    short = FoldResult({"a": 0.0}, 0.0, 0.0, 1, error="ValueError: x").to_message()
+    assert short["error"] == "ValueError: x"

@@ -34,7 +34,7 @@ import numpy as np
 import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
-from ..evaluation import EvaluationContext, evaluate
+from ..evaluation import EvaluationContext, clip_text, evaluate
 from ..serialization import ContentHasher
 from .protocol import MASTER_TYPES, Codec, Message, host_name, local_versions
 
@@ -190,6 +190,9 @@ class WorkerAgent:
         Full-jitter exponential backoff between connection attempts.
     cache_size : int
         Contexts kept in memory (least recently used dropped first).
+    parent_pid : int, optional
+        Exit (saying BYE) when this process is no longer our parent: workers started
+        by :class:`~hpsearch.LocalProcesses` do not outlive a master that was killed.
 
     Examples
     --------
@@ -211,6 +214,7 @@ class WorkerAgent:
         backoff_base: float = 0.5,
         backoff_cap: float = 16.0,
         cache_size: int = 2,
+        parent_pid: int | None = None,
     ) -> None:
         self.address = address
         self.slots = slots
@@ -221,6 +225,7 @@ class WorkerAgent:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.cache_size = max(1, cache_size)
+        self.parent_pid = parent_pid
         from .threads import available_cores
 
         self.inner_threads = inner_threads or max(1, available_cores() // slots)
@@ -258,6 +263,8 @@ class WorkerAgent:
         from threadpoolctl import threadpool_limits
 
         limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
+        if self.parent_pid is not None:
+            threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
         for i in range(self.slots):
             thread = threading.Thread(target=self._slot, name=f"hpsearch-slot-{i}", daemon=True)
             thread.start()
@@ -290,6 +297,14 @@ class WorkerAgent:
             limits.restore_original_limits()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _watch_parent(self) -> None:
+        while self._stop_reason is None:
+            if os.getppid() != self.parent_pid:
+                logger.warning("the process that started this worker (pid %d) exited; stopping", self.parent_pid)
+                self.request_stop("parent exited")
+                return
+            time.sleep(0.5)
 
     # -- connection -----------------------------------------------------------------------
 
@@ -436,6 +451,13 @@ class WorkerAgent:
                 return None
             self._master_session = msg.session
         elif msg.session != self._master_session or msg.seq <= self._master_seq:
+            if msg.session != self._master_session and msg.type == "SHUTDOWN" and not msg["exit"]:
+                # Signed by another master now on this address (restarted with the same
+                # token), which does not know this session: say HELLO again at once
+                # rather than after the silence timeout. Only a reconnect is accepted
+                # this way; a replayed one costs a reconnect, nothing else.
+                logger.info("another master on %s asks this worker to say HELLO again", self.address)
+                return msg
             logger.warning("dropped a replayed or foreign %s from the master", msg.type)
             return None
         self._master_seq = msg.seq
@@ -492,7 +514,7 @@ class WorkerAgent:
                 raise ProtocolError(f"the context is a {type(context).__name__}, not an EvaluationContext")
         except Exception:
             self._incoming = None
-            error = traceback.format_exc()
+            error = clip_text(traceback.format_exc())
             logger.error("could not load the context:\n%s", error)
             self._send("READY", {"search": incoming.search, "context_id": incoming.context_id or "", "error": error})
             return
@@ -523,7 +545,7 @@ class WorkerAgent:
             if not isinstance(params, dict):
                 raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
         except Exception as exc:
-            self._store_result(key, None, f"{type(exc).__name__}: {exc}")
+            self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
         self._jobs.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
@@ -541,7 +563,7 @@ class WorkerAgent:
                     result = evaluate(job.context, job.params, job.fold)
                     self._results.put((key, result.to_message(), None))
                 except BaseException:  # evaluate keeps fit errors as data; this is a bug
-                    self._results.put((key, None, traceback.format_exc()))
+                    self._results.put((key, None, clip_text(traceback.format_exc())))
                 self._wake()
 
     def _forward_results(self) -> None:

@@ -123,7 +123,9 @@ class LocalProcesses(RemoteWorkers):
                 "--connect", str(self.endpoint), "--slots", str(self.slots_per_process),
                 # The port keeps names unique when several pools serve one search.
                 "--name", f"local-{port}-{i}", "--inner-threads", threads,
-                "--heartbeat", str(self.heartbeat), "--log-level", "WARNING", *self.extra_args,
+                "--heartbeat", str(self.heartbeat), "--log-level", "WARNING",
+                "--exit-with-parent",  # a master killed outright leaves no worker behind
+                *self.extra_args,
             ]
             self._logs.append(log)
             self.processes.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,

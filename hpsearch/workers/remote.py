@@ -170,8 +170,9 @@ class RemoteWorkers:
     heartbeat_timeout : float
         A worker silent this long is lost; its tasks go back to the queue.
     max_message_size : int
-        Inbound messages larger than this are refused by libzmq (workers only send
-        small messages).
+        Inbound messages larger than this are refused by libzmq, which drops the
+        connection. Workers only send small messages (no payload; headers up to
+        1 MiB; error texts clipped to 32 KiB), so a larger one is not a worker's.
 
     Attributes
     ----------
@@ -200,7 +201,7 @@ class RemoteWorkers:
         *,
         heartbeat: float = 1.0,
         heartbeat_timeout: float = 30.0,
-        max_message_size: int = 16 * 1024 * 1024,
+        max_message_size: int = 2 * 1024 * 1024,
     ) -> None:
         if not isinstance(address, str) or "://" not in address:
             raise InvalidParameterError(f"address must be a ZeroMQ endpoint such as 'tcp://0.0.0.0:5555', got {address!r}")

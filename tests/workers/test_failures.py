@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -97,3 +98,72 @@ def test_worker_serves_a_new_master_after_the_first_closes(spawn_worker):
         assert pool.stats["hellos"] == 1 and pool.stats["contexts_sent"] == 0  # it kept the data
     assert proc.poll() is None
     assert_same_scores(first, second)
+
+
+_MASTER = """
+import sys, time
+from hpsearch import {pool}
+with {pool}({args}) as pool:
+    print({report}, flush=True)
+    time.sleep(600)
+"""
+
+
+def start_master(pool: str, args: str, report: str):
+    """A master in its own process, to be killed outright: (process, first line it printed)."""
+    import subprocess
+    import sys
+
+    from hpsearch.workers.local import child_environment
+
+    proc = subprocess.Popen([sys.executable, "-c", _MASTER.format(pool=pool, args=args, report=report)],
+                            env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    if not line:
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError("the master process printed nothing")
+    return proc, line
+
+
+def test_local_workers_exit_when_their_master_is_killed():
+    import psutil
+
+    master, pids = start_master("LocalProcesses", "2, start_timeout=120", "[p.pid for p in pool.processes]")
+    workers = [psutil.Process(int(pid)) for pid in pids.strip("[]").split(",")]
+    try:
+        assert all(w.is_running() for w in workers)
+        master.send_signal(signal.SIGKILL)  # no SHUTDOWN, no close(): the workers notice alone
+        master.wait(30)
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"workers {[w.pid for w in alive]} outlived their master"
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+
+
+def test_worker_of_a_killed_master_joins_its_successor_at_once(spawn_worker):
+    from hpsearch.workers.protocol import make_token
+
+    token = make_token()
+    master, endpoint = start_master(
+        "RemoteWorkers", f"'tcp://127.0.0.1:*', token={token!r}, heartbeat_timeout=60", "pool.endpoint")
+    proc = spawn_worker(endpoint, token, "--name", "pinned")
+    try:
+        time.sleep(2.0)  # it joined the first master (its session is pinned to that master)
+        master.send_signal(signal.SIGKILL)
+        master.wait(30)
+        with RemoteWorkers(endpoint, token=token, join_timeout=60) as pool:
+            start = time.monotonic()
+            result = run_search(SleepEstimator(), {"c": [1.0, 2.0]}, X, cv=2, workers=pool, progress=False)
+            waited = time.monotonic() - start
+        # The new master's SHUTDOWN{exit: false} to the unknown session is accepted at
+        # once; before, the worker waited out the dead master's 60 s silence timeout.
+        assert waited < 20, f"the worker took {waited:.1f} s to join the new master"
+        assert result.cv_results_["mean_test_score"].shape == (2,)
+        assert proc.poll() is None
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(30)
