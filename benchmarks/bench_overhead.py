@@ -39,15 +39,17 @@ def raw_zmq(n: int, window: int) -> float:
     """Round trips per second of a raw DEALER/ROUTER echo with ``window`` in flight."""
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
-    port = router.bind_to_random_port("tcp://127.0.0.1")
     dealer = ctx.socket(zmq.DEALER)
+    for sock in (router, dealer):  # a full queue would make the ROUTER drop replies
+        sock.sndhwm = sock.rcvhwm = 10 * window + 1000
+    port = router.bind_to_random_port("tcp://127.0.0.1")
     dealer.connect(f"tcp://127.0.0.1:{port}")
 
     def echo():
         for _ in range(n):
             router.send_multipart(router.recv_multipart())
 
-    thread = threading.Thread(target=echo)
+    thread = threading.Thread(target=echo, daemon=True)
     thread.start()
     start = time.perf_counter()
     sent = received = 0
@@ -55,10 +57,12 @@ def raw_zmq(n: int, window: int) -> float:
         while sent < n and sent - received < window:
             dealer.send(b"x" * 64)
             sent += 1
+        if not dealer.poll(30_000):
+            raise RuntimeError(f"raw round trip: no reply within 30 s ({received} of {n})")
         dealer.recv()
         received += 1
     elapsed = time.perf_counter() - start
-    thread.join()
+    thread.join(30)
     for sock in (router, dealer):
         sock.close(linger=0)
     ctx.term()

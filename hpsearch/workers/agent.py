@@ -541,7 +541,10 @@ class WorkerAgent:
                 raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
             from ..serialization import loads
 
-            params = loads(msg.payload)
+            inline = msg.header.get("params")
+            if inline is not None and not (isinstance(inline, list) and all(isinstance(f, bytes) for f in inline)):
+                raise ProtocolError("TASK params must be a list of byte strings")
+            params = loads(inline if inline is not None else msg.payload)
             if not isinstance(params, dict):
                 raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
         except Exception as exc:

@@ -1,19 +1,26 @@
 """The hpsearch wire protocol: tokens, framing, signatures, message validation.
 
-One logical message is one ZeroMQ multipart message::
+One logical message is one ZeroMQ multipart message; its first frame, the envelope,
+holds the magic, the signature and the header::
 
-    F0  b"HPS" + bytes([PROTOCOL_MAJOR])       magic and protocol major,
-        (+ b"C" on CONTEXT messages)            content-addressed payload
-    F1  signature (32 bytes)                    keyed BLAKE2b, see below
-    F2  header                                  msgpack map: type, seq, session, fields
-    F3… payload frames                          serialization output (CONTEXT, TASK only)
+    F0  envelope:
+        b"HPS" + bytes([PROTOCOL_MAJOR])       magic and protocol major (4 bytes)
+        mode (1 byte)                           b"B": payload signed byte by byte,
+                                                b"C": content-addressed (CONTEXT only)
+        signature (32 bytes)                    keyed BLAKE2b, see below
+        header (the rest)                       msgpack map: type, seq, session, fields
+    F1… payload frames                          serialization output (CONTEXT, TASK only)
 
-The signature is ``B(F0 ‖ len(F2) ‖ F2 ‖ P)`` where ``B`` is BLAKE2b keyed with the
-search secret and ``P = B(len(f) ‖ f for every payload frame f)``; the length prefixes
-make frame boundaries part of what is signed. Everything is checked with
-:func:`hmac.compare_digest` before a single byte of the header is decoded.
+The signature is ``B(magic ‖ mode ‖ len(header) ‖ header ‖ P)`` where ``B`` is BLAKE2b
+keyed with the search secret and ``P = B(len(f) ‖ f for every payload frame f)``; the
+length prefixes make frame boundaries part of what is signed. Everything is checked
+with :func:`hmac.compare_digest` before a single byte of the header is decoded.
 
-CONTEXT chunks (F0 ends in ``C``) are signed over their frame lengths only,
+One envelope frame, not three: every frame costs a pyzmq call that releases and
+retakes the GIL, which the master's I/O thread then competes for with the
+scheduler's; with tiny tasks that was a fifth of the CPU per task.
+
+CONTEXT chunks (mode ``C``) are signed over their frame lengths only,
 ``P = B(len(f) for every payload frame f)``: their bytes are authenticated as a whole
 by the context's content id, which the SEARCH and CONTEXT headers carry (signed) and
 which the worker recomputes from the bytes it received, while they arrive, before it
@@ -46,7 +53,8 @@ __all__ = [
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
     "MAGIC",
-    "MAGIC_CONTENT",
+    "MODE_BYTES",
+    "MODE_CONTENT",
     "CONTENT_ADDRESSED",
     "Codec",
     "Message",
@@ -64,8 +72,10 @@ PROTOCOL_MAJOR = 1
 # major.minor (see _MATCH_PARTS), so mismatched workers get a REJECT naming both.
 PROTOCOL_MINOR = 1
 MAGIC = b"HPS" + bytes([PROTOCOL_MAJOR])
-#: The magic frame of a message whose payload frames are signed by length only.
-MAGIC_CONTENT = MAGIC + b"C"
+#: Envelope modes: payload signed byte by byte, or by length (content-addressed).
+MODE_BYTES, MODE_CONTENT = b"B", b"C"
+#: Bytes before the header in an envelope: magic, mode, signature.
+ENVELOPE_PREFIX = len(MAGIC) + 1 + 32
 #: The message types whose payload is content-addressed (and only those).
 CONTENT_ADDRESSED = frozenset({"CONTEXT"})
 TOKEN_PREFIX = "hps1:"
@@ -273,9 +283,10 @@ class Codec:
                 h.update(view)
         return h.digest()
 
-    def _signature(self, magic: Any, header: Any, digest: bytes) -> bytes:
+    def _signature(self, prefix: Any, header: Any, digest: bytes) -> bytes:
+        """The signature over magic and mode (``prefix``), the header and the payload digest."""
         h = hashlib.blake2b(key=self._key, digest_size=SIGNATURE_SIZE)
-        h.update(magic)
+        h.update(prefix)
         h.update(_LEN.pack(len(header)))
         h.update(header)
         h.update(digest)
@@ -294,32 +305,34 @@ class Codec:
             header.update(fields)
         raw = msgpack.packb(header, use_bin_type=True)
         lengths_only = type_ in CONTENT_ADDRESSED
-        magic = MAGIC_CONTENT if lengths_only else MAGIC
+        prefix = MAGIC + (MODE_CONTENT if lengths_only else MODE_BYTES)
         digest = self.payload_digest(payload, lengths_only)
-        return [magic, self._signature(magic, raw, digest), raw, *payload]
+        return [prefix + self._signature(prefix, raw, digest) + raw, *payload]
 
     # -- checking -------------------------------------------------------------------------
 
     def decode(self, frames: Sequence[Any]) -> Message:
         """Authenticate, decode and validate; raises ``ProtocolError`` saying why not."""
-        if len(frames) < 3:
-            raise ProtocolError(f"truncated message: {len(frames)} frame(s), at least 3 expected")
-        magic, signature, raw = (memoryview(f) for f in frames[:3])
-        if magic.nbytes not in (4, 5) or bytes(magic[:3]) != MAGIC[:3]:
-            raise ProtocolError("not an hpsearch message (bad magic frame)")
-        if magic[3] != PROTOCOL_MAJOR:
+        if not frames:
+            raise ProtocolError("empty message")
+        envelope = memoryview(frames[0])
+        if envelope.nbytes < len(MAGIC) or bytes(envelope[:3]) != MAGIC[:3]:
+            raise ProtocolError("not an hpsearch message (bad magic)")
+        if envelope[3] != PROTOCOL_MAJOR:
             raise ProtocolError(
-                f"protocol major version {magic[3]} received, this side speaks {PROTOCOL_MAJOR}"
+                f"protocol major version {envelope[3]} received, this side speaks {PROTOCOL_MAJOR}"
             )
-        content_addressed = magic.nbytes == 5
-        if content_addressed and bytes(magic) != MAGIC_CONTENT:
-            raise ProtocolError("not an hpsearch message (bad magic frame)")
-        if signature.nbytes != SIGNATURE_SIZE:
-            raise ProtocolError("unsigned or badly signed message (signature has the wrong size)")
+        if envelope.nbytes < ENVELOPE_PREFIX:
+            raise ProtocolError(f"truncated envelope of {envelope.nbytes} bytes: unsigned or cut short")
+        prefix, mode = envelope[:5], bytes(envelope[4:5])
+        if mode not in (MODE_BYTES, MODE_CONTENT):
+            raise ProtocolError(f"unknown payload mode {mode!r}")
+        content_addressed = mode == MODE_CONTENT
+        signature, raw = envelope[5:ENVELOPE_PREFIX], envelope[ENVELOPE_PREFIX:]
         if raw.nbytes > MAX_HEADER_SIZE:
             raise ProtocolError(f"header of {raw.nbytes} bytes exceeds {MAX_HEADER_SIZE}")
-        payload = list(frames[3:])
-        expected = self._signature(magic, raw, self.payload_digest(payload, content_addressed))
+        payload = list(frames[1:])
+        expected = self._signature(prefix, raw, self.payload_digest(payload, content_addressed))
         if not hmac.compare_digest(expected, signature):
             raise ProtocolError("bad signature (wrong token, or a forged or altered message)")
         try:

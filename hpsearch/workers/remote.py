@@ -44,11 +44,14 @@ __all__ = ["RemoteWorker", "RemoteWorkers"]
 #: views) and small frames grouped. Below glibc's largest mmap threshold (32 MiB), so a
 #: worker's receive buffers are recycled heap memory rather than fresh pages each time.
 CHUNK_BYTES = 8 * 1024 * 1024
+#: Serialized params up to this size (and without out-of-band buffers) ride in the
+#: TASK header as ``params: [header, pickle]`` instead of two payload frames.
+INLINE_PARAMS_BYTES = 64 * 1024
 #: Acknowledgements held for a worker before they go out on their own.
 MAX_ACKS = 256
-#: Frames of a worker message: magic, signature, header (workers never send payload
-#: frames, so nothing a worker sends could ever reach a deserializer other than msgpack).
-INBOUND_FRAMES = 3
+#: Frames of a worker message: the envelope alone (workers never send payload frames,
+#: so nothing a worker sends could ever reach a deserializer other than msgpack).
+INBOUND_FRAMES = 1
 
 
 class RemoteWorker:
@@ -735,7 +738,13 @@ class RemoteWorkers:
         peer.inflight[task.task_id] = task.attempt
         self.stats["tasks_sent"] += 1
         self.stats[f"tasks_to:{peer.name}"] += 1
-        self._send(peer.routing_id, peer, "TASK", fields, dumps(task.params))
+        frames = dumps(task.params)
+        if len(frames) == 2 and sum(memoryview(f).nbytes for f in frames) <= INLINE_PARAMS_BYTES:
+            # Usual params (a few numbers and strings) travel inside the signed header:
+            # two frames fewer, each a pyzmq call that gives up the GIL.
+            fields["params"] = [bytes(f) for f in frames]
+            frames = []
+        self._send(peer.routing_id, peer, "TASK", fields, frames)
 
     # -- membership -------------------------------------------------------------------------
 

@@ -64,3 +64,17 @@ def test_used_without_with_spawns_and_stops_its_processes():
 def test_bad_sizes(n):
     with pytest.raises(InvalidParameterError, match="n must be an integer"):
         LocalProcesses(n)
+
+
+def test_large_params_travel_as_payload_frames(pool):
+    from .helpers import WeightsEstimator
+
+    space = {"weights": [np.arange(20_000.0), np.ones(20_000)]}  # 160 kB each: out of band
+    remote = run_search(WeightsEstimator(), space, X, cv=3, workers=pool, progress=False)
+    threads = run_search(WeightsEstimator(), space, X, cv=3, workers=1, progress=False)
+    assert_same_scores_by_value(remote, threads)
+
+
+def assert_same_scores_by_value(a, b):
+    np.testing.assert_array_equal(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])
+    assert a.best_index_ == b.best_index_

@@ -7,9 +7,11 @@ import pytest
 
 from hpsearch.errors import ProtocolError
 from hpsearch.workers.protocol import (
+    ENVELOPE_PREFIX,
     MAGIC,
-    MAGIC_CONTENT,
     MASTER_TYPES,
+    MODE_BYTES,
+    MODE_CONTENT,
     WORKER_TYPES,
     Codec,
     local_versions,
@@ -29,24 +31,27 @@ def test_round_trip_with_payload():
     msg = worker.decode(frames)
     assert msg.type == "CONTEXT" and msg.seq == 1 and msg.session == master.session
     assert [bytes(f) for f in msg.payload] == [b"x" * 10, b"y" * 100_000]
-    assert master.encode("HEARTBEAT")[2] != frames[2]  # seq grows
+    assert master.encode("HEARTBEAT")[0][ENVELOPE_PREFIX:] != frames[0][ENVELOPE_PREFIX:]  # seq grows
 
 
-@pytest.mark.parametrize("tamper", ["header", "payload", "magic", "signature", "frame-boundary"])
+@pytest.mark.parametrize("tamper", ["header", "payload", "magic", "mode", "signature", "frame-boundary"])
 def test_any_change_breaks_the_signature(tamper):
     sender, receiver = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
     frames = sender.encode("RESULT_ACK", {"acks": [[1, 3, 0]]}, [b"ab", b"cd"])
-    frames = [bytes(f) for f in frames]
+    frames = [bytearray(f) for f in frames]
+    envelope = frames[0]
     if tamper == "header":
-        frames[2] = frames[2].replace(b"\x03", b"\x04")
+        envelope[ENVELOPE_PREFIX:] = envelope[ENVELOPE_PREFIX:].replace(b"\x03", b"\x04")
     elif tamper == "payload":
-        frames[3] = b"zz"
+        frames[1] = bytearray(b"zz")
     elif tamper == "magic":
-        frames[0] = b"HPS\x02"
+        envelope[3] = 2
+    elif tamper == "mode":
+        envelope[4:5] = MODE_CONTENT
     elif tamper == "signature":
-        frames[1] = bytes(32)
+        envelope[5:ENVELOPE_PREFIX] = bytes(32)
     else:  # moving a byte from one frame to the next
-        frames[3:] = [b"a", b"bcd"]
+        frames[1:] = [bytearray(b"a"), bytearray(b"bcd")]
     with pytest.raises(ProtocolError):
         receiver.decode(frames)
 
@@ -55,26 +60,28 @@ def test_context_chunks_are_signed_by_length_every_other_payload_by_bytes():
     master, worker = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
     fields = {"search": 1, "context_id": "ab", "index": 0, "count": 1}
     chunk = [bytes(f) for f in master.encode("CONTEXT", fields, [b"x" * 10, b"y" * 20])]
-    assert chunk[0] == MAGIC_CONTENT
+    assert chunk[0][:5] == MAGIC + MODE_CONTENT
     # Same lengths, other bytes: the signature holds; the worker's content-id check
     # (tests/workers/test_security.py) is what refuses such a chunk.
-    msg = worker.decode(chunk[:3] + [b"z" * 10, b"y" * 20])
+    msg = worker.decode(chunk[:1] + [b"z" * 10, b"y" * 20])
     assert msg.content_addressed and bytes(msg.payload[0]) == b"z" * 10
-    for tampered in (chunk[:3] + [b"x" * 11, b"y" * 19], chunk[:3] + [b"x" * 10], [MAGIC, *chunk[1:]]):
+    relabelled = MAGIC + MODE_BYTES + chunk[0][5:]
+    for tampered in (chunk[:1] + [b"x" * 11, b"y" * 19], chunk[:1] + [b"x" * 10], [relabelled, *chunk[1:]]):
         with pytest.raises(ProtocolError, match="bad signature"):
             worker.decode(tampered)
     task = {"search": 1, "task_id": 2, "attempt": 0, "context_id": "ab", "fold": 0}
     frames = [bytes(f) for f in master.encode("TASK", task, [b"params"])]
-    assert frames[0] == MAGIC and not worker.decode(frames).content_addressed
+    assert frames[0][:5] == MAGIC + MODE_BYTES and not worker.decode(frames).content_addressed
     with pytest.raises(ProtocolError, match="bad signature"):
-        worker.decode(frames[:3] + [b"PARAMS"])
+        worker.decode(frames[:1] + [b"PARAMS"])
     # Correctly signed, but a TASK claiming the length-only mode (or a CONTEXT not
     # claiming it) is refused: only CONTEXT chunks are checked by content id.
-    for magic, kind, extra in ((MAGIC_CONTENT, "TASK", task), (MAGIC, "CONTEXT", fields)):
+    for mode, kind, extra in ((MODE_CONTENT, "TASK", task), (MODE_BYTES, "CONTEXT", fields)):
         raw = msgpack.packb({"type": kind, "seq": 9, "session": "s", **extra})
-        digest = master.payload_digest([b"p"], lengths_only=magic == MAGIC_CONTENT)
+        prefix = MAGIC + mode
+        digest = master.payload_digest([b"p"], lengths_only=mode == MODE_CONTENT)
         with pytest.raises(ProtocolError, match="only CONTEXT chunks"):
-            worker.decode([magic, master._signature(magic, raw, digest), raw, b"p"])
+            worker.decode([prefix + master._signature(prefix, raw, digest) + raw, b"p"])
 
 
 def test_wrong_key_unsigned_truncated_and_garbage_are_refused():
@@ -83,23 +90,26 @@ def test_wrong_key_unsigned_truncated_and_garbage_are_refused():
     good = Codec(SECRET, WORKER_TYPES).encode("HEARTBEAT")
     with pytest.raises(ProtocolError, match="bad signature"):
         master.decode(other.encode("HEARTBEAT"))
-    with pytest.raises(ProtocolError, match="unsigned"):
-        master.decode([good[0], b"", good[2]])
-    with pytest.raises(ProtocolError, match="truncated"):
-        master.decode(good[:2])
+    with pytest.raises(ProtocolError, match="unsigned or cut short"):
+        master.decode([good[0][:20]])
+    with pytest.raises(ProtocolError, match="empty"):
+        master.decode([])
     with pytest.raises(ProtocolError, match="magic"):
-        master.decode([b"\x00" * 7, b"garbage", b"\xff" * 9])
+        master.decode([b"\x00" * 7 + b"garbage"])
     with pytest.raises(ProtocolError, match="protocol major"):
-        master.decode([b"HPS\x09", good[1], good[2]])
-    with pytest.raises(ProtocolError, match="magic"):
-        master.decode([MAGIC + b"X", good[1], good[2]])
+        master.decode([b"HPS\x09" + good[0][4:]])
+    with pytest.raises(ProtocolError, match="mode"):
+        master.decode([MAGIC + b"X" + good[0][5:]])
+    with pytest.raises(ProtocolError, match="bad signature"):
+        master.decode([good[0], b"an extra frame"])
 
 
 def _signed_header(header: object) -> list[bytes]:
     """A correctly signed message whose header is arbitrary msgpack (or raw bytes)."""
     codec = Codec(SECRET, WORKER_TYPES)
     raw = header if isinstance(header, bytes) else msgpack.packb(header)
-    return [MAGIC, codec._signature(MAGIC, raw, codec.payload_digest([])), raw]
+    prefix = MAGIC + MODE_BYTES
+    return [prefix + codec._signature(prefix, raw, codec.payload_digest([])) + raw]
 
 
 @pytest.mark.parametrize(

@@ -63,8 +63,9 @@ def test_hostile_peers_never_get_tasks_or_stop_the_search(spawn_worker, tmp_path
             wrong_key.send_raw(wrong_key.hello("forger"))  # badly signed
             attacks.send_raw([b"garbage"])
             attacks.send_raw([os.urandom(4), os.urandom(32), os.urandom(100)])
-            attacks.send_raw(attacks.hello("cut")[:2])  # truncated multipart
-            attacks.send_raw([b"HPS\x01", os.urandom(32), os.urandom(64)])  # unsigned junk
+            attacks.send_raw([attacks.hello("cut")[0][:40]])  # truncated
+            attacks.send_raw([*attacks.hello("multi"), b"extra"])  # a payload frame from a worker
+            attacks.send_raw([b"HPS\x01B" + os.urandom(96)])  # unsigned junk
             unknown = attacks.codec.encode("HEARTBEAT")
             attacks.send_raw(unknown)  # signed, but its session never said HELLO
             # A RESULT carrying a pickle, as a payload frame and inside the header.
@@ -84,7 +85,7 @@ def test_hostile_peers_never_get_tasks_or_stop_the_search(spawn_worker, tmp_path
             attacks.close()
             wrong_key.close()
         assert intruder.poll() is None  # still knocking: never accepted
-        assert all(not key.endswith(("intruder", "forger", "old", "cut")) for key in pool.stats)
+        assert all(not key.endswith(("intruder", "forger", "old", "cut", "multi")) for key in pool.stats)
         assert pool.stats["rejected"] == 1 and pool.stats["hellos"] == 1
     assert not marker.exists()
     ref = reference()
