@@ -10,7 +10,7 @@ For each payload it times a full round trip, ``loads(dumps(x))``:
 - ``cloudpickle``: ``pickle.loads(cloudpickle.dumps(x))``, protocol 5 in-band;
 - ``np.copy``: one copy of the same number of bytes, the memory-bandwidth limit.
 
-Also timed: ``content_id`` (BLAKE2b over every byte, once per context).
+Also timed: ``content_id`` (BLAKE3 over every byte, once per context).
 
 Run::
 
