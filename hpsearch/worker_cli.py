@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu", default=None, metavar="ID",
                         help="pin this worker to GPU ID ('0', '0,1'; '' hides every GPU): sets "
                              "CUDA_VISIBLE_DEVICES before TensorFlow loads, with memory growth on")
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="exit when the process that started this worker exits")
+    parser.add_argument("--parent-pid", type=int, default=None, metavar="PID",
+                        help="exit when process PID, which started this worker, exits")
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     # For tests only: announce a fake version, e.g. --fake-version hpsearch=0.0.0
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = WorkerAgent(args.connect, secret, slots=args.slots, name=args.name,
                         inner_threads=args.inner_threads, version_overrides=overrides,
                         heartbeat=args.heartbeat,
-                        parent_pid=os.getppid() if args.exit_with_parent else None)
+                        parent_pid=args.parent_pid)
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosis)
         import faulthandler
 

@@ -64,7 +64,7 @@ class _Job:
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
-def _fresh_block(nbytes: int) -> np.ndarray:
+def _fresh_block(nbytes: int) -> tuple[np.ndarray, bool]:
     """Memory for a context arriving, in base pages, faulted in ahead of the data.
 
     Fresh memory costs a page fault and a page of zeroing per 4 KiB on first touch,
@@ -74,25 +74,26 @@ def _fresh_block(nbytes: int) -> np.ndarray:
     with ``MADV_POPULATE_WRITE`` ahead of the copy, in the kernel, without the GIL,
     while the network delivers (``benchmarks/bench_transfer.py``: 1 GiB to a fresh
     worker 4.3 s with numpy's block, 1.2 to 1.6 s with this one, raw send 0.9 to 1.1 s).
-    Elsewhere, a plain numpy array.
+    Elsewhere, a plain numpy array. Returns the block and whether to fault it in.
     """
     if nbytes == 0 or not sys.platform.startswith("linux"):
-        return np.empty(nbytes, dtype=np.uint8)
+        return np.empty(nbytes, dtype=np.uint8), False
     memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     memory.madvise(mmap.MADV_NOHUGEPAGE)
-    block = np.frombuffer(memory, dtype=np.uint8)
-    threading.Thread(target=_populate, args=(block,), name="hpsearch-populate", daemon=True).start()
-    return block
+    return np.frombuffer(memory, dtype=np.uint8), True
 
 
-def _populate(block: np.ndarray, step: int = 8 << 20) -> None:
-    """Fault ``block`` in, front to back (stops quietly where the kernel cannot)."""
+def _populate(block: np.ndarray, stop: threading.Event, step: int = 8 << 20) -> None:
+    """Fault ``block`` in, front to back, until ``stop`` is set (a dropped transfer must
+    not cost its whole size in memory); stops quietly where the kernel cannot."""
     import ctypes
 
     madvise = ctypes.CDLL(None, use_errno=True).madvise  # ctypes releases the GIL
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     address = block.ctypes.data
     for offset in range(0, block.nbytes, step):
+        if stop.is_set():
+            return
         if madvise(address + offset, min(step, block.nbytes - offset), _MADV_POPULATE_WRITE) != 0:
             return  # EINVAL before Linux 5.14: the copy faults the pages in itself
 
@@ -113,6 +114,7 @@ class _Incoming:
         self.context_id = context_id  # None until a chunk names it (the last one does)
         self.hasher: ContentHasher | None = None
         self.block: np.ndarray | None = None
+        self.stop = threading.Event()  # ends the thread faulting the block in
         self.sizes: list[int] = []
         self.offset = 0
         self.next_index = 0
@@ -132,7 +134,10 @@ class _Incoming:
                 raise ProtocolError("the first context chunk must list every frame size")
             self.sizes = sizes
             self.hasher = ContentHasher(sizes)  # checks the sizes describe a header and a stream
-            self.block = _fresh_block(sum(sizes))
+            self.block, mapped = _fresh_block(sum(sizes))
+            if mapped:
+                threading.Thread(target=_populate, args=(self.block, self.stop),
+                                 name="hpsearch-populate", daemon=True).start()
         assert self.hasher is not None
         for frame in msg.payload:
             view = memoryview(frame)
@@ -327,7 +332,7 @@ class WorkerAgent:
         self._master_session = None
         self._master_seq = 0
         self._epoch += 1  # tasks queued for the old connection will not run
-        self._incoming = None
+        self._drop_incoming()
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -451,11 +456,12 @@ class WorkerAgent:
                 return None
             self._master_session = msg.session
         elif msg.session != self._master_session or msg.seq <= self._master_seq:
-            if msg.session != self._master_session and msg.type == "SHUTDOWN" and not msg["exit"]:
+            if (msg.session != self._master_session and msg.type == "SHUTDOWN" and not msg["exit"]
+                    and msg.header.get("to") == self._codec.session):
                 # Signed by another master now on this address (restarted with the same
-                # token), which does not know this session: say HELLO again at once
-                # rather than after the silence timeout. Only a reconnect is accepted
-                # this way; a replayed one costs a reconnect, nothing else.
+                # token), answering this very session, which it does not know: say HELLO
+                # again at once rather than after the silence timeout. Only a reconnect
+                # is accepted this way, and once per session (the next has a new id).
                 logger.info("another master on %s asks this worker to say HELLO again", self.address)
                 return msg
             logger.warning("dropped a replayed or foreign %s from the master", msg.type)
@@ -475,6 +481,8 @@ class WorkerAgent:
             self._on_context(msg)
         elif kind == "CANCEL":
             self._cancelled.add(msg["search"])
+            if self._incoming is not None and self._incoming.search == msg["search"]:
+                self._drop_incoming()
         elif kind == "SHUTDOWN":
             logger.info("master says %s", msg["reason"])
             if msg["exit"]:
@@ -485,6 +493,12 @@ class WorkerAgent:
             raise VersionMismatchError(f"the master rejected this worker: {msg['reason']}")
         return None
 
+    def _drop_incoming(self) -> None:
+        """Forget a context transfer (done, failed, cancelled or cut): its memory goes."""
+        if self._incoming is not None:
+            self._incoming.stop.set()
+            self._incoming = None
+
     def _on_search(self, msg: Message) -> None:
         search, cid = msg["search"], msg["context_id"]
         self._cancelled.discard(search)
@@ -494,6 +508,7 @@ class WorkerAgent:
             self._send("READY", {"search": search, "context_id": cid, "error": None})
             return
         logger.info("search %d: receiving context %s (%d bytes)", search, (cid or "(id follows)")[:12], msg["nbytes"])
+        self._drop_incoming()
         self._incoming = _Incoming(search, cid)
         self._send("NEED", {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT})
 
@@ -513,12 +528,12 @@ class WorkerAgent:
             if not isinstance(context, EvaluationContext):
                 raise ProtocolError(f"the context is a {type(context).__name__}, not an EvaluationContext")
         except Exception:
-            self._incoming = None
+            self._drop_incoming()
             error = clip_text(traceback.format_exc())
             logger.error("could not load the context:\n%s", error)
             self._send("READY", {"search": incoming.search, "context_id": incoming.context_id or "", "error": error})
             return
-        self._incoming = None
+        self._drop_incoming()
         fields = {"search": incoming.search, "context_id": incoming.context_id}
         self._contexts[incoming.context_id] = context
         while len(self._contexts) > self.cache_size:

@@ -124,7 +124,7 @@ class LocalProcesses(RemoteWorkers):
                 # The port keeps names unique when several pools serve one search.
                 "--name", f"local-{port}-{i}", "--inner-threads", threads,
                 "--heartbeat", str(self.heartbeat), "--log-level", "WARNING",
-                "--exit-with-parent",  # a master killed outright leaves no worker behind
+                "--parent-pid", str(os.getpid()),  # a master killed outright leaves no worker behind
                 *self.extra_args,
             ]
             self._logs.append(log)

@@ -538,7 +538,10 @@ class RemoteWorkers:
         elif msg.type != "BYE":
             logger.info("a %s from unknown session %s; asking it to say HELLO again", msg.type, msg.session)
         if msg.type != "BYE":
-            self._send(route, None, "SHUTDOWN", {"exit": False, "reason": "unknown session; say HELLO again"})
+            # "to" names the session it answers: only that worker acts on it, and only
+            # while that session lasts (a replay cannot keep a worker reconnecting).
+            self._send(route, None, "SHUTDOWN", {"exit": False, "reason": "unknown session; say HELLO again",
+                                                 "to": msg.session})
 
     def _on_hello(self, route: bytes, msg: Message, now: float) -> None:
         if msg.session in self._seen:
@@ -731,6 +734,11 @@ class RemoteWorkers:
         search = self._search
         if peer is None or search is None:
             return  # the worker is gone: the scheduler requeues its tasks on WorkerLost
+        try:
+            frames = dumps(task.params)
+        except Exception as exc:  # the task cannot travel: it fails as data, nothing hangs
+            self._emit_failure(search, peer.name, task, f"{type(exc).__name__}: {exc}")
+            return
         fields = {"search": search.id, "task_id": task.task_id, "attempt": task.attempt,
                   "context_id": search.context_id, "fold": task.fold}
         if peer.acks:
@@ -738,13 +746,16 @@ class RemoteWorkers:
         peer.inflight[task.task_id] = task.attempt
         self.stats["tasks_sent"] += 1
         self.stats[f"tasks_to:{peer.name}"] += 1
-        frames = dumps(task.params)
         if len(frames) == 2 and sum(memoryview(f).nbytes for f in frames) <= INLINE_PARAMS_BYTES:
             # Usual params (a few numbers and strings) travel inside the signed header:
             # two frames fewer, each a pyzmq call that gives up the GIL.
             fields["params"] = [bytes(f) for f in frames]
             frames = []
         self._send(peer.routing_id, peer, "TASK", fields, frames)
+
+    def _emit_failure(self, search: _Search, name: str, task: Task, error: str) -> None:
+        logger.error("task %d cannot be sent to %s: %s", task.task_id, name, error)
+        search.emit(TaskFailed(name, task.task_id, task.attempt, f"the params could not be serialized: {error}"))
 
     # -- membership -------------------------------------------------------------------------
 

@@ -70,3 +70,30 @@ def test_worker_forgets_results_acknowledged_on_a_task_or_in_a_batch(spawn_worke
         assert reoffered(master) == []
     finally:
         master.close()
+
+
+def test_a_shutdown_from_another_master_counts_only_when_addressed_to_this_session(spawn_worker):
+    from hpsearch.workers.protocol import WORKER_TYPES, Codec, parse_token
+
+    token = make_token()
+    master = FakeMaster(token)
+    spawn_worker(master.endpoint, token)
+    try:
+        hello = master.welcome()
+        successor = Codec(parse_token(token), WORKER_TYPES)  # another master session, same token
+
+        def shutdown(to: str) -> None:
+            envelope = successor.encode("SHUTDOWN", {"exit": False, "reason": "test", "to": to})
+            master.router.send_multipart([master.route, *envelope])
+
+        shutdown("not-this-session")  # a replay meant for some other session: ignored
+        try:
+            master.next("HELLO", timeout=2.0)
+            raise AssertionError("the worker reconnected on a SHUTDOWN addressed to another session")
+        except AssertionError as exc:
+            assert "no HELLO" in str(exc)
+        shutdown(hello.session)
+        again = master.next("HELLO", timeout=10.0)
+        assert again.session != hello.session  # a new session: the old "to" is spent
+    finally:
+        master.close()

@@ -105,8 +105,27 @@ import sys, time
 from hpsearch import {pool}
 with {pool}({args}) as pool:
     print({report}, flush=True)
+    deadline = time.monotonic() + 120
+    while pool.n_workers < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("joined", pool.n_workers, flush=True)
     time.sleep(600)
 """
+
+
+def read_line(proc, timeout: float = 120.0) -> str:
+    """The next line the process prints, or an AssertionError after ``timeout`` s."""
+    import queue
+
+    try:
+        line = proc.lines.get(timeout=timeout)
+    except queue.Empty:
+        line = ""
+    if not line:
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(f"the master process printed nothing within {timeout:g} s")
+    return line
 
 
 def start_master(pool: str, args: str, report: str):
@@ -116,20 +135,20 @@ def start_master(pool: str, args: str, report: str):
 
     from hpsearch.workers.local import child_environment
 
+    import queue
+
     proc = subprocess.Popen([sys.executable, "-c", _MASTER.format(pool=pool, args=args, report=report)],
                             env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    if not line:
-        proc.kill()
-        proc.wait(30)
-        raise AssertionError("the master process printed nothing")
-    return proc, line
+    proc.lines = queue.SimpleQueue()  # a reader thread: a wait on the pipe can time out
+    threading.Thread(target=lambda: [proc.lines.put(line.strip()) for line in proc.stdout], daemon=True).start()
+    return proc, read_line(proc)
 
 
 def test_local_workers_exit_when_their_master_is_killed():
     import psutil
 
     master, pids = start_master("LocalProcesses", "2, start_timeout=120", "[p.pid for p in pool.processes]")
+    assert read_line(master).startswith("joined")
     workers = [psutil.Process(int(pid)) for pid in pids.strip("[]").split(",")]
     try:
         assert all(w.is_running() for w in workers)
@@ -151,7 +170,7 @@ def test_worker_of_a_killed_master_joins_its_successor_at_once(spawn_worker):
         "RemoteWorkers", f"'tcp://127.0.0.1:*', token={token!r}, heartbeat_timeout=60", "pool.endpoint")
     proc = spawn_worker(endpoint, token, "--name", "pinned")
     try:
-        time.sleep(2.0)  # it joined the first master (its session is pinned to that master)
+        assert read_line(master) == "joined 1"  # its session is pinned to that master
         master.send_signal(signal.SIGKILL)
         master.wait(30)
         with RemoteWorkers(endpoint, token=token, join_timeout=60) as pool:
