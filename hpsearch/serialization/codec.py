@@ -606,9 +606,8 @@ class ContentHasher:
         self._prefixes[1] = FORMAT_VERSION.to_bytes(8, "little") + self._sizes[1].to_bytes(8, "little")
         position = 2
         for description in header["buffers"]:
-            length = int(description["nbytes"]).to_bytes(8, "little")
-            self._prefixes[position] = self._prefixes.get(position, b"") + length
-            position += description["frames"]
+            self._prefixes[position] = int(description["nbytes"]).to_bytes(8, "little")
+            position += description["frames"]  # at least 1 (checked by _decode_header)
 
     def hexdigest(self) -> str:
         """The content id (64 hex characters) once every byte was fed."""
@@ -617,6 +616,4 @@ class ContentHasher:
             raise SerializationError(
                 f"{self._frame} of {len(self._sizes)} frames complete: the frames are truncated."
             )
-        digest = self._digest.copy()
-        digest.update(self._prefixes.get(len(self._sizes), b""))  # buffers with no frame
-        return digest.hexdigest()
+        return self._digest.hexdigest()

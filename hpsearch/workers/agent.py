@@ -64,7 +64,7 @@ class _Job:
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
-def _fresh_block(nbytes: int) -> tuple[np.ndarray, bool]:
+def _fresh_block(nbytes: int, stop: threading.Event) -> np.ndarray:
     """Memory for a context arriving, in base pages, faulted in ahead of the data.
 
     Fresh memory costs a page fault and a page of zeroing per 4 KiB on first touch,
@@ -74,13 +74,15 @@ def _fresh_block(nbytes: int) -> tuple[np.ndarray, bool]:
     with ``MADV_POPULATE_WRITE`` ahead of the copy, in the kernel, without the GIL,
     while the network delivers (``benchmarks/bench_transfer.py``: 1 GiB to a fresh
     worker 4.3 s with numpy's block, 1.2 to 1.6 s with this one, raw send 0.9 to 1.1 s).
-    Elsewhere, a plain numpy array. Returns the block and whether to fault it in.
+    Elsewhere, a plain numpy array. Setting ``stop`` ends the faulting in.
     """
     if nbytes == 0 or not sys.platform.startswith("linux"):
-        return np.empty(nbytes, dtype=np.uint8), False
+        return np.empty(nbytes, dtype=np.uint8)
     memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     memory.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(memory, dtype=np.uint8), True
+    block = np.frombuffer(memory, dtype=np.uint8)
+    threading.Thread(target=_populate, args=(block, stop), name="hpsearch-populate", daemon=True).start()
+    return block
 
 
 def _populate(block: np.ndarray, stop: threading.Event, step: int = 8 << 20) -> None:
@@ -134,10 +136,7 @@ class _Incoming:
                 raise ProtocolError("the first context chunk must list every frame size")
             self.sizes = sizes
             self.hasher = ContentHasher(sizes)  # checks the sizes describe a header and a stream
-            self.block, mapped = _fresh_block(sum(sizes))
-            if mapped:
-                threading.Thread(target=_populate, args=(self.block, self.stop),
-                                 name="hpsearch-populate", daemon=True).start()
+            self.block = _fresh_block(sum(sizes), self.stop)
         assert self.hasher is not None
         for frame in msg.payload:
             view = memoryview(frame)
@@ -534,11 +533,10 @@ class WorkerAgent:
             self._send("READY", {"search": incoming.search, "context_id": incoming.context_id or "", "error": error})
             return
         self._drop_incoming()
-        fields = {"search": incoming.search, "context_id": incoming.context_id}
         self._contexts[incoming.context_id] = context
         while len(self._contexts) > self.cache_size:
             self._contexts.popitem(last=False)
-        self._send("READY", {**fields, "error": None})
+        self._send("READY", {"search": incoming.search, "context_id": incoming.context_id, "error": None})
 
     def _forget(self, acks: Any) -> None:
         """Drop results the master acknowledged (``[search, task_id, attempt]`` each)."""

@@ -475,8 +475,6 @@ class RemoteWorkers:
     def _receive_all(self) -> None:
         for _ in range(10_000):
             try:
-                # Copied: worker messages are small (libzmq refuses anything above
-                # max_message_size), and bytes cost less than zero-copy frames here.
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
@@ -737,7 +735,9 @@ class RemoteWorkers:
         try:
             frames = dumps(task.params)
         except Exception as exc:  # the task cannot travel: it fails as data, nothing hangs
-            self._emit_failure(search, peer.name, task, f"{type(exc).__name__}: {exc}")
+            logger.error("task %d cannot be sent to %s: %r", task.task_id, peer.name, exc)
+            search.emit(TaskFailed(peer.name, task.task_id, task.attempt,
+                                   f"the params could not be serialized: {type(exc).__name__}: {exc}"))
             return
         fields = {"search": search.id, "task_id": task.task_id, "attempt": task.attempt,
                   "context_id": search.context_id, "fold": task.fold}
@@ -752,10 +752,6 @@ class RemoteWorkers:
             fields["params"] = [bytes(f) for f in frames]
             frames = []
         self._send(peer.routing_id, peer, "TASK", fields, frames)
-
-    def _emit_failure(self, search: _Search, name: str, task: Task, error: str) -> None:
-        logger.error("task %d cannot be sent to %s: %s", task.task_id, name, error)
-        search.emit(TaskFailed(name, task.task_id, task.attempt, f"the params could not be serialized: {error}"))
 
     # -- membership -------------------------------------------------------------------------
 

@@ -78,3 +78,18 @@ def test_large_params_travel_as_payload_frames(pool):
 def assert_same_scores_by_value(a, b):
     np.testing.assert_array_equal(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])
     assert a.best_index_ == b.best_index_
+
+
+def test_params_that_cannot_travel_fail_their_candidate_and_nothing_hangs(pool):
+    import threading
+    import warnings
+
+    from .helpers import WeightsEstimator
+
+    space = {"weights": [np.ones(3), threading.Lock()]}  # a lock pickles with nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn-style "fits failed" warning
+        result = run_search(WeightsEstimator(), space, X, cv=2, workers=pool, progress=False)
+    assert np.isnan(result.cv_results_["mean_test_score"][1])
+    assert result.best_index_ == 0
+    assert "the params could not be serialized" in " ".join(result.fit_failures_)
