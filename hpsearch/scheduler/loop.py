@@ -1,8 +1,16 @@
 """The loop that drives :class:`~hpsearch.scheduler.state.SchedulerState`.
 
-One thread (the caller's) waits on one event queue fed by the workers and by the
-strategy runner, hands each event to the state machine and carries out the commands
-it returns. The strategy runs on its own thread: a Bayesian ``tell`` that refits a
+Events are handled on the thread that reports them, under one lock: a worker thread
+that finishes a fit, or a remote pool's I/O thread that receives a result, hands the
+event to the state machine and carries out the commands it returns at once — the
+next task goes out from that same thread, with no hand-off to another thread and
+back (each one a wake-up and a GIL transfer, the main cost of a tiny task). Events
+reported while one is being handled (a nested ``emit``, or another thread) are
+queued and handled in order by the thread already holding the lock.
+
+The caller's thread only waits: it runs the progress callback for each finished
+candidate, sends a ``Tick`` when nothing has happened for a while, and raises the
+search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits a
 surrogate for a second does not stop tasks from being dispatched meanwhile. Asks and
 tells reach the strategy in the order the state machine issued them, so results do
 not depend on timing.
@@ -10,6 +18,7 @@ not depend on timing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -66,6 +75,13 @@ class _StrategyFailed:
     error: BaseException
 
 
+@dataclass(frozen=True)
+class _Over:
+    """The search ended: with ``error`` raised, or done when it is None."""
+
+    error: BaseException | None
+
+
 @dataclass
 class SearchProgress:
     """What a progress callback is told after each finished candidate."""
@@ -75,6 +91,94 @@ class SearchProgress:
     candidates_done: int
     best_score: float
     last: CandidateDone
+
+
+class _Driver:
+    """Feeds events to the state machine on the reporting thread and runs its commands.
+
+    ``emit`` is what the pools and the strategy runner report to. Whatever the caller's
+    thread must do (progress callbacks, ending the search) goes to ``notices``.
+    """
+
+    def __init__(self, state: SchedulerState, strategy_name: str) -> None:
+        self._state = state
+        self._strategy_name = strategy_name
+        self._lock = threading.RLock()
+        self._pending: collections.deque[Any] = collections.deque()
+        self._draining = False
+        self._over = False
+        self.runner: StrategyRunner | None = None
+        self.notices: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        with self._lock:
+            self._draining = True
+            try:
+                self._execute(self._state.start())
+                self._drain()
+            finally:
+                self._draining = False
+
+    def emit(self, event: Any) -> None:
+        """Handle ``event`` now (or after the ones being handled); never raises."""
+        if isinstance(event, _StrategyFailed):
+            self.close(event.error)
+            return
+        with self._lock:
+            if self._over:
+                return
+            self._pending.append(event)
+            if self._draining:  # this thread, further up the stack: it handles it next
+                return
+            self._draining = True
+            try:
+                self._drain()
+            finally:
+                self._draining = False
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the search: events reported from now on are ignored."""
+        with self._lock:
+            if not self._over:
+                self._over = True
+                self._pending.clear()
+                self.notices.put(_Over(error))
+
+    def _drain(self) -> None:
+        state = self._state
+        try:
+            while not self._over:
+                if state.done:
+                    self.close()
+                elif state.stalled:
+                    self.close(RuntimeError(
+                        f"the strategy {self._strategy_name} proposed no candidate while none is "
+                        "pending and it is not finished; it would wait forever"
+                    ))
+                elif self._pending:
+                    self._execute(state.handle(self._pending.popleft()))
+                else:
+                    return
+        except BaseException as exc:  # a bug: end the search with it, never kill a pool's thread
+            logger.exception("the scheduler failed")
+            self.close(exc)
+
+    def _execute(self, commands: list[Any]) -> None:
+        state = self._state
+        for command in commands:
+            if isinstance(command, Dispatch):
+                try:
+                    command.worker.submit(command.task)
+                except Exception as exc:  # a worker that cannot take tasks is lost
+                    self._pending.append(WorkerLost(command.worker.name, f"submit failed: {exc!r}"))
+            elif isinstance(command, (Ask, Tell)):
+                assert self.runner is not None
+                self.runner.submit(command)
+            elif isinstance(command, CandidateDone):
+                self.notices.put((command, state.n_tasks_done, len(state.completed)))
+            elif isinstance(command, Abort):
+                self.close(command.error)
+                return
 
 
 def run_scheduler(
@@ -92,7 +196,6 @@ def run_scheduler(
     Raises the error of an ``Abort`` (``error_score="raise"``, a pool that failed, a
     strategy that raised) after stopping the pools.
     """
-    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     state = SchedulerState(
         context.n_splits,
         score_names=list(context.scorers),
@@ -100,49 +203,34 @@ def run_scheduler(
         error_score=context.error_score,
         return_train_score=context.return_train_score,
     )
-    runner = StrategyRunner(strategy, events.put)
+    driver = _Driver(state, type(strategy).__name__)
+    runner = driver.runner = StrategyRunner(strategy, driver.emit)
     total = strategy.total
     tasks_total = None if total is None else total * context.n_splits
     best = float("-inf")
     started: list[WorkerPool] = []
     try:
+        driver.start()
         for pool in pools:
-            pool.start(context, events.put)
+            pool.start(context, driver.emit)
             started.append(pool)
-        commands = state.start()
         while True:
-            for command in commands:
-                if isinstance(command, Dispatch):
-                    try:
-                        command.worker.submit(command.task)
-                    except Exception as exc:  # a worker that cannot take tasks is lost
-                        events.put(WorkerLost(command.worker.name, f"submit failed: {exc!r}"))
-                elif isinstance(command, (Ask, Tell)):
-                    runner.submit(command)
-                elif isinstance(command, CandidateDone):
-                    if command.score == command.score:  # not nan
-                        best = max(best, command.score)
-                    if on_candidate is not None:
-                        on_candidate(
-                            SearchProgress(state.n_tasks_done, tasks_total, len(state.completed), best, command)
-                        )
-                elif isinstance(command, Abort):
-                    raise command.error
-            if state.done:
-                break
-            if state.stalled:
-                raise RuntimeError(
-                    f"the strategy {type(strategy).__name__} proposed no candidate while none is "
-                    "pending and it is not finished; it would wait forever"
-                )
             try:
-                event = events.get(timeout=poll_interval)
+                notice = driver.notices.get(timeout=poll_interval)
             except queue.Empty:
-                event = Tick(clock())
-            if isinstance(event, _StrategyFailed):
-                raise event.error
-            commands = state.handle(event)
+                driver.emit(Tick(clock()))
+                continue
+            if isinstance(notice, _Over):
+                if notice.error is not None:
+                    raise notice.error
+                break
+            done, tasks_done, candidates_done = notice
+            if done.score == done.score:  # not nan
+                best = max(best, done.score)
+            if on_candidate is not None:
+                on_candidate(SearchProgress(tasks_done, tasks_total, candidates_done, best, done))
     finally:
+        driver.close()
         runner.close()
         for pool in reversed(started):
             try:

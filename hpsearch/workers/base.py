@@ -5,8 +5,11 @@ the same small interface: a ``name``, a number of ``slots``, ``submit(task)`` (n
 blocks) and ``close()``. Workers come from a :class:`WorkerPool`, which the search
 starts with the shared :class:`~hpsearch.evaluation.EvaluationContext` and an
 ``emit`` callback. Everything a worker has to say goes through ``emit`` as one of the
-event types below, onto the one queue the scheduler loop waits on. Workers never
-import the scheduler.
+event types below. ``emit`` may be called from any thread; the scheduler handles the
+event on that thread before it returns, and may call ``submit`` from it (a pool's
+I/O thread then sends the next task in the same pass), so ``submit`` must also be
+callable from any thread, including from inside ``emit``. Workers never import the
+scheduler.
 """
 
 from __future__ import annotations

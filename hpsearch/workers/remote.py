@@ -66,8 +66,14 @@ class RemoteWorker:
         self.slots = slots
 
     def submit(self, task: Task) -> None:
-        """Queue the task for the I/O thread; never blocks."""
-        self._pool._command(("task", self.session, task))
+        """Send the task (on the I/O thread), or queue it for the I/O thread; never blocks."""
+        pool = self._pool
+        if threading.get_ident() == pool._io_ident:
+            # The scheduler handles a result on the thread that received it, and so
+            # dispatches the next task from here: it goes out in the same pass.
+            pool._send_task(self.session, task)
+        else:
+            pool._command(("task", self.session, task))
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connection."""
@@ -248,6 +254,7 @@ class RemoteWorkers:
         self._seen: dict[str, int] = {}  # every session ever accepted -> last seq
         self._closed: dict[str, tuple[str, int]] = {}  # closed ready session -> (name, search)
         self._codec = Codec(self._secret, WORKER_TYPES)
+        self._io_ident: int | None = None
 
     # -- lifecycle (caller's thread) --------------------------------------------------------
 
@@ -404,6 +411,7 @@ class RemoteWorkers:
 
     def _io_main(self, router: zmq.Socket) -> None:
         self._router = router
+        self._io_ident = threading.get_ident()
         try:
             self._loop()
         except BaseException as exc:  # a bug: fail the search rather than hang it
@@ -621,30 +629,33 @@ class RemoteWorkers:
 
     def _accept_result(self, route: bytes, name: str, msg: Message, peer: _Peer | None = None) -> None:
         search = self._search
-        ack = [msg["search"], msg["task_id"], msg["attempt"]]
+        event: TaskFinished | TaskFailed | None = None
         if search is None or msg["search"] != search.id:
             self.stats["stale_results"] += 1
         elif msg["failure"] is not None:
-            self.stats["results"] += 1
-            search.emit(TaskFailed(name, msg["task_id"], msg["attempt"], msg["failure"]))
+            event = TaskFailed(name, msg["task_id"], msg["attempt"], msg["failure"])
         else:
             try:
                 result = FoldResult.from_message(msg["result"])
             except (ValueError, TypeError, KeyError) as exc:
                 raise ProtocolError(f"invalid result from {name}: {exc}") from None
+            event = TaskFinished(name, msg["task_id"], msg["attempt"], result)
+        # Acks ride on the worker's next TASK, which the scheduler sends from this
+        # thread while it handles this very result (else they leave on their own within
+        # the housekeeping period): one message less per task for both sides to sign,
+        # send, wake up for and check. Queued before ``emit``, an ack still never leaves
+        # before the scheduler has the result: ``emit`` handles it before returning, and
+        # before anything else this thread sends.
+        ack = [msg["search"], msg["task_id"], msg["attempt"]]
+        if peer is not None:
+            peer.acks.append(ack)
+        if event is not None:
             self.stats["results"] += 1
-            search.emit(TaskFinished(name, msg["task_id"], msg["attempt"], result))
-        # Acknowledged after the scheduler has it: an ack that finds the worker gone
-        # (and so reports it lost) cannot overtake the result. Acks ride on the
-        # worker's next TASK (the scheduler sends one as soon as it sees the result),
-        # else leave on their own within the housekeeping period: one message less
-        # per task for both sides to sign, send, wake up for and check.
+            search.emit(event)
         if peer is None:
             self._send(route, None, "RESULT_ACK", {"acks": [ack]})
-        else:
-            peer.acks.append(ack)
-            if len(peer.acks) >= MAX_ACKS:
-                self._flush_acks(peer)
+        elif len(peer.acks) >= MAX_ACKS:
+            self._flush_acks(peer)
 
     def _flush_acks(self, peer: _Peer) -> None:
         if peer.acks and peer.session in self._peers:
