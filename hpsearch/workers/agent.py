@@ -4,7 +4,10 @@ The main thread owns the socket and runs one poll loop (the Paranoid Pirate
 structure): it answers the master, sends heartbeats every ``heartbeat`` seconds even
 while fits run (fits run on slot threads; scikit-learn releases the GIL in its
 kernels), and reconnects on a fresh socket with full-jitter exponential backoff when
-the master is silent past its timeout. Finished results are kept until the master
+the master is silent past its timeout. A one-slot worker whose tasks are short (the
+last one took under ``INLINE_TASK_SECONDS``) runs them on the main thread instead,
+saving two thread wake-ups a task; should one run long, a keep-alive thread sends
+the heartbeats meanwhile. Finished results are kept until the master
 acknowledges them and are sent again after a reconnect. Contexts are cached by
 content id, so a second search on the same data does not ship it again.
 
@@ -47,6 +50,13 @@ _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 
 #: Chunks of a context the master may have in flight to this worker (memory bound).
 CONTEXT_CREDIT = 4
+#: A one-slot worker runs a task on its main thread, without a hand-off to the slot
+#: thread and back, when the search's last task took less than this (seconds).
+INLINE_TASK_SECONDS = 0.01
+
+
+class _Interrupted(BaseException):
+    """Raised in the main thread by a stop request while it runs a task inline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +251,14 @@ class WorkerAgent:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._busy = 0  # jobs handed to the slot threads and not reported back
+        self._last_duration: float | None = None  # of this search's last task
+        # The main thread owns the socket, and lends it (this lock) to the keep-alive
+        # thread only while it runs a task inline.
+        self._sock_lock = threading.Lock()
+        self._inline_since: float | None = None
+        self._main_ident: int | None = None
+        self._finished = threading.Event()
         self._results: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._contexts: collections.OrderedDict[str, EvaluationContext] = collections.OrderedDict()
         self._incoming: _Incoming | None = None
@@ -258,17 +276,30 @@ class WorkerAgent:
     # -- public ---------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "stopped") -> None:
-        """Ask the loop to say BYE and exit (safe from a signal handler)."""
+        """Ask the loop to say BYE and exit (safe from a signal handler).
+
+        From a signal handler while the main thread runs a task inline, it also
+        interrupts that task (as Ctrl-C would): its result is never sent, and the
+        master runs it elsewhere.
+        """
         self._stop_reason = reason
         self._wake()
+        if self._inline_since is not None and threading.get_ident() == self._main_ident:
+            self._inline_since = None  # once: a second signal must not land in the clean-up
+            raise _Interrupted(reason)
 
     def run(self) -> int:
         """Serve masters until stopped; the process exit code (0 clean, 3 rejected)."""
         from threadpoolctl import threadpool_limits
 
-        limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
+        # BLAS pools are process-wide; OpenMP's is per thread: this one runs inline tasks.
+        limits = threadpool_limits(limits=self.inner_threads)
+        self._main_ident = threading.get_ident()
+        self._sock_lock.acquire()
         if self.parent_pid is not None:
             threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
+        if self.slots == 1:
+            threading.Thread(target=self._keep_alive, name="hpsearch-keep-alive", daemon=True).start()
         for i in range(self.slots):
             thread = threading.Thread(target=self._slot, name=f"hpsearch-slot-{i}", daemon=True)
             thread.start()
@@ -294,13 +325,32 @@ class WorkerAgent:
             logger.error("%s", exc)
             raise
         finally:
+            self._finished.set()
             for _ in self._threads:
                 self._jobs.put(None)
             self._close_socket()
+            self._sock_lock.release()
             self._ctx.term()
             limits.restore_original_limits()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _keep_alive(self) -> None:
+        """Send the heartbeats of a main thread busy with a task that runs long inline."""
+        period = self.heartbeat / 2
+        while not self._finished.wait(period):
+            since = self._inline_since
+            if since is None or time.monotonic() - since < period:
+                continue
+            if not self._sock_lock.acquire(blocking=False):
+                continue  # the main thread has the socket back
+            try:
+                if (self._inline_since is not None and self._sock is not None
+                        and self._master_session is not None
+                        and time.monotonic() - self._last_send >= self.heartbeat):
+                    self._send("HEARTBEAT")
+            finally:
+                self._sock_lock.release()
 
     def _watch_parent(self) -> None:
         while self._stop_reason is None:
@@ -501,6 +551,7 @@ class WorkerAgent:
     def _on_search(self, msg: Message) -> None:
         search, cid = msg["search"], msg["context_id"]
         self._cancelled.discard(search)
+        self._last_duration = None  # another estimator: its tasks start on the slot thread
         if cid is not None and cid in self._contexts:
             self._contexts.move_to_end(cid)
             logger.info("search %d: context %s already held", search, cid[:12])
@@ -563,7 +614,38 @@ class WorkerAgent:
         except Exception as exc:
             self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
-        self._jobs.put(_Job(self._epoch, *key, context, params, msg["fold"]))
+        job = _Job(self._epoch, *key, context, params, msg["fold"])
+        if (self.slots == 1 and self._busy == 0 and self._last_duration is not None
+                and self._last_duration < INLINE_TASK_SECONDS):
+            self._run_inline(job)
+        else:
+            self._busy += 1
+            self._jobs.put(job)
+
+    def _run_inline(self, job: _Job) -> None:
+        """Run a short task on this thread: no hand-off to a slot thread and back (two
+        thread wake-ups, the main cost of a tiny task). Should it run long, the
+        keep-alive thread sends the heartbeats meanwhile, and SIGINT/SIGTERM interrupt
+        it (the task is dropped; the master runs it elsewhere)."""
+        key = (job.search, job.task_id, job.attempt)
+        start = time.perf_counter()
+        message = failure = None
+        self._sock_lock.release()
+        try:
+            try:
+                self._inline_since = time.monotonic()
+                message = evaluate(job.context, job.params, job.fold).to_message()
+            except Exception:  # evaluate keeps fit errors as data; this is a bug
+                failure = clip_text(traceback.format_exc())
+            finally:
+                self._inline_since = None
+        except _Interrupted:
+            logger.info("task %d interrupted: %s", job.task_id, self._stop_reason)
+            return
+        finally:
+            self._sock_lock.acquire()
+        self._last_duration = time.perf_counter() - start
+        self._store_result(key, message, failure)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -572,23 +654,29 @@ class WorkerAgent:
 
         with threadpool_limits(limits=self.inner_threads, user_api="openmp"):
             while (job := self._jobs.get()) is not None:
-                if job.epoch != self._epoch or job.search in self._cancelled:
-                    continue
                 key = (job.search, job.task_id, job.attempt)
+                start = time.perf_counter()
+                if job.epoch != self._epoch or job.search in self._cancelled:
+                    self._results.put((None, None, None, 0.0))  # not run: just "done"
+                    self._wake()
+                    continue
                 try:
                     result = evaluate(job.context, job.params, job.fold)
-                    self._results.put((key, result.to_message(), None))
+                    self._results.put((key, result.to_message(), None, time.perf_counter() - start))
                 except BaseException:  # evaluate keeps fit errors as data; this is a bug
-                    self._results.put((key, None, clip_text(traceback.format_exc())))
+                    self._results.put((key, None, clip_text(traceback.format_exc()), time.perf_counter() - start))
                 self._wake()
 
     def _forward_results(self) -> None:
         while True:
             try:
-                key, result, failure = self._results.get_nowait()
+                key, result, failure, duration = self._results.get_nowait()
             except queue.Empty:
                 return
-            self._store_result(key, result, failure)
+            self._busy -= 1
+            if key is not None:
+                self._last_duration = duration
+                self._store_result(key, result, failure)
 
     def _store_result(self, key: tuple[int, int, int], result: dict[str, Any] | None,
                       failure: str | None) -> None:

@@ -173,3 +173,43 @@ class WeightsEstimator(BaseEstimator):
 
     def score(self, X: Any, y: Any = None) -> float:
         return float(np.sum(self.weights) + np.mean(X[:, 0]))
+
+
+class ThreadLogEstimator(BaseEstimator):
+    """Logs the thread each fit runs on to the file ``log`` (one line a fit).
+
+    The fit of candidate ``slow_c`` sleeps ``delay`` seconds, the first time only (a
+    ``log + ".slow"`` file marks it), in 0.1 s steps as a long computation would.
+    """
+
+    def __init__(self, c: float = 0.0, slow_c: float | None = None, delay: float = 0.0, log: str = "") -> None:
+        self.c = c
+        self.slow_c = slow_c
+        self.delay = delay
+        self.log = log
+
+    def fit(self, X: Any, y: Any = None) -> ThreadLogEstimator:
+        import os
+        import threading
+
+        slow = self.c == self.slow_c and not os.path.exists(self.log + ".slow")
+        with open(self.log, "a") as f:
+            f.write(f"{self.c} {threading.current_thread().name} {'slow' if slow else 'fast'}\n")
+        if slow:
+            pathlib.Path(self.log + ".slow").touch()
+            deadline = time.monotonic() + self.delay
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+        return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        return float(-((self.c - 3.0) ** 2) + np.mean(X[:, 0]))
+
+
+def read_thread_log(path: Any) -> list[tuple[float, str, str]]:
+    """The (c, thread name, "slow"/"fast") lines a :class:`ThreadLogEstimator` wrote."""
+    try:
+        lines = pathlib.Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [(float(c), thread, kind) for c, thread, kind in (line.split() for line in lines)]
