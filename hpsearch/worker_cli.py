@@ -123,13 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = WorkerAgent(args.connect, secret, slots=args.slots, name=args.name,
                         inner_threads=args.inner_threads, version_overrides=overrides,
                         heartbeat=args.heartbeat,
-                        parent_pid=args.parent_pid)
+                        parent_pid=args.parent_pid, owns_process=True)  # handles SIGINT/SIGTERM
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosis)
         import faulthandler
 
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda num, frame: agent.request_stop(signal.Signals(num).name))
     try:
         return agent.run()
     except VersionMismatchError as exc:

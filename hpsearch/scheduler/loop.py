@@ -4,9 +4,10 @@ Events are handled on the thread that reports them, under one lock: a worker thr
 that finishes a fit, or a remote pool's I/O thread that receives a result, hands the
 event to the state machine and carries out the commands it returns at once — the
 next task goes out from that same thread, with no hand-off to another thread and
-back (each one a wake-up and a GIL transfer, the main cost of a tiny task). Events
-reported while one is being handled (a nested ``emit``, or another thread) are
-queued and handled in order by the thread already holding the lock.
+back (each one a wake-up and a GIL transfer, the main cost of a tiny task). An event
+reported while this thread is handling one (a nested ``emit``, from a ``submit``) is
+queued and handled next, never by recursion; another thread waits for the lock, then
+handles its own.
 
 The caller's thread only waits: it runs the progress callback for each finished
 candidate, sends a ``Tick`` when nothing has happened for a while, and raises the
@@ -159,9 +160,13 @@ class _Driver:
                     self._execute(state.handle(self._pending.popleft()))
                 else:
                     return
-        except BaseException as exc:  # a bug: end the search with it, never kill a pool's thread
-            logger.exception("the scheduler failed")
+        except Exception as exc:
+            # The caller's thread raises it; a pool's thread must not die of it.
+            logger.debug("an error ended the search while handling an event", exc_info=True)
             self.close(exc)
+        except BaseException as exc:  # KeyboardInterrupt, on the caller's thread
+            self.close(exc)
+            raise
 
     def _execute(self, commands: list[Any]) -> None:
         state = self._state

@@ -4,12 +4,13 @@ The main thread owns the socket and runs one poll loop (the Paranoid Pirate
 structure): it answers the master, sends heartbeats every ``heartbeat`` seconds even
 while fits run (fits run on slot threads; scikit-learn releases the GIL in its
 kernels), and reconnects on a fresh socket with full-jitter exponential backoff when
-the master is silent past its timeout. A one-slot worker whose tasks are short (the
-last one took under ``INLINE_TASK_SECONDS``) runs them on the main thread instead,
-saving two thread wake-ups a task; should one run long, a keep-alive thread sends
-the heartbeats meanwhile. Finished results are kept until the master
-acknowledges them and are sent again after a reconnect. Contexts are cached by
-content id, so a second search on the same data does not ship it again.
+the master is silent past its timeout. A one-slot ``hpsearch-worker`` whose tasks are
+short (the last one took under ``INLINE_TASK_SECONDS``) runs them on the main thread
+instead, saving two thread wake-ups a task; should one run long, a keep-alive thread
+stands in: it sends the heartbeats and, asked to stop, says BYE and exits at once.
+Finished results are kept until the master acknowledges them and are sent again after
+a reconnect. Contexts are cached by content id, so a second search on the same data
+does not ship it again.
 
 A worker trusts its master completely (it unpickles the context and the params the
 master sends, after checking the signature); the master trusts workers only for
@@ -29,7 +30,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,10 @@ _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 
 #: Chunks of a context the master may have in flight to this worker (memory bound).
 CONTEXT_CREDIT = 4
-#: A one-slot worker runs a task on its main thread, without a hand-off to the slot
-#: thread and back, when the search's last task took less than this (seconds).
+#: A one-slot worker that owns its process runs a task on its main thread, without a
+#: hand-off to the slot thread and back, when the search's last task succeeded in less
+#: than this (seconds).
 INLINE_TASK_SECONDS = 0.01
-
-
-class _Interrupted(BaseException):
-    """Raised in the main thread by a stop request while it runs a task inline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +205,12 @@ class WorkerAgent:
     parent_pid : int, optional
         Exit (saying BYE) when this process is no longer our parent: workers started
         by :class:`~hpsearch.LocalProcesses` do not outlive a master that was killed.
+    owns_process : bool
+        The agent is its process's main loop (``hpsearch-worker``), called on the main
+        thread: it handles SIGINT/SIGTERM itself (BYE, then exit 0), and a one-slot
+        agent runs short tasks on the main thread. To stop during one of those, it
+        exits the process from its keep-alive thread, abandoning the task, as a
+        stopping worker abandons the fits of its slot threads.
 
     Examples
     --------
@@ -229,6 +233,7 @@ class WorkerAgent:
         backoff_cap: float = 16.0,
         cache_size: int = 2,
         parent_pid: int | None = None,
+        owns_process: bool = False,
     ) -> None:
         self.address = address
         self.slots = slots
@@ -240,6 +245,7 @@ class WorkerAgent:
         self.backoff_cap = backoff_cap
         self.cache_size = max(1, cache_size)
         self.parent_pid = parent_pid
+        self.owns_process = owns_process
         from .threads import available_cores
 
         self.inner_threads = inner_threads or max(1, available_cores() // slots)
@@ -253,12 +259,17 @@ class WorkerAgent:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._busy = 0  # jobs handed to the slot threads and not reported back
         self._last_duration: float | None = None  # of this search's last task
+        self._search_id: int | None = None  # the search the last SEARCH started
         # The main thread owns the socket, and lends it (this lock) to the keep-alive
         # thread only while it runs a task inline.
         self._sock_lock = threading.Lock()
         self._inline_since: float | None = None
-        self._main_ident: int | None = None
         self._finished = threading.Event()
+        # Wakes the keep-alive thread: stop requests, and (as the signal module's
+        # wake-up fd) SIGINT/SIGTERM even while the main thread is in native code.
+        self._alarm_r, self._alarm_w = os.pipe()
+        os.set_blocking(self._alarm_r, False)
+        os.set_blocking(self._alarm_w, False)
         self._results: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._contexts: collections.OrderedDict[str, EvaluationContext] = collections.OrderedDict()
         self._incoming: _Incoming | None = None
@@ -276,17 +287,13 @@ class WorkerAgent:
     # -- public ---------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "stopped") -> None:
-        """Ask the loop to say BYE and exit (safe from a signal handler).
-
-        From a signal handler while the main thread runs a task inline, it also
-        interrupts that task (as Ctrl-C would): its result is never sent, and the
-        master runs it elsewhere.
-        """
+        """Ask the loop to say BYE and exit (safe from a signal handler and any thread)."""
         self._stop_reason = reason
         self._wake()
-        if self._inline_since is not None and threading.get_ident() == self._main_ident:
-            self._inline_since = None  # once: a second signal must not land in the clean-up
-            raise _Interrupted(reason)
+        try:
+            os.write(self._alarm_w, b"s")
+        except OSError:
+            pass  # already alarmed, or closed
 
     def run(self) -> int:
         """Serve masters until stopped; the process exit code (0 clean, 3 rejected)."""
@@ -294,11 +301,11 @@ class WorkerAgent:
 
         # BLAS pools are process-wide; OpenMP's is per thread: this one runs inline tasks.
         limits = threadpool_limits(limits=self.inner_threads)
-        self._main_ident = threading.get_ident()
+        restore = self._take_signals() if self.owns_process else None
         self._sock_lock.acquire()
         if self.parent_pid is not None:
             threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
-        if self.slots == 1:
+        if self._inlines:
             threading.Thread(target=self._keep_alive, name="hpsearch-keep-alive", daemon=True).start()
         for i in range(self.slots):
             thread = threading.Thread(target=self._slot, name=f"hpsearch-slot-{i}", daemon=True)
@@ -332,25 +339,84 @@ class WorkerAgent:
             self._sock_lock.release()
             self._ctx.term()
             limits.restore_original_limits()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            if restore is not None:
+                restore()
+            for fd in (self._wake_r, self._wake_w, self._alarm_r, self._alarm_w):
+                os.close(fd)
+
+    @property
+    def _inlines(self) -> bool:
+        """Whether short tasks run on the main thread."""
+        return self.owns_process and self.slots == 1
+
+    def _take_signals(self) -> Callable[[], None]:
+        """Handle SIGINT/SIGTERM (stop), and have them wake the keep-alive thread at
+        once even while the main thread is in native code; returns the undo."""
+        import signal
+
+        def handler(signum: int, frame: Any) -> None:
+            self.request_stop(signal.Signals(signum).name)
+
+        previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+        old_fd = signal.set_wakeup_fd(self._alarm_w, warn_on_full_buffer=False)
+
+        def restore() -> None:
+            signal.set_wakeup_fd(old_fd)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+        return restore
 
     def _keep_alive(self) -> None:
-        """Send the heartbeats of a main thread busy with a task that runs long inline."""
+        """Stand in for a main thread busy with a task that runs long inline: send its
+        heartbeats, and stop the worker (abandoning the task) on a stop request, a
+        signal or SHUTDOWN{exit: true}. Other messages wait in the inbox for the main
+        thread, in order."""
+        import select
+        import signal
+
         period = self.heartbeat / 2
-        while not self._finished.wait(period):
+        while not self._finished.is_set():
+            alarms = b""
+            if select.select([self._alarm_r], [], [], period)[0]:
+                try:
+                    alarms = os.read(self._alarm_r, 64)
+                except OSError:  # closed: the agent is done
+                    return
             since = self._inline_since
-            if since is None or time.monotonic() - since < period:
+            if since is None or (not alarms and time.monotonic() - since < period):
                 continue
             if not self._sock_lock.acquire(blocking=False):
                 continue  # the main thread has the socket back
             try:
-                if (self._inline_since is not None and self._sock is not None
-                        and self._master_session is not None
-                        and time.monotonic() - self._last_send >= self.heartbeat):
+                if self._inline_since is None or self._sock is None:
+                    continue
+                # The signal module wrote the numbers of signals whose Python handler has
+                # not run yet (the main thread is in native code).
+                signals = [signal.Signals(b).name for b in alarms if b in (signal.SIGINT, signal.SIGTERM)]
+                stop = self._stop_reason or (signals[0] if signals else None)
+                if stop is not None:
+                    self._abandon(stop, bye=True)
+                if self._master_session is None:
+                    continue
+                self._read_all()
+                if any(m.type == "SHUTDOWN" and m["exit"] for m in self._inbox):
+                    self._abandon("the master said so", bye=False)
+                if time.monotonic() - self._last_send >= self.heartbeat:
                     self._send("HEARTBEAT")
             finally:
                 self._sock_lock.release()
+
+    def _abandon(self, reason: str, bye: bool) -> None:
+        """Exit now, from the keep-alive thread, leaving the task on the main thread."""
+        logger.warning("stopping (%s) during a task on the main thread: the task is abandoned", reason)
+        if bye:
+            self._stop_reason = reason
+            self._say_bye()
+        self._close_socket()
+        self._ctx.term()  # lets the BYE leave (the socket's linger)
+        logging.shutdown()
+        os._exit(0)
 
     def _watch_parent(self) -> None:
         while self._stop_reason is None:
@@ -551,6 +617,7 @@ class WorkerAgent:
     def _on_search(self, msg: Message) -> None:
         search, cid = msg["search"], msg["context_id"]
         self._cancelled.discard(search)
+        self._search_id = search
         self._last_duration = None  # another estimator: its tasks start on the slot thread
         if cid is not None and cid in self._contexts:
             self._contexts.move_to_end(cid)
@@ -615,7 +682,7 @@ class WorkerAgent:
             self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
         job = _Job(self._epoch, *key, context, params, msg["fold"])
-        if (self.slots == 1 and self._busy == 0 and self._last_duration is not None
+        if (self._inlines and self._busy == 0 and self._last_duration is not None
                 and self._last_duration < INLINE_TASK_SECONDS):
             self._run_inline(job)
         else:
@@ -625,27 +692,28 @@ class WorkerAgent:
     def _run_inline(self, job: _Job) -> None:
         """Run a short task on this thread: no hand-off to a slot thread and back (two
         thread wake-ups, the main cost of a tiny task). Should it run long, the
-        keep-alive thread sends the heartbeats meanwhile, and SIGINT/SIGTERM interrupt
-        it (the task is dropped; the master runs it elsewhere)."""
+        keep-alive thread stands in for this one meanwhile (see ``_keep_alive``)."""
         key = (job.search, job.task_id, job.attempt)
         start = time.perf_counter()
         message = failure = None
         self._sock_lock.release()
         try:
-            try:
-                self._inline_since = time.monotonic()
-                message = evaluate(job.context, job.params, job.fold).to_message()
-            except Exception:  # evaluate keeps fit errors as data; this is a bug
-                failure = clip_text(traceback.format_exc())
-            finally:
-                self._inline_since = None
-        except _Interrupted:
-            logger.info("task %d interrupted: %s", job.task_id, self._stop_reason)
-            return
+            self._inline_since = time.monotonic()
+            message = evaluate(job.context, job.params, job.fold).to_message()
+        except Exception:  # evaluate keeps fit errors as data; this is a bug
+            failure = clip_text(traceback.format_exc())
         finally:
+            self._inline_since = None
             self._sock_lock.acquire()
-        self._last_duration = time.perf_counter() - start
+        self._note_duration(job.search, time.perf_counter() - start, message)
         self._store_result(key, message, failure)
+
+    def _note_duration(self, search: int, seconds: float, message: dict[str, Any] | None) -> None:
+        """Remember how long this search's last task took; a failed one (it may have
+        failed fast, where the next would not) sends the next task to the slot thread."""
+        if search == self._search_id:
+            ok = message is not None and message["error"] is None
+            self._last_duration = seconds if ok else None
 
     # -- results ----------------------------------------------------------------------------
 
@@ -675,7 +743,7 @@ class WorkerAgent:
                 return
             self._busy -= 1
             if key is not None:
-                self._last_duration = duration
+                self._note_duration(key[0], duration, result)
                 self._store_result(key, result, failure)
 
     def _store_result(self, key: tuple[int, int, int], result: dict[str, Any] | None,

@@ -8,8 +8,9 @@ starts with the shared :class:`~hpsearch.evaluation.EvaluationContext` and an
 event types below. ``emit`` may be called from any thread; the scheduler handles the
 event on that thread before it returns, and may call ``submit`` from it (a pool's
 I/O thread then sends the next task in the same pass), so ``submit`` must also be
-callable from any thread, including from inside ``emit``. Workers never import the
-scheduler.
+callable from any thread, including from inside ``emit``. So never call ``emit``
+while holding a lock that ``submit`` takes: that thread would wait for itself. Workers
+never import the scheduler.
 """
 
 from __future__ import annotations

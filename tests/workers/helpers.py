@@ -178,25 +178,36 @@ class WeightsEstimator(BaseEstimator):
 class ThreadLogEstimator(BaseEstimator):
     """Logs the thread each fit runs on to the file ``log`` (one line a fit).
 
-    The fit of candidate ``slow_c`` sleeps ``delay`` seconds, the first time only (a
-    ``log + ".slow"`` file marks it), in 0.1 s steps as a long computation would.
+    The fit of candidate ``slow_c`` takes ``delay`` seconds, the first time only (a
+    ``log + ".slow"`` file marks it): sleeping in 0.1 s steps, or with ``native`` in
+    one call into C that releases the GIL (as BLAS does) and that no signal interrupts.
     """
 
-    def __init__(self, c: float = 0.0, slow_c: float | None = None, delay: float = 0.0, log: str = "") -> None:
+    def __init__(self, c: float = 0.0, slow_c: float | None = None, delay: float = 0.0, log: str = "",
+                 native: bool = False) -> None:
         self.c = c
         self.slow_c = slow_c
         self.delay = delay
         self.log = log
+        self.native = native
 
     def fit(self, X: Any, y: Any = None) -> ThreadLogEstimator:
         import os
         import threading
 
         slow = self.c == self.slow_c and not os.path.exists(self.log + ".slow")
-        with open(self.log, "a") as f:
-            f.write(f"{self.c} {threading.current_thread().name} {'slow' if slow else 'fast'}\n")
         if slow:
             pathlib.Path(self.log + ".slow").touch()
+        with open(self.log, "a") as f:
+            f.write(f"{self.c} {threading.current_thread().name} {'slow' if slow else 'fast'}\n")
+        if slow and self.native:
+            import hashlib
+
+            start = time.perf_counter()
+            hashlib.pbkdf2_hmac("sha256", b"k", b"s", 20_000)
+            rate = 20_000 / (time.perf_counter() - start)
+            hashlib.pbkdf2_hmac("sha256", b"k", b"s", int(rate * self.delay))
+        elif slow:
             deadline = time.monotonic() + self.delay
             while time.monotonic() < deadline:
                 time.sleep(0.1)
