@@ -565,14 +565,18 @@ class WorkerAgent:
         except ProtocolError as exc:
             logger.warning("dropped a message from the master: %s", exc)
             return None
+        if msg["to"] != self._codec.session:
+            # The master's sequence numbers are shared by its workers: a message for
+            # another worker (or an earlier session of this one) would pass as new.
+            logger.warning("dropped a %s addressed to another worker session", msg.type)
+            return None
         if self._master_session is None:
             if msg.type not in ("WELCOME", "REJECT"):
                 logger.warning("dropped %s: no WELCOME yet", msg.type)
                 return None
             self._master_session = msg.session
         elif msg.session != self._master_session or msg.seq <= self._master_seq:
-            if (msg.session != self._master_session and msg.type == "SHUTDOWN" and not msg["exit"]
-                    and msg.header.get("to") == self._codec.session):
+            if msg.session != self._master_session and msg.type == "SHUTDOWN" and not msg["exit"]:
                 # Signed by another master now on this address (restarted with the same
                 # token), answering this very session, which it does not know: say HELLO
                 # again at once rather than after the silence timeout. Only a reconnect

@@ -68,9 +68,10 @@ __all__ = [
 
 PROTOCOL_MAJOR = 1
 # 1.1: CONTEXT chunks are signed by length and checked against the content id.
+# 1.2: every master message names the worker session it is for ("to").
 # While hpsearch is below 1.0, a minor step may be incompatible: HELLO compares
 # major.minor (see _MATCH_PARTS), so mismatched workers get a REJECT naming both.
-PROTOCOL_MINOR = 1
+PROTOCOL_MINOR = 2
 MAGIC = b"HPS" + bytes([PROTOCOL_MAJOR])
 #: Envelope modes: payload signed byte by byte, or by length (content-addressed).
 MODE_BYTES, MODE_CONTENT = b"B", b"C"
@@ -122,6 +123,12 @@ MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "HEARTBEAT": {},
     "SHUTDOWN": {"exit": _BOOL, "reason": _STR},
 }
+# Every master message names the worker session it is for: the master's sequence
+# numbers are shared by all its workers, so without it a message recorded on its way
+# to one worker could be replayed to another.
+for _fields in MASTER_TYPES.values():
+    _fields["to"] = _STR
+del _fields
 
 
 # -- tokens ---------------------------------------------------------------------------
@@ -293,14 +300,17 @@ class Codec:
         return h.digest()
 
     def encode(self, type_: str, fields: Mapping[str, Any] | None = None,
-               payload: Sequence[Any] = ()) -> list[Any]:
+               payload: Sequence[Any] = (), to: str | None = None) -> list[Any]:
         """The frames of one signed message (payload frames are not copied).
 
-        The payload of a CONTEXT message is signed by length only: its bytes must be
-        checked against the content id by the receiver (see the module docstring).
+        ``to`` names the receiver's session (the master's messages all do). The payload
+        of a CONTEXT message is signed by length only: its bytes must be checked
+        against the content id by the receiver (see the module docstring).
         """
         self._seq += 1
         header = {"type": type_, "seq": self._seq, "session": self.session}
+        if to is not None:
+            header["to"] = to
         if fields:
             header.update(fields)
         raw = msgpack.packb(header, use_bin_type=True)

@@ -545,10 +545,10 @@ class RemoteWorkers:
         elif msg.type != "BYE":
             logger.info("a %s from unknown session %s; asking it to say HELLO again", msg.type, msg.session)
         if msg.type != "BYE":
-            # "to" names the session it answers: only that worker acts on it, and only
+            # Addressed to the session it answers: only that worker acts on it, and only
             # while that session lasts (a replay cannot keep a worker reconnecting).
-            self._send(route, None, "SHUTDOWN", {"exit": False, "reason": "unknown session; say HELLO again",
-                                                 "to": msg.session})
+            self._send(route, None, "SHUTDOWN", {"exit": False, "reason": "unknown session; say HELLO again"},
+                       to=msg.session)
 
     def _on_hello(self, route: bytes, msg: Message, now: float) -> None:
         if msg.session in self._seen:
@@ -559,7 +559,7 @@ class RemoteWorkers:
         if mismatch is not None:
             logger.warning("rejected worker %s (%s): %s", header["name"], header["host"], mismatch)
             self.stats["rejected"] += 1
-            self._send(route, None, "REJECT", {"reason": mismatch})
+            self._send(route, None, "REJECT", {"reason": mismatch}, to=msg.session)
             return
         if header["slots"] < 1 or not all(isinstance(c, str) for c in header["contexts"]):
             raise ProtocolError("HELLO with bad slots or contexts")
@@ -654,7 +654,7 @@ class RemoteWorkers:
             self.stats["results"] += 1
             search.emit(event)
         if peer is None:
-            self._send(route, None, "RESULT_ACK", {"acks": [ack]})
+            self._send(route, None, "RESULT_ACK", {"acks": [ack]}, to=msg.session)
         elif len(peer.acks) >= MAX_ACKS:
             self._flush_acks(peer)
 
@@ -669,8 +669,11 @@ class RemoteWorkers:
     # -- sending ----------------------------------------------------------------------------
 
     def _send(self, route: bytes, peer: _Peer | None, kind: str, fields: dict[str, Any] | None = None,
-              payload: list[Any] | tuple = ()) -> None:
-        frames = [route, *self._codec.encode(kind, fields, payload)]
+              payload: list[Any] | tuple = (), *, to: str | None = None) -> None:
+        """Send to ``peer``, or to the session ``to`` at ``route`` (not a peer: no outbox)."""
+        to = peer.session if peer is not None else to
+        assert to is not None, "every master message names the worker session it is for"
+        frames = [route, *self._codec.encode(kind, fields, payload, to=to)]
         if peer is None:
             try:
                 self._router.send_multipart(frames, zmq.NOBLOCK)

@@ -99,6 +99,7 @@ class FakeMaster:
         self.endpoint = f"tcp://127.0.0.1:{self.router.bind_to_random_port('tcp://127.0.0.1')}"
         self.codec = Codec(parse_token(token), WORKER_TYPES)  # signs with the token, reads workers
         self.route: bytes | None = None
+        self.session: str | None = None  # the worker's, from its last message
 
     def next(self, kind: str, timeout: float = 30.0) -> Any:
         """The next message of type ``kind`` from the worker (others skipped)."""
@@ -107,13 +108,16 @@ class FakeMaster:
             if self.router.poll(200):
                 self.route, *frames = self.router.recv_multipart()
                 msg = self.codec.decode(frames)
+                self.session = msg.session
                 if msg.type == kind:
                     return msg
         raise AssertionError(f"no {kind} from the worker within {timeout} s")
 
-    def send(self, kind: str, fields: dict[str, Any], payload: Any = ()) -> None:
+    def send(self, kind: str, fields: dict[str, Any], payload: Any = (), to: str | None = None) -> None:
+        """Send to the worker, addressed to its current session unless ``to`` says otherwise."""
         assert self.route is not None, "the worker has not said anything yet"
-        self.router.send_multipart([self.route, *self.codec.encode(kind, fields, payload)])
+        envelope = self.codec.encode(kind, fields, payload, to=to or self.session)
+        self.router.send_multipart([self.route, *envelope])
 
     def welcome(self) -> Any:
         hello = self.next("HELLO")
@@ -123,6 +127,28 @@ class FakeMaster:
     def close(self) -> None:
         self.router.close(linger=0)
         self.ctx.term()
+
+
+def load_ridge_context(master: FakeMaster, search: int) -> str:
+    """Start search ``search`` on ``master``'s worker with a small Ridge context; its id."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import get_scorer
+
+    from hpsearch.evaluation import EvaluationContext
+    from hpsearch.serialization import content_id, dumps
+    from hpsearch.workers import remote
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    context = EvaluationContext(Ridge(), X, X[:, 0], splits=[(np.arange(30), np.arange(30, 60))],
+                                scorers={"score": get_scorer("r2")})
+    frames = dumps(context)
+    cid = content_id(frames)
+    master.send("SEARCH", {"search": search, "context_id": cid, "nbytes": sum(len(f) for f in frames)})
+    master.next("NEED")
+    master.send("CONTEXT", {"search": search, "context_id": cid, "index": 0, "count": 1,
+                            "sizes": [len(f) for f in frames]}, remote._chunks(frames)[0])
+    assert master.next("READY")["error"] is None
+    return cid
 
 
 class Recording:

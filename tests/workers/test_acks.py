@@ -7,32 +7,16 @@ on the worker's next TASK or in a RESULT_ACK carrying a list.
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.linear_model import Ridge
-from sklearn.metrics import get_scorer
-
-from hpsearch.evaluation import EvaluationContext
-from hpsearch.serialization import content_id, dumps
-from hpsearch.workers import remote
+from hpsearch.serialization import dumps
 from hpsearch.workers.protocol import make_token
 
-from .helpers import FakeMaster
+from .helpers import FakeMaster, load_ridge_context
 
 SEARCH = 11
 
 
 def load_context(master: FakeMaster) -> str:
-    X = np.random.default_rng(0).normal(size=(60, 3))
-    context = EvaluationContext(Ridge(), X, X[:, 0], splits=[(np.arange(30), np.arange(30, 60))],
-                                scorers={"score": get_scorer("r2")})
-    frames = dumps(context)
-    cid = content_id(frames)
-    master.send("SEARCH", {"search": SEARCH, "context_id": cid, "nbytes": sum(len(f) for f in frames)})
-    master.next("NEED")
-    master.send("CONTEXT", {"search": SEARCH, "context_id": cid, "index": 0, "count": 1,
-                            "sizes": [len(f) for f in frames]}, remote._chunks(frames)[0])
-    assert master.next("READY")["error"] is None
-    return cid
+    return load_ridge_context(master, SEARCH)
 
 
 def task(master: FakeMaster, cid: str, task_id: int, **extra) -> dict:
@@ -83,7 +67,7 @@ def test_a_shutdown_from_another_master_counts_only_when_addressed_to_this_sessi
         successor = Codec(parse_token(token), WORKER_TYPES)  # another master session, same token
 
         def shutdown(to: str) -> None:
-            envelope = successor.encode("SHUTDOWN", {"exit": False, "reason": "test", "to": to})
+            envelope = successor.encode("SHUTDOWN", {"exit": False, "reason": "test"}, to=to)
             master.router.send_multipart([master.route, *envelope])
 
         shutdown("not-this-session")  # a replay meant for some other session: ignored

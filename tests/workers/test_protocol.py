@@ -27,9 +27,10 @@ def test_round_trip_with_payload():
     # A codec is named by what it accepts: the worker's accepts what the master sends.
     worker, master = Codec(SECRET, MASTER_TYPES), Codec(SECRET, WORKER_TYPES)
     frames = master.encode("CONTEXT", {"search": 1, "context_id": "ab", "index": 0, "count": 1},
-                           [b"x" * 10, memoryview(b"y" * 100_000)])
+                           [b"x" * 10, memoryview(b"y" * 100_000)], to=worker.session)
     msg = worker.decode(frames)
     assert msg.type == "CONTEXT" and msg.seq == 1 and msg.session == master.session
+    assert msg["to"] == worker.session
     assert [bytes(f) for f in msg.payload] == [b"x" * 10, b"y" * 100_000]
     assert master.encode("HEARTBEAT")[0][ENVELOPE_PREFIX:] != frames[0][ENVELOPE_PREFIX:]  # seq grows
 
@@ -59,7 +60,7 @@ def test_any_change_breaks_the_signature(tamper):
 def test_context_chunks_are_signed_by_length_every_other_payload_by_bytes():
     master, worker = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
     fields = {"search": 1, "context_id": "ab", "index": 0, "count": 1}
-    chunk = [bytes(f) for f in master.encode("CONTEXT", fields, [b"x" * 10, b"y" * 20])]
+    chunk = [bytes(f) for f in master.encode("CONTEXT", fields, [b"x" * 10, b"y" * 20], to="w")]
     assert chunk[0][:5] == MAGIC + MODE_CONTENT
     # Same lengths, other bytes: the signature holds; the worker's content-id check
     # (tests/workers/test_security.py) is what refuses such a chunk.
@@ -70,14 +71,14 @@ def test_context_chunks_are_signed_by_length_every_other_payload_by_bytes():
         with pytest.raises(ProtocolError, match="bad signature"):
             worker.decode(tampered)
     task = {"search": 1, "task_id": 2, "attempt": 0, "context_id": "ab", "fold": 0}
-    frames = [bytes(f) for f in master.encode("TASK", task, [b"params"])]
+    frames = [bytes(f) for f in master.encode("TASK", task, [b"params"], to="w")]
     assert frames[0][:5] == MAGIC + MODE_BYTES and not worker.decode(frames).content_addressed
     with pytest.raises(ProtocolError, match="bad signature"):
         worker.decode(frames[:1] + [b"PARAMS"])
     # Correctly signed, but a TASK claiming the length-only mode (or a CONTEXT not
     # claiming it) is refused: only CONTEXT chunks are checked by content id.
     for mode, kind, extra in ((MODE_CONTENT, "TASK", task), (MODE_BYTES, "CONTEXT", fields)):
-        raw = msgpack.packb({"type": kind, "seq": 9, "session": "s", **extra})
+        raw = msgpack.packb({"type": kind, "seq": 9, "session": "s", "to": "w", **extra})
         prefix = MAGIC + mode
         digest = master.payload_digest([b"p"], lengths_only=mode == MODE_CONTENT)
         with pytest.raises(ProtocolError, match="only CONTEXT chunks"):
@@ -130,6 +131,13 @@ def _signed_header(header: object) -> list[bytes]:
 def test_signed_but_malformed_headers_are_refused(header, match):
     with pytest.raises(ProtocolError, match=match):
         Codec(SECRET, WORKER_TYPES).decode(_signed_header(header))
+
+
+def test_master_messages_must_name_their_recipient_session():
+    master, worker = Codec(SECRET, WORKER_TYPES), Codec(SECRET, MASTER_TYPES)
+    with pytest.raises(ProtocolError, match="field 'to'"):
+        worker.decode(master.encode("HEARTBEAT"))
+    assert worker.decode(master.encode("HEARTBEAT", to=worker.session))["to"] == worker.session
 
 
 def test_tokens():

@@ -16,7 +16,7 @@ from hpsearch.serialization import content_id, dumps
 from hpsearch.workers.local import child_environment
 from hpsearch.workers.protocol import local_versions, make_token, parse_token
 
-from .helpers import FakeMaster, MarkerPickle, Recording, Rogue, SleepEstimator, wait_for
+from .helpers import FakeMaster, MarkerPickle, Recording, Rogue, SleepEstimator, load_ridge_context, wait_for
 
 RNG = np.random.default_rng(1)
 X = RNG.normal(size=(40, 3))
@@ -113,6 +113,27 @@ def test_worker_refuses_context_bytes_that_do_not_match_the_content_id(spawn_wor
         master.close()
     assert ready["search"] == 7 and "does not hash to its content id" in ready["error"]
     assert not marker.exists()
+
+
+def test_a_master_message_addressed_to_another_worker_session_is_dropped(spawn_worker):
+    """The master's sequence numbers are shared by its workers: what it sends one worker
+    would pass another's replay check, so every master message names its recipient."""
+    token = make_token()
+    master = FakeMaster(token)
+    proc = spawn_worker(master.endpoint, token)
+    try:
+        master.welcome()
+        cid = load_ridge_context(master, 5)
+        fields = {"search": 5, "attempt": 0, "context_id": cid, "fold": 0}
+        master.send("TASK", {**fields, "task_id": 1}, dumps({"alpha": 1.0}), to="0123456789abcdef")
+        master.send("TASK", {**fields, "task_id": 2}, dumps({"alpha": 2.0}))
+        assert master.next("RESULT")["task_id"] == 2  # task 1 was never run
+        with pytest.raises(AssertionError, match="no RESULT"):
+            master.next("RESULT", timeout=1.0)
+    finally:
+        master.close()
+        proc.kill()
+    assert "addressed to another worker session" in proc.communicate(timeout=10)[1].decode()
 
 
 @pytest.mark.slow
