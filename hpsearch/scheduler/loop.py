@@ -164,7 +164,7 @@ class _Driver:
             # The caller's thread raises it; a pool's thread must not die of it.
             logger.debug("an error ended the search while handling an event", exc_info=True)
             self.close(exc)
-        except BaseException as exc:  # KeyboardInterrupt, on the caller's thread
+        except BaseException as exc:  # KeyboardInterrupt and the like: the search ends, it goes on up
             self.close(exc)
             raise
 

@@ -210,7 +210,9 @@ class WorkerAgent:
         thread: it handles SIGINT/SIGTERM itself (BYE, then exit 0), and a one-slot
         agent runs short tasks on the main thread. To stop during one of those, it
         exits the process from its keep-alive thread, abandoning the task, as a
-        stopping worker abandons the fits of its slot threads.
+        stopping worker abandons the fits of its slot threads. That thread needs the
+        GIL: native code that releases it (BLAS, scikit-learn's kernels) does not
+        delay a stop; code that holds it delays heartbeats and stops alike.
 
     Examples
     --------
@@ -305,8 +307,10 @@ class WorkerAgent:
         self._sock_lock.acquire()
         if self.parent_pid is not None:
             threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
+        keep_alive = None
         if self._inlines:
-            threading.Thread(target=self._keep_alive, name="hpsearch-keep-alive", daemon=True).start()
+            keep_alive = threading.Thread(target=self._keep_alive, name="hpsearch-keep-alive", daemon=True)
+            keep_alive.start()
         for i in range(self.slots):
             thread = threading.Thread(target=self._slot, name=f"hpsearch-slot-{i}", daemon=True)
             thread.start()
@@ -333,6 +337,9 @@ class WorkerAgent:
             raise
         finally:
             self._finished.set()
+            if keep_alive is not None:  # it selects on the alarm pipe: done before the pipe closes
+                self.request_stop(self._stop_reason or "stopped")
+                keep_alive.join(5.0)
             for _ in self._threads:
                 self._jobs.put(None)
             self._close_socket()
@@ -376,15 +383,17 @@ class WorkerAgent:
         import signal
 
         period = self.heartbeat / 2
+        alarm = select.poll()
+        alarm.register(self._alarm_r, select.POLLIN)
         while not self._finished.is_set():
             alarms = b""
-            if select.select([self._alarm_r], [], [], period)[0]:
+            if alarm.poll(period * 1000):
                 try:
                     alarms = os.read(self._alarm_r, 64)
-                except OSError:  # closed: the agent is done
-                    return
+                except BlockingIOError:
+                    pass
             since = self._inline_since
-            if since is None or (not alarms and time.monotonic() - since < period):
+            if since is None or (not alarms and self._stop_reason is None and time.monotonic() - since < period):
                 continue
             if not self._sock_lock.acquire(blocking=False):
                 continue  # the main thread has the socket back
@@ -408,15 +417,18 @@ class WorkerAgent:
                 self._sock_lock.release()
 
     def _abandon(self, reason: str, bye: bool) -> None:
-        """Exit now, from the keep-alive thread, leaving the task on the main thread."""
-        logger.warning("stopping (%s) during a task on the main thread: the task is abandoned", reason)
-        if bye:
-            self._stop_reason = reason
-            self._say_bye()
-        self._close_socket()
-        self._ctx.term()  # lets the BYE leave (the socket's linger)
-        logging.shutdown()
-        os._exit(0)
+        """Exit now, from the keep-alive thread, leaving the task on the main thread
+        (whatever it started, e.g. a process pool, gets no ``atexit`` clean-up)."""
+        try:
+            logger.warning("stopping (%s) during a task on the main thread: the task is abandoned", reason)
+            if bye:
+                self._stop_reason = reason
+                self._say_bye()
+            self._close_socket()
+            self._ctx.term()  # lets the BYE leave (the socket's linger)
+            logging.shutdown()
+        finally:
+            os._exit(0)
 
     def _watch_parent(self) -> None:
         while self._stop_reason is None:
@@ -565,7 +577,12 @@ class WorkerAgent:
         except ProtocolError as exc:
             logger.warning("dropped a message from the master: %s", exc)
             return None
-        if msg["to"] != self._codec.session:
+        to = msg.header.get("to")
+        if to != self._codec.session:
+            if to is None and msg.type == "REJECT" and self._master_session is None:
+                # A master older than protocol 1.2 names no recipient: its REJECT (signed,
+                # before any WELCOME) still tells this worker why it cannot join.
+                return msg
             # The master's sequence numbers are shared by its workers: a message for
             # another worker (or an earlier session of this one) would pass as new.
             logger.warning("dropped a %s addressed to another worker session", msg.type)
@@ -697,12 +714,16 @@ class WorkerAgent:
         """Run a short task on this thread: no hand-off to a slot thread and back (two
         thread wake-ups, the main cost of a tiny task). Should it run long, the
         keep-alive thread stands in for this one meanwhile (see ``_keep_alive``)."""
+        if self._stop_reason is not None:
+            return  # stopping: BYE follows, and the master runs the task elsewhere
         key = (job.search, job.task_id, job.attempt)
         start = time.perf_counter()
         message = failure = None
         self._sock_lock.release()
         try:
             self._inline_since = time.monotonic()
+            if self._stop_reason is not None:  # a stop the keep-alive thread saw too early
+                self.request_stop(self._stop_reason)
             message = evaluate(job.context, job.params, job.fold).to_message()
         except Exception:  # evaluate keeps fit errors as data; this is a bug
             failure = clip_text(traceback.format_exc())

@@ -125,9 +125,10 @@ MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
 }
 # Every master message names the worker session it is for: the master's sequence
 # numbers are shared by all its workers, so without it a message recorded on its way
-# to one worker could be replayed to another.
+# to one worker could be replayed to another. The worker checks it (nil is a master
+# older than protocol 1.2: only its REJECT is still read, to say why).
 for _fields in MASTER_TYPES.values():
-    _fields["to"] = _STR
+    _fields["to"] = _OPT_STR
 del _fields
 
 

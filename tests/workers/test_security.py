@@ -136,6 +136,20 @@ def test_a_master_message_addressed_to_another_worker_session_is_dropped(spawn_w
     assert "addressed to another worker session" in proc.communicate(timeout=10)[1].decode()
 
 
+def test_a_reject_from_a_master_older_than_protocol_1_2_still_stops_the_worker(spawn_worker):
+    token = make_token()
+    master = FakeMaster(token)
+    proc = spawn_worker(master.endpoint, token)
+    try:
+        master.next("HELLO")
+        envelope = master.codec.encode("REJECT", {"reason": "incompatible versions (protocol: master 1.1)"})
+        master.router.send_multipart([master.route, *envelope])  # no "to": an older master
+        assert proc.wait(30) == 3
+    finally:
+        master.close()
+    assert "protocol: master 1.1" in proc.communicate(timeout=10)[1].decode()
+
+
 @pytest.mark.slow
 def test_version_mismatch_worker_exits_naming_both_versions(spawn_worker):
     with RemoteWorkers("tcp://127.0.0.1:*") as pool:
