@@ -107,6 +107,11 @@ def run_search(
     FitFailedError
         When every fit failed (the message holds the first traceback).
 
+    Whatever ends a search early — Ctrl-C (KeyboardInterrupt), a failed fit with
+    ``error_score="raise"``, :class:`~hpsearch.errors.NoWorkersError` when every remote
+    worker is gone — keeps the candidates completed so far: the exception's
+    ``partial_result`` is a :class:`SearchResult` of them (without refit).
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -154,6 +159,25 @@ def run_search(
         return_train_score=return_train_score,
     )
 
+    def make_result(finished: list[tuple[Any, list[FoldResult]]], failures: list[str]) -> SearchResult:
+        cv_results = build_cv_results(
+            [c.params for c, _ in finished], [r for _, r in finished], list(scorers), return_train_score
+        )
+        result = SearchResult(
+            cv_results_=cv_results,
+            n_splits_=len(splits),
+            multimetric_=multimetric,
+            scorer_=scorers if multimetric else scorers["score"],
+            refit_metric=refit_metric,
+            fit_failures_=failures,
+        )
+        if refit or not multimetric:
+            result.best_index_ = _best_index(refit, refit_metric, cv_results)
+            if not callable(refit):
+                result.best_score_ = float(cv_results[f"mean_test_{refit_metric}"][result.best_index_])
+            result.best_params_ = cv_results["params"][result.best_index_]
+        return result
+
     bar = _progress_bar(progress, search_strategy, len(splits))
     try:
         finished = run_scheduler(
@@ -163,33 +187,18 @@ def run_search(
             score_key=refit_metric,
             on_candidate=bar.update if bar is not None else None,
         )
+    except BaseException as exc:
+        _keep_partial_result(exc, make_result)
+        raise
     finally:
         if bar is not None:
             bar.close()
         for pool in owned:
             pool.stop()
-    candidates = [c for c, _ in finished]
-    fold_results = [r for _, r in finished]
-    if not candidates:
+    if not finished:
         raise SearchSpaceError("the strategy proposed no candidate")
-    failures = _check_fit_failures(fold_results, error_score)
-
-    cv_results = build_cv_results(
-        [c.params for c in candidates], fold_results, list(scorers), return_train_score
-    )
-    result = SearchResult(
-        cv_results_=cv_results,
-        n_splits_=len(splits),
-        multimetric_=multimetric,
-        scorer_=scorers if multimetric else scorers["score"],
-        refit_metric=refit_metric,
-        fit_failures_=failures,
-    )
-    if refit or not multimetric:
-        result.best_index_ = _best_index(refit, refit_metric, cv_results)
-        if not callable(refit):
-            result.best_score_ = float(cv_results[f"mean_test_{refit_metric}"][result.best_index_])
-        result.best_params_ = cv_results["params"][result.best_index_]
+    failures = _check_fit_failures([r for _, r in finished], error_score)
+    result = make_result(finished, failures)
     if refit:
         best = clone(estimator).set_params(**clone(result.best_params_, safe=False))
         start = time.time()
@@ -200,6 +209,25 @@ def run_search(
         result.refit_time_ = time.time() - start
         result.best_estimator_ = best
     return result
+
+
+def _keep_partial_result(exc: BaseException, make_result: Callable[..., SearchResult]) -> None:
+    """Give a search that ended early (Ctrl-C, ``error_score="raise"``, every worker
+    lost) a ``partial_result``: the candidates completed so far, not refit."""
+    completed = getattr(exc, "completed_candidates", None)
+    if not completed:
+        return
+    try:
+        failures = [r.error for _, folds in completed for r in folds if r.error is not None]
+        exc.partial_result = make_result(completed, failures)  # type: ignore[attr-defined]
+    except Exception:  # never hide the error that ended the search
+        logger.debug("no partial result", exc_info=True)
+        return
+    logger.warning(
+        "the search stopped early (%s) after %d completed candidate(s); they are kept "
+        "in the exception's partial_result (cv_results_, best_params_, ...)",
+        type(exc).__name__, len(completed),
+    )
 
 
 # -- argument checks -------------------------------------------------------------------

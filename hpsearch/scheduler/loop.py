@@ -199,7 +199,9 @@ def run_scheduler(
     """Run a whole search and return every candidate with its fold results, in id order.
 
     Raises the error of an ``Abort`` (``error_score="raise"``, a pool that failed, a
-    strategy that raised) after stopping the pools.
+    strategy that raised) after stopping the pools. Whatever ends a search early (also
+    KeyboardInterrupt) carries the candidates completed so far, in the same form, as
+    its ``completed_candidates`` attribute: nothing already computed is lost.
     """
     state = SchedulerState(
         context.n_splits,
@@ -234,6 +236,13 @@ def run_scheduler(
                 best = max(best, done.score)
             if on_candidate is not None:
                 on_candidate(SearchProgress(tasks_done, tasks_total, candidates_done, best, done))
+    except BaseException as exc:
+        driver.close()  # from here on, no thread changes the state
+        try:
+            exc.completed_candidates = state.results()  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type that takes no attributes
+            pass
+        raise
     finally:
         driver.close()
         runner.close()

@@ -250,3 +250,21 @@ def read_thread_log(path: Any) -> list[tuple[float, str, str]]:
     except FileNotFoundError:
         return []
     return [(float(c), thread, kind) for c, thread, kind in (line.split() for line in lines)]
+
+
+class CrashEstimator(BaseEstimator):
+    """The fit of candidate ``crash_c`` kills its process (as a segfault would)."""
+
+    def __init__(self, c: float = 0.0, crash_c: float | None = None) -> None:
+        self.c = c
+        self.crash_c = crash_c
+
+    def fit(self, X: Any, y: Any = None) -> CrashEstimator:
+        if self.c == self.crash_c:
+            import os
+
+            os._exit(1)
+        return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        return float(-((self.c - 3.0) ** 2) + np.mean(X[:, 0]))

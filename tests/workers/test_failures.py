@@ -186,3 +186,23 @@ def test_worker_of_a_killed_master_joins_its_successor_at_once(spawn_worker):
         if master.poll() is None:
             master.kill()
             master.wait(30)
+
+
+@pytest.mark.slow
+def test_every_worker_lost_ends_the_search_keeping_the_completed_candidates(spawn_worker):
+    from hpsearch.errors import NoWorkersError
+
+    from .helpers import CrashEstimator
+
+    space = {"c": [float(c) for c in range(30)]}
+    with RemoteWorkers("tcp://127.0.0.1:*", min_workers=1, join_timeout=4,
+                       heartbeat=0.5, heartbeat_timeout=2.0) as pool:
+        spawn_worker(pool.endpoint, pool.token, "--heartbeat", "0.5")
+        wait_for(lambda: pool.n_workers == 1, 60, "the worker to join")
+        with pytest.raises(NoWorkersError, match="every remote worker was lost") as info:
+            run_search(CrashEstimator(crash_c=12.0), space, X, cv=3, workers=pool, progress=False)
+    partial = info.value.partial_result
+    done = [p["c"] for p in partial.cv_results_["params"]]
+    assert 8 <= len(done) and 12.0 not in done and set(done) <= set(space["c"])
+    again = run_search(CrashEstimator(), {"c": done}, X, cv=3, workers=1, refit=False, progress=False)
+    np.testing.assert_array_equal(partial.cv_results_["mean_test_score"], again.cv_results_["mean_test_score"])
