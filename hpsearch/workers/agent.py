@@ -292,6 +292,10 @@ class WorkerAgent:
         """Ask the loop to say BYE and exit (safe from a signal handler and any thread)."""
         self._stop_reason = reason
         self._wake()
+        self._alarm()
+
+    def _alarm(self) -> None:
+        """Wake the keep-alive thread."""
         try:
             os.write(self._alarm_w, b"s")
         except OSError:
@@ -337,8 +341,8 @@ class WorkerAgent:
             raise
         finally:
             self._finished.set()
-            if keep_alive is not None:  # it selects on the alarm pipe: done before the pipe closes
-                self.request_stop(self._stop_reason or "stopped")
+            if keep_alive is not None:  # it polls the alarm pipe: done before the pipe closes
+                self._alarm()
                 keep_alive.join(5.0)
             for _ in self._threads:
                 self._jobs.put(None)
@@ -716,22 +720,27 @@ class WorkerAgent:
         keep-alive thread stands in for this one meanwhile (see ``_keep_alive``)."""
         if self._stop_reason is not None:
             return  # stopping: BYE follows, and the master runs the task elsewhere
-        key = (job.search, job.task_id, job.attempt)
         start = time.perf_counter()
-        message = failure = None
         self._sock_lock.release()
         try:
             self._inline_since = time.monotonic()
             if self._stop_reason is not None:  # a stop the keep-alive thread saw too early
-                self.request_stop(self._stop_reason)
-            message = evaluate(job.context, job.params, job.fold).to_message()
-        except Exception:  # evaluate keeps fit errors as data; this is a bug
-            failure = clip_text(traceback.format_exc())
+                self._alarm()
+            message, failure = self._evaluate(job)
         finally:
             self._inline_since = None
             self._sock_lock.acquire()
         self._note_duration(job.search, time.perf_counter() - start, message)
-        self._store_result(key, message, failure)
+        self._store_result((job.search, job.task_id, job.attempt), message, failure)
+
+    @staticmethod
+    def _evaluate(job: _Job) -> tuple[dict[str, Any] | None, str | None]:
+        """The task's result message, or the failure text of a bug (``evaluate`` keeps
+        fit errors as data)."""
+        try:
+            return evaluate(job.context, job.params, job.fold).to_message(), None
+        except BaseException:  # even SystemExit from a fit: the task fails, the thread lives
+            return None, clip_text(traceback.format_exc())
 
     def _note_duration(self, search: int, seconds: float, message: dict[str, Any] | None) -> None:
         """Remember how long this search's last task took; a failed one (it may have
@@ -747,17 +756,13 @@ class WorkerAgent:
 
         with threadpool_limits(limits=self.inner_threads, user_api="openmp"):
             while (job := self._jobs.get()) is not None:
-                key = (job.search, job.task_id, job.attempt)
-                start = time.perf_counter()
                 if job.epoch != self._epoch or job.search in self._cancelled:
                     self._results.put((None, None, None, 0.0))  # not run: just "done"
-                    self._wake()
-                    continue
-                try:
-                    result = evaluate(job.context, job.params, job.fold)
-                    self._results.put((key, result.to_message(), None, time.perf_counter() - start))
-                except BaseException:  # evaluate keeps fit errors as data; this is a bug
-                    self._results.put((key, None, clip_text(traceback.format_exc()), time.perf_counter() - start))
+                else:
+                    start = time.perf_counter()
+                    message, failure = self._evaluate(job)
+                    key = (job.search, job.task_id, job.attempt)
+                    self._results.put((key, message, failure, time.perf_counter() - start))
                 self._wake()
 
     def _forward_results(self) -> None:

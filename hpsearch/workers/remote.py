@@ -3,10 +3,10 @@
 One I/O thread owns the ROUTER socket, and no other thread touches it. The scheduler
 handles each result on this thread, so the next task usually goes out in the same pass;
 ``RemoteWorker.submit`` from any other thread puts a command on a queue and wakes the
-I/O thread through a pipe. The I/O thread authenticates every inbound message before decoding it, drops
-and logs anything wrong (never raising), ships the evaluation context to each worker
-once (chunked, credit-based, content-addressed), sends tasks, turns RESULT messages
-into scheduler events, and declares silent workers lost.
+I/O thread through a pipe. The I/O thread authenticates every inbound message before
+decoding it, drops and logs anything wrong (never raising), ships the evaluation
+context to each worker once (chunked, credit-based, content-addressed), sends tasks,
+turns RESULT messages into scheduler events, and declares silent workers lost.
 
 The master never unpickles anything a worker sends: worker messages are msgpack
 headers only, and results are rebuilt with ``FoldResult.from_message``.

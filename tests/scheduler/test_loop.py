@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.metrics import get_scorer

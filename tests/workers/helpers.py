@@ -135,12 +135,18 @@ def load_ridge_context(master: FakeMaster, search: int) -> str:
     from sklearn.metrics import get_scorer
 
     from hpsearch.evaluation import EvaluationContext
-    from hpsearch.serialization import content_id, dumps
-    from hpsearch.workers import remote
 
     X = np.random.default_rng(0).normal(size=(60, 3))
     context = EvaluationContext(Ridge(), X, X[:, 0], splits=[(np.arange(30), np.arange(30, 60))],
                                 scorers={"score": get_scorer("r2")})
+    return ship_context(master, search, context)
+
+
+def ship_context(master: FakeMaster, search: int, context: Any) -> str:
+    """Start search ``search`` on ``master``'s worker with ``context`` (one chunk); its id."""
+    from hpsearch.serialization import content_id, dumps
+    from hpsearch.workers import remote
+
     frames = dumps(context)
     cid = content_id(frames)
     master.send("SEARCH", {"search": search, "context_id": cid, "nbytes": sum(len(f) for f in frames)})
@@ -268,3 +274,36 @@ class CrashEstimator(BaseEstimator):
 
     def score(self, X: Any, y: Any = None) -> float:
         return float(-((self.c - 3.0) ** 2) + np.mean(X[:, 0]))
+
+
+def start_script(code: str) -> Any:
+    """``python -c code`` with this process's import path; read its output with
+    :func:`read_line` (a reader thread, so that a wait on the pipe can time out)."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    from hpsearch.workers.local import child_environment
+
+    proc = subprocess.Popen([sys.executable, "-c", code], env=child_environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc.lines = queue.SimpleQueue()
+    threading.Thread(target=lambda: [proc.lines.put(line.strip()) for line in proc.stdout], daemon=True).start()
+    return proc
+
+
+def read_line(proc: Any, timeout: float = 120.0) -> str:
+    """The next line a :func:`start_script` process prints, or an AssertionError after
+    ``timeout`` s (the process is killed)."""
+    import queue
+
+    try:
+        line = proc.lines.get(timeout=timeout)
+    except queue.Empty:
+        line = ""
+    if not line:
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(f"the process printed nothing within {timeout:g} s")
+    return line

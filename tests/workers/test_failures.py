@@ -12,7 +12,7 @@ import pytest
 
 from hpsearch import RemoteWorkers, run_search
 
-from .helpers import Recording, SleepEstimator, assert_same_scores, wait_for
+from .helpers import Recording, SleepEstimator, assert_same_scores, read_line, start_script, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -113,34 +113,9 @@ with {pool}({args}) as pool:
 """
 
 
-def read_line(proc, timeout: float = 120.0) -> str:
-    """The next line the process prints, or an AssertionError after ``timeout`` s."""
-    import queue
-
-    try:
-        line = proc.lines.get(timeout=timeout)
-    except queue.Empty:
-        line = ""
-    if not line:
-        proc.kill()
-        proc.wait(30)
-        raise AssertionError(f"the master process printed nothing within {timeout:g} s")
-    return line
-
-
 def start_master(pool: str, args: str, report: str):
     """A master in its own process, to be killed outright: (process, first line it printed)."""
-    import subprocess
-    import sys
-
-    from hpsearch.workers.local import child_environment
-
-    import queue
-
-    proc = subprocess.Popen([sys.executable, "-c", _MASTER.format(pool=pool, args=args, report=report)],
-                            env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    proc.lines = queue.SimpleQueue()  # a reader thread: a wait on the pipe can time out
-    threading.Thread(target=lambda: [proc.lines.put(line.strip()) for line in proc.stdout], daemon=True).start()
+    proc = start_script(_MASTER.format(pool=pool, args=args, report=report))
     return proc, read_line(proc)
 
 

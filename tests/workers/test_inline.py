@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pathlib
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -17,9 +15,7 @@ from sklearn.metrics import check_scoring
 
 from hpsearch import LocalProcesses, RemoteWorkers, run_search
 from hpsearch.evaluation import EvaluationContext
-from hpsearch.serialization import content_id, dumps
-from hpsearch.workers import remote
-from hpsearch.workers.local import child_environment
+from hpsearch.serialization import dumps
 from hpsearch.workers.protocol import make_token
 
 from .helpers import (
@@ -27,7 +23,10 @@ from .helpers import (
     Recording,
     ThreadLogEstimator,
     assert_same_scores,
+    read_line,
     read_thread_log,
+    ship_context,
+    start_script,
     wait_for,
 )
 
@@ -112,14 +111,8 @@ def test_sigterm_during_native_code_inline_stops_the_worker_at_once(tmp_path, sp
 def start_search(master: FakeMaster, search: int, estimator) -> str:
     """Ship a context for ``estimator`` to ``master``'s worker; its content id."""
     splits = [(np.arange(20), np.arange(20, 40))]
-    frames = dumps(EvaluationContext(estimator, X, None, splits, {"score": check_scoring(estimator)}))
-    cid = content_id(frames)
-    master.send("SEARCH", {"search": search, "context_id": cid, "nbytes": sum(len(f) for f in frames)})
-    master.next("NEED")
-    master.send("CONTEXT", {"search": search, "context_id": cid, "index": 0, "count": 1,
-                            "sizes": [len(f) for f in frames]}, remote._chunks(frames)[0])
-    assert master.next("READY")["error"] is None
-    return cid
+    return ship_context(master, search, EvaluationContext(estimator, X, None, splits,
+                                                          {"score": check_scoring(estimator)}))
 
 
 def test_shutdown_during_a_long_inline_task_stops_the_worker_at_once(tmp_path, spawn_worker):
@@ -162,12 +155,10 @@ def test_a_worker_whose_master_dies_during_a_long_inline_task_exits_at_once(tmp_
     import psutil
 
     log = str(tmp_path / "threads.log")
-    master = subprocess.Popen([sys.executable, "-c", _MASTER.format(root=str(ROOT), log=log)],
-                              env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    master = start_script(_MASTER.format(root=str(ROOT), log=log))
     worker = None
     try:
-        assert master.stdout is not None
-        worker = psutil.Process(int(master.stdout.readline()))
+        worker = psutil.Process(int(read_line(master)))
         wait_for(lambda: slow_fit_started(log), 120, "the slow fit to start")
         master.kill()
         master.wait(30)
@@ -176,7 +167,7 @@ def test_a_worker_whose_master_dies_during_a_long_inline_task_exits_at_once(tmp_
     finally:
         if master.poll() is None:
             master.kill()
-        master.communicate(timeout=30)
+        master.wait(30)
         if worker is not None and worker.is_running():
             worker.kill()
     assert slow_fit_thread(log) == ["MainThread"]
