@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,38 @@ class FoldResult:
     train_scores: dict[str, float] | None = None
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def failed(
+        cls,
+        score_names: Iterable[str],
+        error_score: float | str,
+        return_train_score: bool,
+        error: str,
+        *,
+        fit_time: float = 0.0,
+        n_test_samples: int = 0,
+        exception: BaseException | None = None,
+    ) -> FoldResult:
+        """The result of a task that did not run to the end: ``error_score`` for every
+        scorer (NaN when ``error_score="raise"``, which the scheduler enforces).
+
+        Examples
+        --------
+        >>> FoldResult.failed(["score"], 0.0, False, "ValueError: bad C").test_scores
+        {'score': 0.0}
+        """
+        value = np.nan if error_score == "raise" else float(error_score)
+        names = list(score_names)
+        return cls(
+            test_scores=dict.fromkeys(names, value),
+            train_scores=dict.fromkeys(names, value) if return_train_score else None,
+            fit_time=fit_time,
+            score_time=0.0,
+            n_test_samples=n_test_samples,
+            error=error,
+            exception=exception,
+        )
 
     def to_message(self) -> dict[str, Any]:
         """A msgpack-safe dict (plain floats, ints and strs), for the wire."""
@@ -223,11 +255,14 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
     {'score': 1.0}
     """
     train, test = context.splits[fold]
-    estimator = clone(context.estimator).set_params(**clone(dict(params), safe=False))
     start = time.perf_counter()
     fit_time = score_time = 0.0
     train_scores = None
     try:
+        # Inside the try: an estimator may check a value in set_params (a property
+        # setter, a custom estimator), and a bad value is a failed fit like any other,
+        # not a task that crashes whatever runs it.
+        estimator = clone(context.estimator).set_params(**clone(dict(params), safe=False))
         fit_params = _index_fit_params(context.X, context.fit_params, train)
         score_params_test = _index_fit_params(context.X, context.score_params, test)
         X_train, y_train = _split(estimator, context.X, context.y, train)
@@ -244,18 +279,9 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
             score_params_train = _index_fit_params(context.X, context.score_params, train)
             train_scores = _score(estimator, X_train, y_train, context.scorers, score_params_train)
     except Exception as exc:
-        if not fit_time:
-            fit_time = time.perf_counter() - start
-        error_score = np.nan if context.error_score == "raise" else float(context.error_score)
-        names = list(context.scorers)
-        return FoldResult(
-            test_scores=dict.fromkeys(names, error_score),
-            train_scores=dict.fromkeys(names, error_score) if context.return_train_score else None,
-            fit_time=fit_time,
-            score_time=0.0,
-            n_test_samples=len(test),
-            error=traceback.format_exc(),
-            exception=exc,
+        return FoldResult.failed(
+            context.scorers, context.error_score, context.return_train_score, traceback.format_exc(),
+            fit_time=fit_time or time.perf_counter() - start, n_test_samples=len(test), exception=exc,
         )
     return FoldResult(
         test_scores=test_scores,

@@ -355,14 +355,7 @@ class SchedulerState:
 
     def _failure(self, task: Task, text: str) -> FoldResult:
         """The result of a task that never ran to the end: shaped like a failed fit."""
-        return FoldResult(
-            test_scores=dict.fromkeys(self.score_names, self.error_score),
-            train_scores=dict.fromkeys(self.score_names, self.error_score) if self.return_train_score else None,
-            fit_time=0.0,
-            score_time=0.0,
-            n_test_samples=0,
-            error=text,
-        )
+        return FoldResult.failed(self.score_names, self.error_score, self.return_train_score, text)
 
     def _on_lost(self, event: WorkerLost) -> list[Command]:
         state = self.workers.pop(event.worker, None)

@@ -307,3 +307,22 @@ def read_line(proc: Any, timeout: float = 120.0) -> str:
         proc.wait(30)
         raise AssertionError(f"the process printed nothing within {timeout:g} s")
     return line
+
+
+class CheckedEstimator(BaseEstimator):
+    """Checks ``alpha`` in ``set_params`` (as a property setter or a custom estimator may)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def set_params(self, **params: Any) -> CheckedEstimator:
+        if params.get("alpha", 0.0) < 0:
+            raise ValueError(f"alpha must be >= 0, got {params['alpha']}")
+        return super().set_params(**params)
+
+    def fit(self, X: Any, y: Any = None) -> CheckedEstimator:
+        self.offset_ = float(np.mean(X[:, 0]))
+        return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        return float(-self.alpha + self.offset_ - float(np.mean(X[:, 0])))
