@@ -2,15 +2,14 @@
 
 The main thread owns the socket and runs one poll loop (the Paranoid Pirate
 structure): it answers the master, sends heartbeats every ``heartbeat`` seconds even
-while fits run (fits run on slot threads; scikit-learn releases the GIL in its
-kernels), and reconnects on a fresh socket with full-jitter exponential backoff when
-the master is silent past its timeout. A one-slot ``hpsearch-worker`` whose tasks are
-short (the last one took under ``INLINE_TASK_SECONDS``) runs them on the main thread
-instead, saving two thread wake-ups a task; should one run long, a keep-alive thread
-stands in: it sends the heartbeats and, asked to stop, says BYE and exits at once.
-Finished results are kept until the master acknowledges them and are sent again after
-a reconnect. Contexts are cached by content id, so a second search on the same data
-does not ship it again.
+while fits run, and reconnects on a fresh socket with full-jitter exponential
+backoff when the master is silent past its timeout. Fits run on the slot threads
+(:class:`~hpsearch.workers.slots.SlotThreads`, shared with local thread workers),
+which never touch the socket: they queue each result and wake the loop
+(:class:`~hpsearch.workers.waker.Waker`). Finished results are kept until the master
+acknowledges them and are sent again after a reconnect. Contexts arrive through
+:class:`~hpsearch.workers.transfer.Assembly` and are cached by content id, so a
+second search on the same data does not ship it again.
 
 A worker trusts its master completely (it unpickles the context and the params the
 master sends, after checking the signature); the master trusts workers only for
@@ -21,11 +20,9 @@ from __future__ import annotations
 
 import collections
 import logging
-import mmap
 import os
 import queue
 import random
-import sys
 import threading
 import time
 import traceback
@@ -34,13 +31,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
-from ..evaluation import EvaluationContext, clip_text, evaluate
-from ..serialization import ContentHasher
+from ..evaluation import EvaluationContext, clip_text
 from .protocol import MASTER_TYPES, Codec, Message, host_name, local_versions
+from .slots import SlotThreads, run_task
+from .transfer import CONTEXT_CREDIT, Assembly
+from .waker import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +46,6 @@ __all__ = ["WorkerAgent"]
 
 # Plain ints: pyzmq's flag enums cost microseconds per operation in the poll loop.
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
-
-#: Chunks of a context the master may have in flight to this worker (memory bound).
-CONTEXT_CREDIT = 4
-#: A one-slot worker that owns its process runs a task on its main thread, without a
-#: hand-off to the slot thread and back, when the search's last task succeeded in less
-#: than this (seconds).
-INLINE_TASK_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,115 +57,6 @@ class _Job:
     context: EvaluationContext
     params: dict[str, Any]
     fold: int
-
-
-#: Linux's madvise(MADV_POPULATE_WRITE) (5.14+): fault pages in ahead of their use.
-_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
-
-
-def _fresh_block(nbytes: int, stop: threading.Event) -> np.ndarray:
-    """Memory for a context arriving, in base pages, faulted in ahead of the data.
-
-    Fresh memory costs a page fault and a page of zeroing per 4 KiB on first touch,
-    which on virtual machines costs about as much as receiving the data (and, for
-    the transparent huge pages numpy asks for on large arrays, 2 to 5 times more).
-    So the block is an anonymous mapping in base pages, and a thread faults it in
-    with ``MADV_POPULATE_WRITE`` ahead of the copy, in the kernel, without the GIL,
-    while the network delivers (``benchmarks/bench_transfer.py``: 1 GiB to a fresh
-    worker 4.3 s with numpy's block, 1.2 to 1.6 s with this one, raw send 0.9 to 1.1 s).
-    Elsewhere, a plain numpy array. Setting ``stop`` ends the faulting in.
-    """
-    if nbytes == 0 or not sys.platform.startswith("linux"):
-        return np.empty(nbytes, dtype=np.uint8)
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    memory.madvise(mmap.MADV_NOHUGEPAGE)
-    block = np.frombuffer(memory, dtype=np.uint8)
-    threading.Thread(target=_populate, args=(block, stop), name="hpsearch-populate", daemon=True).start()
-    return block
-
-
-def _populate(block: np.ndarray, stop: threading.Event, step: int = 8 << 20) -> None:
-    """Fault ``block`` in, front to back, until ``stop`` is set (a dropped transfer must
-    not cost its whole size in memory); stops quietly where the kernel cannot."""
-    import ctypes
-
-    madvise = ctypes.CDLL(None, use_errno=True).madvise  # ctypes releases the GIL
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    address = block.ctypes.data
-    for offset in range(0, block.nbytes, step):
-        if stop.is_set():
-            return
-        if madvise(address + offset, min(step, block.nbytes - offset), _MADV_POPULATE_WRITE) != 0:
-            return  # EINVAL before Linux 5.14: the copy faults the pages in itself
-
-
-class _Incoming:
-    """A context arriving chunk by chunk, hashed and copied into one preallocated block.
-
-    Each chunk's frames are fed to the content hash and copied into place, then
-    released, so the worker holds the data about once (plus the credit window), and
-    ``loads`` rebuilds the arrays on adjacent slices of the block without another
-    copy. Chunks are signed by length only: :meth:`frames` refuses the bytes unless
-    they hash to the content id the master announced, before anything is unpickled.
-    The hash of one chunk runs while the next one is in transit.
-    """
-
-    def __init__(self, search: int, context_id: str | None) -> None:
-        self.search = search
-        self.context_id = context_id  # None until a chunk names it (the last one does)
-        self.hasher: ContentHasher | None = None
-        self.block: np.ndarray | None = None
-        self.stop = threading.Event()  # ends the thread faulting the block in
-        self.sizes: list[int] = []
-        self.offset = 0
-        self.next_index = 0
-
-    def add(self, msg: Message) -> bool:
-        """Store a chunk; True when it was the last one."""
-        if msg["index"] != self.next_index:
-            raise ProtocolError(f"context chunk {msg['index']} arrived, {self.next_index} expected")
-        named = msg["context_id"]
-        if named is not None:
-            if self.context_id is not None and named != self.context_id:
-                raise ProtocolError(f"a chunk names context {named[:12]}, not {self.context_id[:12]}")
-            self.context_id = named
-        if self.block is None:
-            sizes = msg.header.get("sizes")
-            if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
-                raise ProtocolError("the first context chunk must list every frame size")
-            self.sizes = sizes
-            self.hasher = ContentHasher(sizes)  # checks the sizes describe a header and a stream
-            self.block = _fresh_block(sum(sizes), self.stop)
-        assert self.hasher is not None
-        for frame in msg.payload:
-            view = memoryview(frame)
-            end = self.offset + view.nbytes
-            if end > self.block.nbytes:
-                raise ProtocolError("context chunks hold more bytes than announced")
-            self.hasher.update(view)
-            self.block[self.offset:end] = np.frombuffer(view, dtype=np.uint8)
-            self.offset = end
-        self.next_index += 1
-        return self.next_index == msg["count"]
-
-    def frames(self) -> list[memoryview]:
-        assert self.block is not None
-        if self.offset != self.block.nbytes:
-            raise ProtocolError(f"context holds {self.offset} bytes, {self.block.nbytes} announced")
-        assert self.hasher is not None
-        if self.context_id is None:
-            raise ProtocolError("the last context chunk did not name the context's id")
-        if self.hasher.hexdigest() != self.context_id:
-            raise ProtocolError(
-                f"the context received does not hash to its content id {self.context_id[:12]}: "
-                "corrupted or altered in transit; nothing of it was unpickled"
-            )
-        whole = memoryview(self.block)
-        out, start = [], 0
-        for size in self.sizes:
-            out.append(whole[start:start + size])
-            start += size
-        return out
 
 
 class WorkerAgent:
@@ -207,12 +89,8 @@ class WorkerAgent:
         by :class:`~hpsearch.LocalProcesses` do not outlive a master that was killed.
     owns_process : bool
         The agent is its process's main loop (``hpsearch-worker``), called on the main
-        thread: it handles SIGINT/SIGTERM itself (BYE, then exit 0), and a one-slot
-        agent runs short tasks on the main thread. To stop during one of those, it
-        exits the process from its keep-alive thread, abandoning the task, as a
-        stopping worker abandons the fits of its slot threads. That thread needs the
-        GIL: native code that releases it (BLAS, scikit-learn's kernels) does not
-        delay a stop; code that holds it delays heartbeats and stops alike.
+        thread: it handles SIGINT/SIGTERM itself (BYE, then exit 0, abandoning the
+        fits of its slot threads).
 
     Examples
     --------
@@ -255,26 +133,12 @@ class WorkerAgent:
         self._codec = Codec(secret, MASTER_TYPES)
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._busy = 0  # jobs handed to the slot threads and not reported back
-        self._last_duration: float | None = None  # of this search's last task
-        self._search_id: int | None = None  # the search the last SEARCH started
-        # The main thread owns the socket, and lends it (this lock) to the keep-alive
-        # thread only while it runs a task inline.
-        self._sock_lock = threading.Lock()
-        self._inline_since: float | None = None
-        self._finished = threading.Event()
-        # Wakes the keep-alive thread: stop requests, and (as the signal module's
-        # wake-up fd) SIGINT/SIGTERM even while the main thread is in native code.
-        self._alarm_r, self._alarm_w = os.pipe()
-        os.set_blocking(self._alarm_r, False)
-        os.set_blocking(self._alarm_w, False)
-        self._results: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._waker = Waker()  # slot threads -> the socket's thread: a result is queued
+        self._slots: SlotThreads[_Job] | None = None
+        self._results: queue.SimpleQueue[tuple[tuple[int, int, int], dict[str, Any] | None, str | None]] = \
+            queue.SimpleQueue()
         self._contexts: collections.OrderedDict[str, EvaluationContext] = collections.OrderedDict()
-        self._incoming: _Incoming | None = None
+        self._assembly: Assembly | None = None
         self._unacked: dict[tuple[int, int, int], dict[str, Any]] = {}
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._inbox: collections.deque[Message] = collections.deque()
@@ -284,49 +148,31 @@ class WorkerAgent:
         self._master_seq = 0
         self._timeout = 10.0
         self._stop_reason: str | None = None
-        self._threads: list[threading.Thread] = []
+        self._last_send = self._last_recv = 0.0
 
     # -- public ---------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Ask the loop to say BYE and exit (safe from a signal handler and any thread)."""
         self._stop_reason = reason
-        self._wake()
-        self._alarm()
-
-    def _alarm(self) -> None:
-        """Wake the keep-alive thread."""
-        try:
-            os.write(self._alarm_w, b"s")
-        except OSError:
-            pass  # already alarmed, or closed
+        self._waker.wake()
 
     def run(self) -> int:
         """Serve masters until stopped; the process exit code (0 clean, 3 rejected)."""
         from threadpoolctl import threadpool_limits
 
-        # BLAS pools are process-wide; OpenMP's is per thread: this one runs inline tasks.
-        limits = threadpool_limits(limits=self.inner_threads)
+        limits = threadpool_limits(limits=self.inner_threads)  # BLAS pools are process-wide
         restore = self._take_signals() if self.owns_process else None
-        self._sock_lock.acquire()
         if self.parent_pid is not None:
             threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
-        keep_alive = None
-        if self._inlines:
-            keep_alive = threading.Thread(target=self._keep_alive, name="hpsearch-keep-alive", daemon=True)
-            keep_alive.start()
-        for i in range(self.slots):
-            thread = threading.Thread(target=self._slot, name=f"hpsearch-slot-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._slots = SlotThreads(self.slots, self._run_job, name="slot", inner_threads=self.inner_threads)
         attempt = 0
         try:
             while self._stop_reason is None:
                 welcomed = self._connect()
                 if welcomed:
                     attempt = 0
-                    outcome = self._serve()
-                    if outcome == "exit":
+                    if self._serve() == "exit":
                         return 0
                 else:
                     attempt += 1
@@ -340,99 +186,28 @@ class WorkerAgent:
             logger.error("%s", exc)
             raise
         finally:
-            self._finished.set()
-            if keep_alive is not None:  # it polls the alarm pipe: done before the pipe closes
-                self._alarm()
-                keep_alive.join(5.0)
-            for _ in self._threads:
-                self._jobs.put(None)
+            self._slots.close()  # running fits are abandoned: their threads are daemons
             self._close_socket()
-            self._sock_lock.release()
             self._ctx.term()
             limits.restore_original_limits()
             if restore is not None:
                 restore()
-            for fd in (self._wake_r, self._wake_w, self._alarm_r, self._alarm_w):
-                os.close(fd)
-
-    @property
-    def _inlines(self) -> bool:
-        """Whether short tasks run on the main thread."""
-        return self.owns_process and self.slots == 1
+            self._waker.close()
 
     def _take_signals(self) -> Callable[[], None]:
-        """Handle SIGINT/SIGTERM (stop), and have them wake the keep-alive thread at
-        once even while the main thread is in native code; returns the undo."""
+        """Handle SIGINT/SIGTERM (stop); returns the undo."""
         import signal
 
         def handler(signum: int, frame: Any) -> None:
             self.request_stop(signal.Signals(signum).name)
 
         previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-        old_fd = signal.set_wakeup_fd(self._alarm_w, warn_on_full_buffer=False)
 
         def restore() -> None:
-            signal.set_wakeup_fd(old_fd)
             for signum, old in previous.items():
                 signal.signal(signum, old)
 
         return restore
-
-    def _keep_alive(self) -> None:
-        """Stand in for a main thread busy with a task that runs long inline: send its
-        heartbeats, and stop the worker (abandoning the task) on a stop request, a
-        signal or SHUTDOWN{exit: true}. Other messages wait in the inbox for the main
-        thread, in order."""
-        import select
-        import signal
-
-        period = self.heartbeat / 2
-        alarm = select.poll()
-        alarm.register(self._alarm_r, select.POLLIN)
-        while not self._finished.is_set():
-            alarms = b""
-            if alarm.poll(period * 1000):
-                try:
-                    alarms = os.read(self._alarm_r, 64)
-                except BlockingIOError:
-                    pass
-            since = self._inline_since
-            if since is None or (not alarms and self._stop_reason is None and time.monotonic() - since < period):
-                continue
-            if not self._sock_lock.acquire(blocking=False):
-                continue  # the main thread has the socket back
-            try:
-                if self._inline_since is None or self._sock is None:
-                    continue
-                # The signal module wrote the numbers of signals whose Python handler has
-                # not run yet (the main thread is in native code).
-                signals = [signal.Signals(b).name for b in alarms if b in (signal.SIGINT, signal.SIGTERM)]
-                stop = self._stop_reason or (signals[0] if signals else None)
-                if stop is not None:
-                    self._abandon(stop, bye=True)
-                if self._master_session is None:
-                    continue
-                self._read_all()
-                if any(m.type == "SHUTDOWN" and m["exit"] for m in self._inbox):
-                    self._abandon("the master said so", bye=False)
-                if time.monotonic() - self._last_send >= self.heartbeat:
-                    self._send("HEARTBEAT")
-            finally:
-                self._sock_lock.release()
-
-    def _abandon(self, reason: str, bye: bool) -> None:
-        """Exit now, from the keep-alive thread, leaving the task on the main thread
-        (whatever it started, e.g. a process pool, gets no ``atexit`` clean-up)."""
-        try:
-            logger.warning("stopping (%s) during a task on the main thread: the task is abandoned", reason)
-            if bye:
-                self._stop_reason = reason
-                self._say_bye()
-            self._close_socket()
-            self._ctx.term()  # lets the BYE leave (the socket's linger)
-            logging.shutdown()
-        finally:
-            os._exit(0)
 
     def _watch_parent(self) -> None:
         while self._stop_reason is None:
@@ -455,7 +230,7 @@ class WorkerAgent:
         self._sock = sock
         self._poller = zmq.Poller()
         self._poller.register(sock, _POLLIN)
-        self._poller.register(self._wake_r, _POLLIN)
+        self._poller.register(self._waker.fileno(), _POLLIN)
         self._polling = _POLLIN
         self._inbox.clear()
         self._outbox.clear()
@@ -463,7 +238,7 @@ class WorkerAgent:
         self._master_session = None
         self._master_seq = 0
         self._epoch += 1  # tasks queued for the old connection will not run
-        self._drop_incoming()
+        self._drop_assembly()
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -552,11 +327,7 @@ class WorkerAgent:
                 else:
                     woken = True
             if woken:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-                self._wake_pending = False  # before draining results: a later one writes again
+                self._waker.drain()  # before draining results: a later one wakes again
             if readable:
                 self._read_all()
         self._forward_results()
@@ -621,8 +392,8 @@ class WorkerAgent:
             self._on_context(msg)
         elif kind == "CANCEL":
             self._cancelled.add(msg["search"])
-            if self._incoming is not None and self._incoming.search == msg["search"]:
-                self._drop_incoming()
+            if self._assembly is not None and self._assembly.search == msg["search"]:
+                self._drop_assembly()
         elif kind == "SHUTDOWN":
             logger.info("master says %s", msg["reason"])
             if msg["exit"]:
@@ -633,53 +404,51 @@ class WorkerAgent:
             raise VersionMismatchError(f"the master rejected this worker: {msg['reason']}")
         return None
 
-    def _drop_incoming(self) -> None:
+    def _drop_assembly(self) -> None:
         """Forget a context transfer (done, failed, cancelled or cut): its memory goes."""
-        if self._incoming is not None:
-            self._incoming.stop.set()
-            self._incoming = None
+        if self._assembly is not None:
+            self._assembly.drop()
+            self._assembly = None
 
     def _on_search(self, msg: Message) -> None:
         search, cid = msg["search"], msg["context_id"]
         self._cancelled.discard(search)
-        self._search_id = search
-        self._last_duration = None  # another estimator: its tasks start on the slot thread
         if cid is not None and cid in self._contexts:
             self._contexts.move_to_end(cid)
             logger.info("search %d: context %s already held", search, cid[:12])
             self._send("READY", {"search": search, "context_id": cid, "error": None})
             return
         logger.info("search %d: receiving context %s (%d bytes)", search, (cid or "(id follows)")[:12], msg["nbytes"])
-        self._drop_incoming()
-        self._incoming = _Incoming(search, cid)
+        self._drop_assembly()
+        self._assembly = Assembly(search, cid)
         self._send("NEED", {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT})
 
     def _on_context(self, msg: Message) -> None:
-        incoming = self._incoming
-        if incoming is None or msg["search"] != incoming.search:
+        assembly = self._assembly
+        if assembly is None or msg["search"] != assembly.search:
             logger.warning("dropped a context chunk nobody asked for")
             return
         try:
-            last = incoming.add(msg)
-            if not last:
-                self._send("CREDIT", {"search": incoming.search, "context_id": incoming.context_id, "credit": 1})
+            if not assembly.add(msg):
+                self._send("CREDIT", {"search": assembly.search, "context_id": assembly.context_id, "credit": 1})
                 return
             from ..serialization import loads
 
-            context = loads(incoming.frames())
+            context = loads(assembly.frames())
             if not isinstance(context, EvaluationContext):
                 raise ProtocolError(f"the context is a {type(context).__name__}, not an EvaluationContext")
         except Exception:
-            self._drop_incoming()
+            self._drop_assembly()
             error = clip_text(traceback.format_exc())
             logger.error("could not load the context:\n%s", error)
-            self._send("READY", {"search": incoming.search, "context_id": incoming.context_id or "", "error": error})
+            self._send("READY", {"search": assembly.search, "context_id": assembly.context_id or "", "error": error})
             return
-        self._drop_incoming()
-        self._contexts[incoming.context_id] = context
+        self._drop_assembly()
+        assert assembly.context_id is not None  # frames() checked it
+        self._contexts[assembly.context_id] = context
         while len(self._contexts) > self.cache_size:
             self._contexts.popitem(last=False)
-        self._send("READY", {"search": incoming.search, "context_id": incoming.context_id, "error": None})
+        self._send("READY", {"search": assembly.search, "context_id": assembly.context_id, "error": None})
 
     def _forget(self, acks: Any) -> None:
         """Drop results the master acknowledged (``[search, task_id, attempt]`` each)."""
@@ -706,75 +475,29 @@ class WorkerAgent:
         except Exception as exc:
             self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
-        job = _Job(self._epoch, *key, context, params, msg["fold"])
-        if (self._inlines and self._busy == 0 and self._last_duration is not None
-                and self._last_duration < INLINE_TASK_SECONDS):
-            self._run_inline(job)
-        else:
-            self._busy += 1
-            self._jobs.put(job)
-
-    def _run_inline(self, job: _Job) -> None:
-        """Run a short task on this thread: no hand-off to a slot thread and back (two
-        thread wake-ups, the main cost of a tiny task). Should it run long, the
-        keep-alive thread stands in for this one meanwhile (see ``_keep_alive``)."""
-        if self._stop_reason is not None:
-            return  # stopping: BYE follows, and the master runs the task elsewhere
-        start = time.perf_counter()
-        self._sock_lock.release()
-        try:
-            self._inline_since = time.monotonic()
-            if self._stop_reason is not None:  # a stop the keep-alive thread saw too early
-                self._alarm()
-            message, failure = self._evaluate(job)
-        finally:
-            self._inline_since = None
-            self._sock_lock.acquire()
-        self._note_duration(job.search, time.perf_counter() - start, message)
-        self._store_result((job.search, job.task_id, job.attempt), message, failure)
-
-    @staticmethod
-    def _evaluate(job: _Job) -> tuple[dict[str, Any] | None, str | None]:
-        """The task's result message, or the failure text of a bug (``evaluate`` keeps
-        fit errors as data)."""
-        try:
-            return evaluate(job.context, job.params, job.fold).to_message(), None
-        except BaseException:  # even SystemExit from a fit: the task fails, the thread lives
-            return None, clip_text(traceback.format_exc())
-
-    def _note_duration(self, search: int, seconds: float, message: dict[str, Any] | None) -> None:
-        """Remember how long this search's last task took; a failed one (it may have
-        failed fast, where the next would not) sends the next task to the slot thread."""
-        if search == self._search_id:
-            ok = message is not None and message["error"] is None
-            self._last_duration = seconds if ok else None
+        self._slots.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
     # -- results ----------------------------------------------------------------------------
 
-    def _slot(self) -> None:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=self.inner_threads, user_api="openmp"):
-            while (job := self._jobs.get()) is not None:
-                if job.epoch != self._epoch or job.search in self._cancelled:
-                    self._results.put((None, None, None, 0.0))  # not run: just "done"
-                else:
-                    start = time.perf_counter()
-                    message, failure = self._evaluate(job)
-                    key = (job.search, job.task_id, job.attempt)
-                    self._results.put((key, message, failure, time.perf_counter() - start))
-                self._wake()
+    def _run_job(self, job: _Job) -> None:
+        """On a slot thread: run the job, queue its result for the socket's thread."""
+        key = (job.search, job.task_id, job.attempt)
+        if job.epoch != self._epoch or job.search in self._cancelled:
+            return  # queued for an old connection, or cancelled: the master runs it elsewhere
+        result = run_task(job.context, job.params, job.fold)
+        if isinstance(result, str):
+            self._results.put((key, None, result))
+        else:
+            self._results.put((key, result.to_message(), None))
+        self._waker.wake()
 
     def _forward_results(self) -> None:
         while True:
             try:
-                key, result, failure, duration = self._results.get_nowait()
+                key, result, failure = self._results.get_nowait()
             except queue.Empty:
                 return
-            self._busy -= 1
-            if key is not None:
-                self._note_duration(key[0], duration, result)
-                self._store_result(key, result, failure)
+            self._store_result(key, result, failure)
 
     def _store_result(self, key: tuple[int, int, int], result: dict[str, Any] | None,
                       failure: str | None) -> None:
@@ -800,20 +523,7 @@ class WorkerAgent:
                 return
             self._outbox.popleft()
 
-    def _wake(self) -> None:
-        if self._wake_pending:  # the loop has a byte to read and will drain the queue
-            return
-        self._wake_pending = True
-        try:
-            os.write(self._wake_w, b"!")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending (or we are shutting down)
-
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while self._stop_reason is None and time.monotonic() < deadline:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-
-    _last_send = 0.0
-    _last_recv = 0.0
-    _wake_pending = False

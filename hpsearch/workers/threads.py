@@ -11,20 +11,17 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import queue
-import threading
-import traceback
 from typing import Any
 
 from .._validation import check_integer
-from ..evaluation import EvaluationContext, evaluate
+from ..evaluation import EvaluationContext
 from .base import Emit, Task, TaskFailed, TaskFinished, WorkerJoined
+from .slots import SlotThreads, run_task
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ThreadWorker", "ThreadWorkers", "available_cores"]
 
-_STOP = None
 _POOL_IDS = itertools.count(1)  # worker names must be unique across the pools of a search
 
 
@@ -47,44 +44,21 @@ class ThreadWorker:
         self.slots = slots
         self._context = context
         self._emit = emit
-        self._inner_threads = inner_threads
-        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"hpsearch-{name}-{i}", daemon=True)
-            for i in range(slots)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._slots: SlotThreads[Task] = SlotThreads(slots, self._run, name=name, inner_threads=inner_threads)
 
     def submit(self, task: Task) -> None:
-        self._tasks.put(task)
+        self._slots.put(task)
 
-    def _run(self) -> None:
-        from threadpoolctl import threadpool_limits
-
-        # OpenMP's thread count is a per-thread setting: set it in each worker thread.
-        with threadpool_limits(limits=self._inner_threads, user_api="openmp"):
-            while (task := self._tasks.get()) is not _STOP:
-                try:
-                    result = evaluate(self._context, task.params, task.fold)
-                except BaseException:  # evaluate keeps fit errors as data; this is a bug
-                    self._emit(TaskFailed(self.name, task.task_id, task.attempt, traceback.format_exc()))
-                else:
-                    self._emit(TaskFinished(self.name, task.task_id, task.attempt, result))
+    def _run(self, task: Task) -> None:
+        result = run_task(self._context, task.params, task.fold)
+        if isinstance(result, str):  # evaluate keeps fit errors as data; this is a bug
+            self._emit(TaskFailed(self.name, task.task_id, task.attempt, result))
+        else:
+            self._emit(TaskFinished(self.name, task.task_id, task.attempt, result))
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop after the running fits; tasks still queued are dropped."""
-        while True:  # drop what is queued, so closing does not wait for it
-            try:
-                self._tasks.get_nowait()
-            except queue.Empty:
-                break
-        for _ in self._threads:
-            self._tasks.put(_STOP)
-        for thread in self._threads:
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("thread %s still running a fit after %.0f s", thread.name, timeout)
+        self._slots.close(timeout)
 
 
 class ThreadWorkers:

@@ -145,14 +145,14 @@ def load_ridge_context(master: FakeMaster, search: int) -> str:
 def ship_context(master: FakeMaster, search: int, context: Any) -> str:
     """Start search ``search`` on ``master``'s worker with ``context`` (one chunk); its id."""
     from hpsearch.serialization import content_id, dumps
-    from hpsearch.workers import remote
+    from hpsearch.workers import transfer
 
     frames = dumps(context)
     cid = content_id(frames)
     master.send("SEARCH", {"search": search, "context_id": cid, "nbytes": sum(len(f) for f in frames)})
     master.next("NEED")
     master.send("CONTEXT", {"search": search, "context_id": cid, "index": 0, "count": 1,
-                            "sizes": [len(f) for f in frames]}, remote._chunks(frames)[0])
+                            "sizes": [len(f) for f in frames]}, transfer.chunk_frames(frames)[0])
     assert master.next("READY")["error"] is None
     return cid
 

@@ -18,7 +18,7 @@ import hpsearch.serialization
 from hpsearch import RemoteWorkers
 from hpsearch.evaluation import EvaluationContext, evaluate
 from hpsearch.serialization import ContentHasher, content_id, dumps
-from hpsearch.workers import remote
+from hpsearch.workers import transfer
 from hpsearch.workers.base import WorkerJoined
 from hpsearch.workers.protocol import make_token, parse_token
 
@@ -37,7 +37,7 @@ def make_context(rows: int = 4000) -> EvaluationContext:
 
 def test_chunks_cut_frames_without_copying_and_keep_every_byte():
     frames = dumps(make_context(20_000))  # a 1.3 MB buffer among small frames
-    chunks = remote._chunks(frames, limit=100_000)
+    chunks = transfer.chunk_frames(frames, limit=100_000)
     assert len(chunks) > 10
     assert all(sum(piece.nbytes for piece in chunk) <= 100_000 for chunk in chunks)
     pieces = [piece for chunk in chunks for piece in chunk]
@@ -55,7 +55,7 @@ def test_an_empty_worker_receives_data_while_the_master_hashes(monkeypatch):
             return super().hexdigest()
 
     monkeypatch.setattr(hpsearch.serialization, "ContentHasher", GatedHasher)
-    monkeypatch.setattr(remote, "CHUNK_BYTES", 1 << 16)
+    monkeypatch.setattr(transfer, "CHUNK_BYTES", 1 << 16)
     context = make_context()
     expected = content_id(dumps(context))
     events: list = []
@@ -105,7 +105,7 @@ def test_worker_takes_the_id_from_the_last_chunk_and_runs_tasks(spawn_worker, ch
     spawn_worker(master.endpoint, token)
     context = make_context()
     frames = dumps(context)
-    chunks = remote._chunks(frames, limit=chunk)
+    chunks = transfer.chunk_frames(frames, limit=chunk)
     cid = content_id(frames)
     try:
         master.welcome()

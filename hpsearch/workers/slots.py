@@ -1,0 +1,102 @@
+"""The slot loop shared by every worker that runs tasks on threads.
+
+:class:`SlotThreads` runs ``slots`` threads that take jobs from one queue, each
+with its OpenMP pool limited (a per-thread setting), and hands each job to a
+function; :func:`run_task` evaluates one task and keeps even a bug's exception as
+text, so a slot thread never dies. :class:`~hpsearch.workers.threads.ThreadWorker`
+reports to the scheduler from its slot threads; the ``hpsearch-worker`` process
+queues results for its socket's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from ..evaluation import EvaluationContext, FoldResult, clip_text, evaluate
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SlotThreads", "run_task"]
+
+J = TypeVar("J")
+
+
+def run_task(context: EvaluationContext, params: Mapping[str, Any], fold: int) -> FoldResult | str:
+    """The task's result (fit errors included, as data), or the traceback of a bug.
+
+    Examples
+    --------
+    >>> run_task(None, {}, 0).splitlines()[-1]
+    "TypeError: 'NoneType' object is not subscriptable"
+    """
+    try:
+        return evaluate(context, params, fold)
+    except BaseException:  # even SystemExit from a fit: the task fails, the thread lives
+        return clip_text(traceback.format_exc())
+
+
+class SlotThreads(Generic[J]):
+    """``n`` daemon threads running ``handle(job)`` for each job put, in order.
+
+    Parameters
+    ----------
+    n : int
+        Threads, i.e. jobs run at once.
+    handle : callable
+        Runs one job; it must not raise (see :func:`run_task`).
+    name : str
+        Thread names are ``hpsearch-{name}-{i}``.
+    inner_threads : int
+        OpenMP threads each job may use.
+
+    Examples
+    --------
+    >>> done = queue.SimpleQueue()
+    >>> slots = SlotThreads(2, done.put, name="doc", inner_threads=1)
+    >>> slots.put(1); slots.put(2)
+    >>> sorted([done.get(timeout=10), done.get(timeout=10)])
+    [1, 2]
+    >>> slots.close()
+    """
+
+    def __init__(self, n: int, handle: Callable[[J], None], *, name: str, inner_threads: int = 1) -> None:
+        self._handle = handle
+        self._inner_threads = inner_threads
+        self._jobs: queue.SimpleQueue[J | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"hpsearch-{name}-{i}", daemon=True)
+                         for i in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, job: J) -> None:
+        """Queue a job (any thread; never blocks)."""
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # OpenMP's thread count is a per-thread setting: set it in each slot thread.
+        with threadpool_limits(limits=self._inner_threads, user_api="openmp"):
+            while (job := self._jobs.get()) is not None:
+                self._handle(job)
+
+    def close(self, timeout: float = 0.0) -> None:
+        """Drop the queued jobs and stop each thread after its running job; wait up to
+        ``timeout`` seconds for them (0: do not wait, the threads are daemons)."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            if timeout > 0:
+                thread.join(timeout)
+                if thread.is_alive():
+                    logger.warning("thread %s still running a fit after %.0f s", thread.name, timeout)
