@@ -1,0 +1,273 @@
+"""The master's peer table in virtual time: messages and the clock in, instructions
+out; no socket, no thread, no sleep (the real-socket tests are the thin layer above)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from hpsearch.errors import NoWorkersError, ProtocolError
+from hpsearch.evaluation import FoldResult
+from hpsearch.workers.base import PoolFailed, Task, TaskFailed, TaskFinished, WorkerJoined, WorkerLost
+from hpsearch.workers.peers import MAX_ACKS, PeerState, PeerTable, Send
+from hpsearch.workers.protocol import Message, local_versions
+from hpsearch.workers.transfer import Offer
+
+SEARCH = 77
+CID = "c" * 64
+RESULT = FoldResult({"score": 0.5}, 0.1, 0.01, 10).to_message()
+_sessions = itertools.count()
+
+
+class Sim:
+    """A simulated worker session: builds the messages a real one would send."""
+
+    def __init__(self, name: str = "w", *, worker_id: str | None = None, contexts: list[str] | None = None,
+                 pid: int = 100, versions: dict | None = None) -> None:
+        self.name = name
+        self.session = f"s{next(_sessions)}"
+        self.route = self.session.encode()
+        self.seq = 0
+        self.worker_id = worker_id or f"id-{self.session}"
+        self.contexts = contexts or []
+        self.pid = pid
+        self.versions = versions or local_versions()
+
+    def msg(self, kind: str, **fields) -> Message:
+        self.seq += 1
+        return Message(kind, self.session, self.seq, {"type": kind, **fields}, [])
+
+    def hello(self) -> Message:
+        return self.msg("HELLO", worker_id=self.worker_id, name=self.name, host="sim", pid=self.pid, slots=2,
+                        versions=self.versions, contexts=self.contexts)
+
+    def result(self, task_id: int, search: int = SEARCH, failure: str | None = None) -> Message:
+        return self.msg("RESULT", search=search, task_id=task_id, attempt=0,
+                        result=None if failure else RESULT, failure=failure)
+
+
+def table(**kwargs) -> PeerTable:
+    kwargs = {"heartbeat": 1.0, "heartbeat_timeout": 10.0, "min_workers": 1, "join_timeout": 30.0, **kwargs}
+    return PeerTable(local_versions(), lambda session, name, slots: f"worker:{name}", **kwargs)
+
+
+def offer(chunks: int = 3, sealed: bool = True) -> Offer:
+    frames = [bytes([i]) * 10 for i in range(chunks)]
+    result = Offer.from_frames(SEARCH, frames, limit=10)
+    if sealed:
+        result.context_id = CID
+    return result
+
+
+def sends(outputs) -> list[tuple[str, str]]:
+    return [(o.to, o.kind) for o in outputs if isinstance(o, Send)]
+
+
+def events(outputs) -> list:
+    return [o for o in outputs if not isinstance(o, Send)]
+
+
+def ready(t: PeerTable, sim: Sim, now: float = 0.0) -> None:
+    """Bring ``sim`` to READY in ``t``'s current search (the worker holds the context)."""
+    t.receive(sim.route, sim.hello(), now)
+    out = t.receive(sim.route, sim.msg("READY", search=SEARCH, context_id=CID, error=None), now)
+    assert events(out) == [WorkerJoined(f"worker:{sim.name}")]
+
+
+def test_hello_gets_welcome_then_the_search_and_the_context_flows_against_credit():
+    t, w = table(), Sim("a")
+    t.start_search(offer(chunks=5), 0.0)
+    out = t.receive(w.route, w.hello(), 0.0)
+    assert sends(out) == [(w.session, "WELCOME"), (w.session, "SEARCH")]
+    assert t.peers[w.session].state is PeerState.ASKED
+    out = t.receive(w.route, w.msg("NEED", search=SEARCH, context_id=CID, credit=2), 0.1)
+    assert [o.fields["index"] for o in out] == [0, 1] and "sizes" in out[0].fields
+    assert t.peers[w.session].state is PeerState.SENDING
+    out = t.receive(w.route, w.msg("CREDIT", search=SEARCH, context_id=CID, credit=1000), 0.2)
+    assert [o.fields["index"] for o in out] == [2, 3, 4]  # credit clamped, no chunk twice
+    assert out[-1].fields["context_id"] == CID
+    out = t.receive(w.route, w.msg("READY", search=SEARCH, context_id=CID, error=None), 0.3)
+    assert out == [WorkerJoined("worker:a")] and t.peers[w.session].state is PeerState.READY
+    assert t.stats["contexts_sent"] == 1
+
+
+def test_the_last_chunk_and_holders_wait_for_the_content_id():
+    t, fresh, holder = table(), Sim("fresh"), Sim("holder", contexts=["0" * 64])
+    t.receive(fresh.route, fresh.hello(), 0.0)
+    t.receive(holder.route, holder.hello(), 0.0)
+    out = t.start_search(offer(chunks=3, sealed=False), 0.0)
+    assert sends(out) == [(fresh.session, "SEARCH")]  # the holder may hold it: asked later
+    assert t.peers[holder.session].state is PeerState.WAITING
+    out = t.receive(fresh.route, fresh.msg("NEED", search=SEARCH, context_id=None, credit=64), 0.1)
+    assert [(o.fields["index"], o.fields["context_id"]) for o in out] == [(0, None), (1, None)]
+    out = t.seal(SEARCH, CID, 0.2)
+    assert sends(out) == [(fresh.session, "CONTEXT"), (holder.session, "SEARCH")]
+    assert out[0].fields == {"search": SEARCH, "context_id": CID, "index": 2, "count": 3}
+    assert t.seal(SEARCH + 1, "x" * 64, 0.3) == []  # another search's id: ignored
+
+
+def test_messages_about_another_search_or_out_of_turn_change_nothing():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    t.receive(w.route, w.hello(), 0.0)
+    assert t.receive(w.route, w.msg("CREDIT", search=SEARCH, context_id=CID, credit=5), 0.0) == []
+    assert t.receive(w.route, w.msg("NEED", search=SEARCH + 1, context_id=CID, credit=5), 0.0) == []
+    assert t.receive(w.route, w.msg("READY", search=SEARCH + 1, context_id=CID, error=None), 0.0) == []
+    assert t.peers[w.session].state is PeerState.ASKED
+    with pytest.raises(ProtocolError, match="names context"):
+        t.receive(w.route, w.msg("READY", search=SEARCH, context_id="d" * 64, error=None), 0.0)
+
+
+def test_a_worker_that_cannot_load_the_context_is_not_used():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    t.receive(w.route, w.hello(), 0.0)
+    out = t.receive(w.route, w.msg("READY", search=SEARCH, context_id="", error="Traceback: no module"), 0.0)
+    assert out == [] and t.peers[w.session].state is PeerState.FAILED
+
+
+def test_replays_are_refused_whatever_their_type():
+    t, w = table(), Sim()
+    hello = w.hello()
+    t.receive(w.route, hello, 0.0)
+    with pytest.raises(ProtocolError, match="replayed HELLO"):
+        t.receive(w.route, hello, 1.0)
+    heartbeat = w.msg("HEARTBEAT")
+    t.receive(w.route, heartbeat, 1.0)
+    with pytest.raises(ProtocolError, match="replayed HEARTBEAT"):
+        t.receive(w.route, heartbeat, 2.0)
+    t.receive(w.route, w.msg("BYE", reason="done"), 2.0)
+    with pytest.raises(ProtocolError, match="closed session"):
+        t.receive(w.route, heartbeat, 3.0)
+
+
+def test_versions_that_differ_get_a_reject_and_no_peer():
+    t, w = table(), Sim(versions={**local_versions(), "hpsearch": "0.0.0"})
+    out = t.receive(w.route, w.hello(), 0.0)
+    assert sends(out) == [(w.session, "REJECT")] and "hpsearch" in out[0].fields["reason"]
+    assert not t.peers and t.stats["rejected"] == 1
+
+
+def test_a_result_is_an_event_and_its_ack_rides_on_the_next_task():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    out = t.receive(w.route, w.result(4), 1.0)
+    assert [(type(e).__name__, e.task_id) for e in out] == [("TaskFinished", 4)]
+    assert out[0].result.test_scores == {"score": 0.5}
+    out = t.submit(w.session, Task(5, 1, 0, {"C": 1.0}), 1.0)
+    assert sends(out) == [(w.session, "TASK")]
+    assert out[0].fields["acks"] == [[SEARCH, 4, 0]] and len(out[0].fields["params"]) == 2
+    out = t.receive(w.route, w.result(5, failure="the context is gone"), 1.5)
+    assert out == [TaskFailed("w", 5, 0, "the context is gone")]
+    out = t.tick(1.6)  # no TASK to ride on: the housekeeping sends it
+    assert sends(out) == [(w.session, "RESULT_ACK")] and out[0].fields == {"acks": [[SEARCH, 5, 0]]}
+
+
+def test_acks_never_pile_up_beyond_max_acks():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    for task_id in range(MAX_ACKS):
+        assert sends(t.receive(w.route, w.result(task_id), 0.0)) == []
+    out = t.receive(w.route, w.result(MAX_ACKS), 0.0)
+    assert sends(out) == [(w.session, "RESULT_ACK")] and len(out[0].fields["acks"]) == MAX_ACKS
+    assert isinstance(out[1], TaskFinished)  # the older acks first; this result's is held
+
+
+def test_params_that_cannot_be_serialized_fail_the_task_as_data():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    out = t.submit(w.session, Task(1, 0, 0, {"f": threading.Lock()}), 0.0)
+    assert len(out) == 1 and isinstance(out[0], TaskFailed) and "could not be serialized" in out[0].error
+
+
+def test_silent_peers_are_lost_and_quiet_ones_get_heartbeats_in_virtual_time():
+    t, w, idle = table(heartbeat=1.0, heartbeat_timeout=10.0), Sim("w"), Sim("idle")
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    t.receive(idle.route, idle.hello(), 0.0)
+    assert sends(t.tick(0.5)) == []
+    assert sends(t.tick(1.0)) == [(w.session, "HEARTBEAT"), (idle.session, "HEARTBEAT")]
+    assert sends(t.tick(2.0, busy=[w.session])) == [(idle.session, "HEARTBEAT")]
+    t.receive(w.route, w.msg("HEARTBEAT"), 5.0)
+    out = t.tick(10.5)
+    assert events(out) == []  # the idle one was never READY: lost without an event
+    assert list(t.peers) == [w.session] and t.stats["lost"] == 1
+    assert events(t.tick(15.5)) == [WorkerLost("w", "silent for 10.5 s")]
+
+
+def test_a_dead_process_is_lost_at_once():
+    t, w = table(), Sim(pid=4242)
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    assert events(t.tick(0.1, dead_pids={4242})) == [WorkerLost("w", "process 4242 exited")]
+
+
+def test_a_lost_peers_late_result_counts_for_its_search_only():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    t.receive(w.route, w.msg("BYE", reason="SIGTERM"), 1.0)
+    out = t.receive(w.route, w.result(3), 2.0)
+    assert [type(o).__name__ for o in out] == ["TaskFinished", "Send", "Send"]
+    assert sends(out) == [(w.session, "RESULT_ACK"), (w.session, "SHUTDOWN")]
+    t.start_search(Offer(SEARCH + 1, [], [], 0, CID), 3.0)
+    out = t.receive(w.route, w.result(4), 4.0)
+    assert events(out) == [] and sends(out) == [(w.session, "SHUTDOWN")]  # not acknowledged either
+
+
+def test_strangers_are_told_to_say_hello_and_byes_are_not_answered():
+    t, w = table(), Sim()
+    out = t.receive(w.route, w.msg("HEARTBEAT"), 0.0)
+    assert sends(out) == [(w.session, "SHUTDOWN")] and out[0].fields["exit"] is False
+    assert t.receive(w.route, w.msg("BYE", reason="x"), 0.0) == []
+
+
+def test_a_reconnected_worker_replaces_its_old_session():
+    t, old = table(), Sim("w", worker_id="same")
+    t.start_search(offer(), 0.0)
+    ready(t, old)
+    new = Sim("w", worker_id="same")
+    out = t.receive(new.route, new.hello(), 1.0)
+    assert events(out) == [WorkerLost("w", "reconnected")]
+    assert list(t.peers) == [new.session] and t.peers[new.session].name == "w"
+    moved = t.receive(b"other-route", new.msg("HEARTBEAT"), 2.0)  # a ZeroMQ reconnect: new route
+    assert moved == [] and t.peers[new.session].route == b"other-route"
+
+
+def test_names_are_unique_among_connected_peers():
+    t = table()
+    sims = [Sim("same") for _ in range(3)]
+    for sim in sims:
+        t.receive(sim.route, sim.hello(), 0.0)
+    assert [t.peers[s.session].name for s in sims] == ["same", "same#2", "same#3"]
+
+
+def test_a_search_without_any_worker_for_join_timeout_fails():
+    t, w = table(join_timeout=30.0), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    t.receive(w.route, w.msg("BYE", reason="gone"), 1.0)
+    assert events(t.tick(2.0)) == []
+    assert events(t.tick(31.0)) == []
+    failed = events(t.tick(32.5))
+    assert len(failed) == 1 and isinstance(failed[0], PoolFailed)
+    assert isinstance(failed[0].error, NoWorkersError)
+
+
+def test_ending_the_search_cancels_it_everywhere_and_flushes_acks():
+    t, a, b = table(), Sim("a"), Sim("b")
+    t.start_search(offer(), 0.0)
+    ready(t, a)
+    t.receive(b.route, b.hello(), 0.0)
+    t.receive(a.route, a.result(1), 0.5)
+    out = t.end_search(1.0)
+    assert sends(out) == [(a.session, "RESULT_ACK"), (a.session, "CANCEL"), (b.session, "CANCEL")]
+    assert all(p.state is PeerState.IDLE for p in t.peers.values())
+    assert t.submit(a.session, Task(1, 0, 0, {}), 1.0) == []
+    out = t.goodbye(2.0, exit=True, reason="over")
+    assert sends(out) == [(a.session, "SHUTDOWN"), (b.session, "SHUTDOWN")] and not t.peers
