@@ -25,7 +25,6 @@ import queue
 import random
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,9 +34,9 @@ import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
 from ..evaluation import EvaluationContext, clip_text
-from .protocol import MASTER_TYPES, Codec, Message, host_name, local_versions
+from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, host_name, local_versions
 from .slots import SlotThreads, run_task
-from .transfer import CONTEXT_CREDIT, Assembly
+from .transfer import ContextStore
 from .waker import Waker
 
 logger = logging.getLogger(__name__)
@@ -137,15 +136,13 @@ class WorkerAgent:
         self._slots: SlotThreads[_Job] | None = None
         self._results: queue.SimpleQueue[tuple[tuple[int, int, int], dict[str, Any] | None, str | None]] = \
             queue.SimpleQueue()
-        self._contexts: collections.OrderedDict[str, EvaluationContext] = collections.OrderedDict()
-        self._assembly: Assembly | None = None
+        self._store = ContextStore(cache_size)
         self._unacked: dict[tuple[int, int, int], dict[str, Any]] = {}
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._inbox: collections.deque[Message] = collections.deque()
         self._cancelled: set[int] = set()
         self._epoch = 0
-        self._master_session: str | None = None
-        self._master_seq = 0
+        self._filter = MasterFilter(self._codec)
         self._timeout = 10.0
         self._stop_reason: str | None = None
         self._last_send = self._last_recv = 0.0
@@ -235,10 +232,9 @@ class WorkerAgent:
         self._inbox.clear()
         self._outbox.clear()
         self._codec.new_session()
-        self._master_session = None
-        self._master_seq = 0
+        self._filter.reset()
         self._epoch += 1  # tasks queued for the old connection will not run
-        self._drop_assembly()
+        self._store.drop()
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -255,7 +251,7 @@ class WorkerAgent:
             "pid": os.getpid(),
             "slots": self.slots,
             "versions": self.versions,
-            "contexts": list(self._contexts),
+            "contexts": list(self._store.contexts),
         })
         deadline = time.monotonic() + self.hello_timeout
         while self._stop_reason is None and time.monotonic() < deadline:
@@ -292,7 +288,7 @@ class WorkerAgent:
         return "stop"
 
     def _say_bye(self) -> None:
-        if self._sock is not None and self._master_session is not None:
+        if self._sock is not None and self._filter.master is not None:
             self._send("BYE", {"reason": self._stop_reason or "stopped"})
             # Give the BYE a moment to leave: linger is 0 on purpose elsewhere.
             deadline = time.monotonic() + 1.0
@@ -352,33 +348,7 @@ class WorkerAgent:
         except ProtocolError as exc:
             logger.warning("dropped a message from the master: %s", exc)
             return None
-        to = msg.header.get("to")
-        if to != self._codec.session:
-            if to is None and msg.type == "REJECT" and self._master_session is None:
-                # A master older than protocol 1.2 names no recipient: its REJECT (signed,
-                # before any WELCOME) still tells this worker why it cannot join.
-                return msg
-            # The master's sequence numbers are shared by its workers: a message for
-            # another worker (or an earlier session of this one) would pass as new.
-            logger.warning("dropped a %s addressed to another worker session", msg.type)
-            return None
-        if self._master_session is None:
-            if msg.type not in ("WELCOME", "REJECT"):
-                logger.warning("dropped %s: no WELCOME yet", msg.type)
-                return None
-            self._master_session = msg.session
-        elif msg.session != self._master_session or msg.seq <= self._master_seq:
-            if msg.session != self._master_session and msg.type == "SHUTDOWN" and not msg["exit"]:
-                # Signed by another master now on this address (restarted with the same
-                # token), answering this very session, which it does not know: say HELLO
-                # again at once rather than after the silence timeout. Only a reconnect
-                # is accepted this way, and once per session (the next has a new id).
-                logger.info("another master on %s asks this worker to say HELLO again", self.address)
-                return msg
-            logger.warning("dropped a replayed or foreign %s from the master", msg.type)
-            return None
-        self._master_seq = msg.seq
-        return msg
+        return msg if self._filter.accept(msg) else None
 
     def _handle(self, msg: Message) -> str | None:
         kind = msg.type
@@ -387,13 +357,15 @@ class WorkerAgent:
         elif kind == "RESULT_ACK":
             self._forget(msg["acks"])
         elif kind == "SEARCH":
-            self._on_search(msg)
+            self._cancelled.discard(msg["search"])
+            self._send(*self._store.on_search(msg))
         elif kind == "CONTEXT":
-            self._on_context(msg)
+            reply = self._store.on_context(msg)
+            if reply is not None:
+                self._send(*reply)
         elif kind == "CANCEL":
             self._cancelled.add(msg["search"])
-            if self._assembly is not None and self._assembly.search == msg["search"]:
-                self._drop_assembly()
+            self._store.cancel(msg["search"])
         elif kind == "SHUTDOWN":
             logger.info("master says %s", msg["reason"])
             if msg["exit"]:
@@ -403,52 +375,6 @@ class WorkerAgent:
         elif kind == "REJECT":
             raise VersionMismatchError(f"the master rejected this worker: {msg['reason']}")
         return None
-
-    def _drop_assembly(self) -> None:
-        """Forget a context transfer (done, failed, cancelled or cut): its memory goes."""
-        if self._assembly is not None:
-            self._assembly.drop()
-            self._assembly = None
-
-    def _on_search(self, msg: Message) -> None:
-        search, cid = msg["search"], msg["context_id"]
-        self._cancelled.discard(search)
-        if cid is not None and cid in self._contexts:
-            self._contexts.move_to_end(cid)
-            logger.info("search %d: context %s already held", search, cid[:12])
-            self._send("READY", {"search": search, "context_id": cid, "error": None})
-            return
-        logger.info("search %d: receiving context %s (%d bytes)", search, (cid or "(id follows)")[:12], msg["nbytes"])
-        self._drop_assembly()
-        self._assembly = Assembly(search, cid)
-        self._send("NEED", {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT})
-
-    def _on_context(self, msg: Message) -> None:
-        assembly = self._assembly
-        if assembly is None or msg["search"] != assembly.search:
-            logger.warning("dropped a context chunk nobody asked for")
-            return
-        try:
-            if not assembly.add(msg):
-                self._send("CREDIT", {"search": assembly.search, "context_id": assembly.context_id, "credit": 1})
-                return
-            from ..serialization import loads
-
-            context = loads(assembly.frames())
-            if not isinstance(context, EvaluationContext):
-                raise ProtocolError(f"the context is a {type(context).__name__}, not an EvaluationContext")
-        except Exception:
-            self._drop_assembly()
-            error = clip_text(traceback.format_exc())
-            logger.error("could not load the context:\n%s", error)
-            self._send("READY", {"search": assembly.search, "context_id": assembly.context_id or "", "error": error})
-            return
-        self._drop_assembly()
-        assert assembly.context_id is not None  # frames() checked it
-        self._contexts[assembly.context_id] = context
-        while len(self._contexts) > self.cache_size:
-            self._contexts.popitem(last=False)
-        self._send("READY", {"search": assembly.search, "context_id": assembly.context_id, "error": None})
 
     def _forget(self, acks: Any) -> None:
         """Drop results the master acknowledged (``[search, task_id, attempt]`` each)."""
@@ -460,7 +386,7 @@ class WorkerAgent:
         if "acks" in msg.header:
             self._forget(msg["acks"])
         key = (msg["search"], msg["task_id"], msg["attempt"])
-        context = self._contexts.get(msg["context_id"])
+        context = self._store.contexts.get(msg["context_id"])
         try:
             if context is None:
                 raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
@@ -475,6 +401,7 @@ class WorkerAgent:
         except Exception as exc:
             self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
+        assert self._slots is not None  # run() started them
         self._slots.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
     # -- results ----------------------------------------------------------------------------
@@ -505,7 +432,7 @@ class WorkerAgent:
         fields = {"search": search, "task_id": task_id, "attempt": attempt,
                   "result": result, "failure": failure}
         self._unacked[key] = fields
-        if self._master_session is not None:
+        if self._filter.master is not None:
             self._send("RESULT", fields)
 
     # -- sending ----------------------------------------------------------------------------

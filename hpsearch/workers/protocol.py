@@ -40,6 +40,7 @@ import hmac
 import os
 import platform
 import secrets
+import logging
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ import msgpack
 
 from ..errors import ProtocolError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
@@ -57,6 +60,7 @@ __all__ = [
     "MODE_CONTENT",
     "CONTENT_ADDRESSED",
     "Codec",
+    "MasterFilter",
     "Message",
     "make_token",
     "parse_token",
@@ -357,11 +361,59 @@ class Codec:
         return Message(type_, session, seq, header, payload, content_addressed)
 
 
+class MasterFilter:
+    """What a worker accepts from masters, on one connection (no I/O).
+
+    Only messages addressed to this worker's current session (the codec's), from the
+    master session that said WELCOME, each newer than the last: the master's sequence
+    numbers are shared by its workers, so a message for another worker, an earlier
+    session of this one, or a replay would otherwise pass as new. :meth:`reset` starts
+    over for a new connection.
+    """
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.master: str | None = None  # the master session that said WELCOME
+        self.seq = 0
+
+    def reset(self) -> None:
+        self.master = None
+        self.seq = 0
+
+    def accept(self, msg: Message) -> bool:
+        """Whether to act on ``msg`` (a decoded, authenticated message); logs refusals."""
+        to = msg.header.get("to")
+        if to != self.codec.session:
+            if to is None and msg.type == "REJECT" and self.master is None:
+                # A master older than protocol 1.2 names no recipient: its REJECT (signed,
+                # before any WELCOME) still tells this worker why it cannot join.
+                return True
+            logger.warning("dropped a %s addressed to another worker session", msg.type)
+            return False
+        if self.master is None:
+            if msg.type not in ("WELCOME", "REJECT"):
+                logger.warning("dropped %s: no WELCOME yet", msg.type)
+                return False
+            self.master = msg.session
+        elif msg.session != self.master or msg.seq <= self.seq:
+            if msg.session != self.master and msg.type == "SHUTDOWN" and not msg["exit"]:
+                # Signed by another master now on this address (restarted with the same
+                # token), answering this very session, which it does not know: say HELLO
+                # again at once rather than after the silence timeout. Only a reconnect
+                # is accepted this way, and once per session (the next has a new id).
+                logger.info("another master asks this worker to say HELLO again")
+                return True
+            logger.warning("dropped a replayed or foreign %s from the master", msg.type)
+            return False
+        self.seq = msg.seq
+        return True
+
+
 def _validate(header: Any, accepts: Mapping[str, Mapping[str, tuple[type, ...]]]) -> tuple[str, str, int]:
     if not isinstance(header, dict):
         raise ProtocolError(f"header is a {type(header).__name__}, not a map")
     type_, session, seq = header.get("type"), header.get("session"), header.get("seq")
-    if type_ not in accepts:
+    if not isinstance(type_, str) or type_ not in accepts:
         raise ProtocolError(f"unknown or unexpected message type {type_!r}")
     if not isinstance(session, str) or not 0 < len(session) <= 64:
         raise ProtocolError("missing or bad session id")

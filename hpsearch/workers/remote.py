@@ -1,13 +1,11 @@
 """The master side of the ZeroMQ protocol: :class:`RemoteWorkers`.
 
-One I/O thread owns the ROUTER socket, and no other thread touches it. It
-authenticates every inbound message before decoding it, drops and logs anything
-wrong (never raising), and hands the rest to the sans-I/O
-:class:`~hpsearch.workers.peers.PeerTable`, whose answers it carries out: messages
-into per-worker outboxes (sent without blocking, in order), events to the scheduler.
-The scheduler handles each result on this thread, so the next task usually goes out
-in the same pass; ``RemoteWorker.submit`` from any other thread puts a command on a
-queue and wakes the I/O thread (:class:`~hpsearch.workers.waker.Waker`).
+The pool binds a ROUTER socket and runs a :class:`~hpsearch.workers.router.RouterLoop`
+on its own I/O thread, which alone touches the socket; the protocol's rules live in
+the sans-I/O :class:`~hpsearch.workers.peers.PeerTable`. This module is the part the
+caller's thread runs: opening and closing, and starting a search (serializing the
+context, computing its content id while the first chunks travel, waiting for
+``min_workers``).
 
 The master never unpickles anything a worker sends: worker messages are msgpack
 headers only, and results are rebuilt with ``FoldResult.from_message``.
@@ -15,39 +13,28 @@ headers only, and results are rebuilt with ``FoldResult.from_message``.
 
 from __future__ import annotations
 
-import collections
-import errno
 import ipaddress
 import logging
-import queue
 import secrets
 import socket
 import threading
 import time
-import traceback
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
 
-from ..errors import InvalidParameterError, NoWorkersError, ProtocolError
+from ..errors import InvalidParameterError, NoWorkersError
 from ..evaluation import EvaluationContext
-from .base import Emit, PoolFailed, Task, WorkerJoined
-from .peers import Output, PeerTable, Send
-from .protocol import WORKER_TYPES, Codec, make_token, parse_token
-from .protocol import local_versions
+from .base import Emit, Task
+from .peers import PeerTable
+from .protocol import WORKER_TYPES, Codec, local_versions, make_token, parse_token
+from .router import RouterLoop
 from .transfer import Offer, hash_frames
-from .waker import Waker
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RemoteWorker", "RemoteWorkers"]
-
-#: Frames of a worker message: the envelope alone (workers never send payload frames,
-#: so nothing a worker sends could ever reach a deserializer other than msgpack).
-INBOUND_FRAMES = 1
-
 
 class RemoteWorker:
     """One connected ``hpsearch-worker`` process, as the scheduler sees it."""
@@ -62,13 +49,9 @@ class RemoteWorker:
 
     def submit(self, task: Task) -> None:
         """Send the task (on the I/O thread), or queue it for the I/O thread; never blocks."""
-        pool = self._pool
-        if threading.get_ident() == pool._io_ident:
-            # The scheduler handles a result on the thread that received it, and so
-            # dispatches the next task from here: it goes out in the same pass.
-            pool._execute(pool._table.submit(self.session, task, time.monotonic()))
-        else:
-            pool._command(("task", self.session, task))
+        loop = self._pool._loop
+        if loop is not None:
+            loop.submit(self.session, task)
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connection."""
@@ -177,21 +160,17 @@ class RemoteWorkers:
                                 heartbeat_timeout=self.heartbeat_timeout, min_workers=self.min_workers,
                                 join_timeout=self.join_timeout)
         self.stats = self._table.stats
-        self._codec = Codec(secret, WORKER_TYPES)
-        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._secret = secret
         self._cond = threading.Condition()  # guards _joined and _failure
         self._joined = 0
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._loop: RouterLoop | None = None
         self._ctx: zmq.Context | None = None
-        self._waker: Waker | None = None
         self._implicit = False
         # Random start: traffic recorded from another master with the same token names
         # search ids this master never uses, so it cannot be replayed into its searches.
         self._search_counter = secrets.randbits(48)
-        self._emit: Emit | None = None  # the current search's; I/O thread only
-        self._io_ident: int | None = None
-        self._outboxes: dict[str, collections.deque[list[Any]]] = {}
 
     def _make_worker(self, session: str, name: str, slots: int) -> RemoteWorker:
         return RemoteWorker(self, session, name, slots)
@@ -227,11 +206,12 @@ class RemoteWorkers:
             self._ctx.term()
             self._ctx = None
             raise InvalidParameterError(f"cannot listen on {self.address!r}: {exc}") from None
-        self.endpoint = router.last_endpoint.decode()
+        self.endpoint = router.get_string(zmq.LAST_ENDPOINT)
         self._table.hint = f" Start workers with:\n  {self.join_command}"
-        self._waker = Waker()
-        self._running = True
-        self._thread = threading.Thread(target=self._io_main, args=(router,), name="hpsearch-remote-io", daemon=True)
+        self._loop = RouterLoop(router, self._table, Codec(self._secret, WORKER_TYPES), heartbeat=self.heartbeat,
+                                max_message_size=self.max_message_size, exit_on_close=self._exit_on_close,
+                                on_joined=self._on_joined, on_failure=self._on_failure, dead_pids=self._dead_pids)
+        self._thread = threading.Thread(target=self._loop.run, name="hpsearch-remote-io", daemon=True)
         self._thread.start()
         logger.info("listening on %s; start workers with:\n  %s", self.endpoint, self.join_command)
         return self
@@ -240,16 +220,14 @@ class RemoteWorkers:
         """Say goodbye to the workers, stop the I/O thread and close the socket."""
         if self._thread is None:
             return
-        self._command(("close",))
+        self._command("close")
         self._thread.join(10.0)
         if self._thread.is_alive():  # its socket and pipe are still in use: leave them
             logger.error("the remote-workers I/O thread did not stop within 10 s")
             self._thread = None
             return
         self._thread = None
-        if self._waker is not None:
-            self._waker.close()
-            self._waker = None
+        self._loop = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -284,9 +262,9 @@ class RemoteWorkers:
         # Workers holding no context at all cannot hold this one: the I/O thread starts
         # sending them the data at once, while this thread computes its content id
         # (one core; the other is the network's). The last chunk waits for the id.
-        self._command(("search", offer, emit))
+        self._command("search", offer, emit)
         try:
-            self._command(("sealed", offer.search, hash_frames(frames)))
+            self._command("sealed", offer.search, hash_frames(frames))
         except BaseException:
             self._end_search()
             raise
@@ -322,13 +300,22 @@ class RemoteWorkers:
         if self._thread is None:
             return
         done = threading.Event()
-        self._command(("end", done))
+        self._command("end", done)
         done.wait(10.0)
 
-    def _command(self, command: tuple[Any, ...]) -> None:
-        self._commands.put(command)
-        if self._waker is not None:
-            self._waker.wake()
+    def _command(self, *command: Any) -> None:
+        if self._loop is not None:
+            self._loop.command(*command)
+
+    def _on_joined(self) -> None:
+        with self._cond:
+            self._joined += 1
+            self._cond.notify_all()
+
+    def _on_failure(self, exc: BaseException) -> None:
+        with self._cond:
+            self._failure = exc
+            self._cond.notify_all()
 
     @property
     def n_workers(self) -> int:
@@ -341,170 +328,3 @@ class RemoteWorkers:
     def _dead_pids(self) -> set[int]:
         """Pids known to have exited (LocalProcesses knows its children)."""
         return set()
-
-    # -- the I/O thread ---------------------------------------------------------------------
-
-    def _io_main(self, router: zmq.Socket) -> None:
-        self._router = router
-        self._io_ident = threading.get_ident()
-        try:
-            self._loop()
-        except BaseException as exc:  # a bug: fail the search rather than hang it
-            logger.exception("the remote-workers I/O thread failed")
-            with self._cond:
-                self._failure = exc
-                self._cond.notify_all()
-            if self._emit is not None:
-                self._emit(PoolFailed(exc))
-        finally:
-            router.close()
-
-    def _loop(self) -> None:
-        assert self._waker is not None
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._waker.fileno(), zmq.POLLIN)
-        next_housekeeping = 0.0
-        while self._running:
-            blocked = any(self._outboxes.values())
-            timeout = 0.01 if blocked else max(0.0, next_housekeeping - time.monotonic())
-            events = dict(poller.poll(int(timeout * 1000) + 1))
-            if self._waker.fileno() in events:
-                self._waker.drain()  # before the commands: a later one wakes again
-            self._run_commands()
-            if not self._running:
-                break
-            if self._router in events:
-                self._receive_all()
-            now = time.monotonic()
-            if now >= next_housekeeping:
-                self._housekeeping(now)
-                next_housekeeping = now + min(self.heartbeat / 2, 0.25)
-            self._flush_all()
-        self._goodbye()
-
-    def _run_commands(self) -> None:
-        table = self._table
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            kind, now = command[0], time.monotonic()
-            try:
-                if kind == "task":
-                    self._execute(table.submit(command[1], command[2], now))
-                elif kind == "search":
-                    self._execute(table.end_search(now))
-                    self._emit = command[2]
-                    self._execute(table.start_search(command[1], now))
-                elif kind == "sealed":
-                    self._execute(table.seal(command[1], command[2], now))
-                elif kind == "end":
-                    self._execute(table.end_search(now))
-                    self._emit = None
-                    command[1].set()
-                elif kind == "close":
-                    self._running = False
-            except Exception:
-                logger.exception("remote-workers command %s failed", kind)
-
-    def _execute(self, outputs: Iterable[Output]) -> None:
-        """Carry out the table's answers, in order: messages out, events to the scheduler."""
-        for output in outputs:
-            if isinstance(output, Send):
-                self._send(output)
-                continue
-            if isinstance(output, WorkerJoined):
-                with self._cond:
-                    self._joined += 1
-                    self._cond.notify_all()
-            if self._emit is not None:
-                self._emit(output)
-
-    def _housekeeping(self, now: float) -> None:
-        busy = [session for session, box in self._outboxes.items() if box]
-        self._execute(self._table.tick(now, self._dead_pids(), busy))
-        for session in [s for s in self._outboxes if s not in self._table.peers]:
-            del self._outboxes[session]  # lost: what it had not received is moot
-
-    # -- receiving --------------------------------------------------------------------------
-
-    def _receive_all(self) -> None:
-        for _ in range(10_000):
-            try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                self._receive(frames)
-            except ProtocolError as exc:
-                self._drop(str(exc))
-            except Exception:  # never let a message crash the I/O thread
-                self._drop("handler error:\n" + traceback.format_exc())
-
-    def _drop(self, reason: str) -> None:
-        self.stats["dropped"] += 1
-        logger.warning("dropped a message: %s", reason)
-
-    def _receive(self, frames: list[Any]) -> None:
-        route = frames[0].bytes
-        body = frames[1:]
-        if len(body) != INBOUND_FRAMES:
-            raise ProtocolError(f"{len(body)} frame(s); worker messages have exactly {INBOUND_FRAMES}")
-        size = sum(len(f) for f in body)
-        if size > self.max_message_size:
-            raise ProtocolError(f"message of {size} bytes exceeds {self.max_message_size}")
-        msg = self._codec.decode(body)
-        self._execute(self._table.receive(route, msg, time.monotonic()))
-
-    # -- sending ----------------------------------------------------------------------------
-
-    def _send(self, send: Send) -> None:
-        """Queue a message for a peer (in order, never blocking); best effort for others."""
-        frames = [send.route, *self._codec.encode(send.kind, send.fields, send.payload, to=send.to)]
-        box = self._outboxes.get(send.to)
-        if box is None and send.to in self._table.peers:
-            box = self._outboxes[send.to] = collections.deque()
-        if box is None:
-            try:
-                self._router.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                logger.debug("could not send %s to an unknown peer: %s", send.kind, exc)
-            return
-        box.append(frames)
-        self._flush(send.to, box)
-
-    def _flush(self, session: str, box: collections.deque[list[Any]]) -> None:
-        while box:
-            try:
-                self._router.send_multipart(box[0], zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EHOSTUNREACH:
-                    box.clear()
-                    self._execute(self._table.lose(session, "connection gone"))
-                    return
-                raise
-            box.popleft()
-
-    def _flush_all(self) -> None:
-        for session, box in list(self._outboxes.items()):
-            if box:
-                self._flush(session, box)
-
-    def _goodbye(self) -> None:
-        reason = "the search is over" if self._exit_on_close else "the master closed; waiting for the next one"
-        self._execute(self._table.goodbye(time.monotonic(), self._exit_on_close, reason))
-        self._emit = None
-        deadline = time.monotonic() + 1.0
-        while any(self._outboxes.values()) and time.monotonic() < deadline:
-            self._flush_all()
-            time.sleep(0.01)
-        # Give the last small messages a moment to leave before the socket closes
-        # (LINGER alone was seen to lose a SHUTDOWN sent just before close).
-        if self._outboxes:
-            time.sleep(0.2)
-        self._router.setsockopt(zmq.LINGER, 500)
-        self._outboxes.clear()

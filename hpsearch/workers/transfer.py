@@ -14,9 +14,12 @@ the worker loop turn these into messages.
 
 from __future__ import annotations
 
+import collections
+import logging
 import mmap
 import sys
 import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +27,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProtocolError
+from ..evaluation import EvaluationContext, clip_text
 from .protocol import Message
 
-__all__ = ["CHUNK_BYTES", "CONTEXT_CREDIT", "MAX_CREDIT", "Assembly", "Offer", "Upload", "chunk_frames", "hash_frames"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["CHUNK_BYTES", "CONTEXT_CREDIT", "MAX_CREDIT", "Assembly", "ContextStore", "Offer", "Upload",
+           "chunk_frames", "hash_frames"]
 
 #: Context chunks hold at most this many bytes: frames are cut into pieces (zero-copy
 #: views) and small frames grouped. Below glibc's largest mmap threshold (32 MiB), so a
@@ -229,7 +236,7 @@ class Assembly:
                 f"the context received does not hash to its content id {self.context_id[:12]}: "
                 "corrupted or altered in transit; nothing of it was unpickled"
             )
-        whole = memoryview(self.block)
+        whole = self.block.data
         out, start = [], 0
         for size in self.sizes:
             out.append(whole[start:start + size])
@@ -238,3 +245,72 @@ class Assembly:
 
     def drop(self) -> None:
         self.stop.set()
+
+
+Reply = tuple[str, dict[str, Any]]
+
+
+class ContextStore:
+    """The worker's side: the contexts it holds (least recently used dropped first,
+    beyond ``size``) and the one arriving. Its methods take the master's messages and
+    return the reply to send (no I/O).
+
+    Examples
+    --------
+    >>> store = ContextStore(size=2)
+    >>> store.on_search({"search": 1, "context_id": "ab" * 32, "nbytes": 10})
+    ('NEED', {'search': 1, 'context_id': 'abababababababababababababababababababababababababababababababab', 'credit': 4})
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = max(1, size)
+        self.contexts: collections.OrderedDict[str, EvaluationContext] = collections.OrderedDict()
+        self.assembly: Assembly | None = None
+
+    def on_search(self, msg: Any) -> Reply:
+        """READY if the context is held, else NEED (with this worker's credit)."""
+        search, cid = msg["search"], msg["context_id"]
+        if cid is not None and cid in self.contexts:
+            self.contexts.move_to_end(cid)
+            logger.info("search %d: context %s already held", search, cid[:12])
+            return "READY", {"search": search, "context_id": cid, "error": None}
+        logger.info("search %d: receiving context %s (%d bytes)", search, (cid or "(id follows)")[:12], msg["nbytes"])
+        self.drop()
+        self.assembly = Assembly(search, cid)
+        return "NEED", {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT}
+
+    def on_context(self, msg: Message) -> Reply | None:
+        """CREDIT for the next chunk, READY (with the error, if any) after the last."""
+        assembly = self.assembly
+        if assembly is None or msg["search"] != assembly.search:
+            logger.warning("dropped a context chunk nobody asked for")
+            return None
+        try:
+            if not assembly.add(msg):
+                return "CREDIT", {"search": assembly.search, "context_id": assembly.context_id, "credit": 1}
+            from ..serialization import loads
+
+            context = loads(assembly.frames())
+            if not isinstance(context, EvaluationContext):
+                raise ProtocolError(f"the context is a {type(context).__name__}, not an EvaluationContext")
+        except Exception:
+            self.drop()
+            error = clip_text(traceback.format_exc())
+            logger.error("could not load the context:\n%s", error)
+            return "READY", {"search": assembly.search, "context_id": assembly.context_id or "", "error": error}
+        self.drop()
+        assert assembly.context_id is not None  # frames() checked it
+        self.contexts[assembly.context_id] = context
+        while len(self.contexts) > self.size:
+            self.contexts.popitem(last=False)
+        return "READY", {"search": assembly.search, "context_id": assembly.context_id, "error": None}
+
+    def cancel(self, search: int) -> None:
+        if self.assembly is not None and self.assembly.search == search:
+            self.drop()
+
+    def drop(self) -> None:
+        """Forget the transfer under way (done, failed, cancelled or cut): its memory goes."""
+        if self.assembly is not None:
+            self.assembly.drop()
+            self.assembly = None
