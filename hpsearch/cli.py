@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -26,6 +27,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     X, y = getattr(datasets, f"load_{args.dataset}")(return_X_y=True)
     workers = args.workers or available_cores()
+    space: dict[str, Any]
     if args.strategy == "grid":
         space = {"C": [0.1, 1, 10, 100], "gamma": [1e-4, 1e-3, 1e-2]}
     else:

@@ -230,7 +230,7 @@ def _score(
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, str):  # a scorer error formatted by the multimetric scorer
         raise RuntimeError(value)
-    if not isinstance(value, numbers.Number):
+    if not isinstance(value, numbers.Real):
         raise TypeError(f"scorer {name!r} returned {value!r} ({type(value).__name__}); a scorer must return a number")
     return float(value)
 

@@ -14,7 +14,7 @@ import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def _check_prior(prior: str) -> None:
 def _uniform01(random_state: Any) -> float:
     rng = np.random.mtrand._rand if random_state is None else random_state
     if isinstance(random_state, numbers.Integral):
-        rng = np.random.RandomState(random_state)
+        rng = np.random.RandomState(int(random_state))
     if isinstance(rng, np.random.Generator):
         return float(rng.random())
     return float(rng.uniform())
@@ -105,7 +105,7 @@ class Real(Dimension):
         return float(self.low + u * (self.high - self.low))
 
     def __contains__(self, value: Any) -> bool:
-        return isinstance(value, numbers.Real) and self.low <= value <= self.high
+        return isinstance(value, numbers.Real) and self.low <= float(value) <= self.high
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class Integer(Dimension):
         return (
             isinstance(value, numbers.Integral)
             and not isinstance(value, bool)
-            and self.low <= value <= self.high
+            and self.low <= int(value) <= self.high
         )
 
 
@@ -247,7 +247,7 @@ class Distribution(Dimension):
         """
         frozen = getattr(self.dist, "dist", None)
         name = getattr(frozen, "name", None)
-        if name not in ("uniform", "loguniform", "reciprocal"):
+        if frozen is None or name not in ("uniform", "loguniform", "reciprocal"):
             return None
         try:  # scipy's own argument parsing: positional or keyword loc/scale alike
             shapes, loc, scale = frozen._parse_args(*self.dist.args, **self.dist.kwds)
@@ -302,7 +302,7 @@ def _to_dimension(name: str, value: Any) -> Dimension:
             raise SearchSpaceError(
                 f"parameter {name!r}: the list of values is empty; give at least one value"
             )
-        return Categorical(value)
+        return Categorical(cast(Sequence[Any], value))  # an array is a sequence too
     raise SearchSpaceError(
         f"parameter {name!r}: {value!r} ({type(value).__name__}) is not a search dimension; "
         f"use a list of values (e.g. [{value!r}]), Real/Integer/Categorical, or a "

@@ -99,9 +99,9 @@ class _BaseMLP(BaseEstimator):
     def _check_params(self) -> None:
         units = self.hidden_units
         if isinstance(units, numbers.Integral):
-            units = (units,)
+            units = (int(units),)
         if not isinstance(units, (tuple, list)) or not all(
-            isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0 for u in units
+            isinstance(u, numbers.Integral) and not isinstance(u, bool) and int(u) > 0 for u in units
         ):
             raise ValueError(f"hidden_units must be a tuple of positive integers, got {self.hidden_units!r}")
         if not (isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1):

@@ -423,7 +423,7 @@ def _join(pieces: list[memoryview], nbytes: int) -> memoryview:
     for piece in pieces:
         joined[offset : offset + piece.nbytes] = np.frombuffer(piece, dtype=np.uint8)
         offset += piece.nbytes
-    return memoryview(joined).cast("B")
+    return joined.data.cast("B")
 
 
 def _merge_adjacent(pieces: list[memoryview], nbytes: int) -> memoryview | None:

@@ -431,10 +431,10 @@ class BayesStrategy:
             return
         self._scores[candidate_id] = score
         if len(self._scores) == len(self._batch):
-            told = sorted(self._scores.items())  # candidate-id order: timing does not matter
+            scores = sorted(self._scores.items())  # candidate-id order: timing does not matter
             self._scores = {}
             with _one_blas_thread():
-                self._observe(told)
+                self._observe(scores)
                 # The next batch is computed now, so that ask() is instant.
                 self._batch = self._propose(min(self.batch_size, self._total - self._next_id))
             self._handed = 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
+
 from ..space import Space, SpaceSpec
 from .base import ListStrategy, check_n_iter
 
@@ -25,7 +27,8 @@ class RandomStrategy(ListStrategy):
     n_iter : int
         Number of candidates, at least 1.
     random_state : int, numpy RandomState or None
-        Seed; None draws from numpy's global generator.
+        Seed; None draws from a generator of the strategy's own, seeded by the
+        operating system (numpy's global random state is left alone).
 
     Examples
     --------
@@ -49,6 +52,10 @@ class RandomStrategy(ListStrategy):
                 UserWarning,
                 stacklevel=2,
             )
+        if random_state is None:
+            # A generator of its own, seeded from the OS: numpy's global random state is
+            # neither read nor advanced (scikit-learn's samplers would use it).
+            random_state = np.random.RandomState()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the cap warning, given above
             sampler = ParameterSampler(self.space.sampler_spec(), self.n_iter, random_state=random_state)

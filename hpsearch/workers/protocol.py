@@ -265,8 +265,9 @@ class Codec:
     session : str, optional
         This side's session id; a fresh random one by default.
 
-    The sending sequence number grows by one per message; :meth:`check_replay` keeps
-    the last sequence number seen per peer session and refuses anything not newer.
+    The sending sequence number grows by one per message; the receiving side keeps the
+    last sequence number seen per peer session and refuses anything not newer (the
+    master's :class:`~hpsearch.workers.peers.PeerTable`, a worker's :class:`MasterFilter`).
     """
 
     def __init__(self, secret: bytes, accepts: Mapping[str, Mapping[str, tuple[type, ...]]],

@@ -31,8 +31,8 @@ def run_task(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
 
     Examples
     --------
-    >>> run_task(None, {}, 0).splitlines()[-1]
-    "TypeError: 'NoneType' object is not subscriptable"
+    >>> run_task(None, {}, 0).splitlines()[-1]  # no context: a bug, not a fit failure
+    "AttributeError: 'NoneType' object has no attribute 'splits'"
     """
     try:
         return evaluate(context, params, fold)
