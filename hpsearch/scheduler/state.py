@@ -38,6 +38,7 @@ from ..workers.base import (
     WorkerJoined,
     WorkerLost,
 )
+from .capacity import FreeCapacity
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,10 @@ class SchedulerState:
         self.tasks: dict[int, _TaskState] = {}
         self.queue: deque[int] = deque()
         self.workers: dict[str, _WorkerState] = {}
+        # Kept up to date on every change, so a dispatch costs O(log workers).
+        self._free = FreeCapacity()
+        self._in_flight = 0
+        self._capacity = 0
         self.asking = False
         self.starved = False  # the strategy had nothing to give until it hears more scores
         self.told_since_ask = False  # a Tell was issued after the pending Ask
@@ -188,7 +193,7 @@ class SchedulerState:
 
     @property
     def in_flight(self) -> int:
-        return sum(len(w.running) for w in self.workers.values())
+        return self._in_flight
 
     @property
     def done(self) -> bool:
@@ -253,7 +258,9 @@ class SchedulerState:
         if name in self.workers:
             logger.warning("worker %r joined twice; keeping the first", name)
             return []
-        self.workers[name] = _WorkerState(event.worker)
+        state = self.workers[name] = _WorkerState(event.worker)
+        self._capacity += state.capacity
+        self._free.update(name, state.free)
         logger.info("worker %s joined with %d slot(s)", name, event.worker.slots)
         return []
 
@@ -276,8 +283,10 @@ class SchedulerState:
 
     def _release(self, worker: str | None, task_id: int) -> None:
         state = self.workers.get(worker) if worker is not None else None
-        if state is not None:
+        if state is not None and task_id in state.running:
             state.running.discard(task_id)
+            self._in_flight -= 1
+            self._free.update(state.worker.name, state.free)
 
     def _on_finished(self, event: TaskFinished) -> list[Command]:
         self._release(event.worker, event.task_id)
@@ -361,6 +370,9 @@ class SchedulerState:
         state = self.workers.pop(event.worker, None)
         if state is None:
             return []
+        self._in_flight -= len(state.running)
+        self._capacity -= state.capacity
+        self._free.remove(event.worker)
         logger.warning(
             "worker %s lost (%s); requeueing %d task(s)", event.worker, event.reason, len(state.running)
         )
@@ -383,20 +395,22 @@ class SchedulerState:
         commands: list[Command] = []
         # Dispatch: one task at a time to the worker with the most free capacity.
         while self.queue:
-            target = max(self.workers.values(), key=lambda w: w.free, default=None)
-            if target is None or target.free <= 0:
+            name = self._free.most()
+            if name is None:
                 break
+            target = self.workers[name]
             ts = self.tasks[self.queue.popleft()]
-            ts.worker = target.worker.name
+            ts.worker = name
             target.running.add(ts.task.task_id)
+            self._in_flight += 1
+            self._free.update(name, target.free)
             task = ts.task
             if ts.deaths:
                 task = Task(task.task_id, task.candidate_id, task.fold, task.params, attempt=ts.deaths)
             commands.append(Dispatch(target.worker, task))
         # Ask ahead, so that the queue covers every free slot plus some lookahead.
         if not (self.asking or self.strategy_finished or self.starved):
-            capacity = sum(w.capacity for w in self.workers.values())
-            wanted = max(capacity, 1) + self.lookahead - self.in_flight - len(self.queue)
+            wanted = max(self._capacity, 1) + self.lookahead - self.in_flight - len(self.queue)
             if wanted > 0:
                 self.asking = True
                 self.told_since_ask = False

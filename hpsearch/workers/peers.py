@@ -145,6 +145,8 @@ class PeerTable:
         self.peers: dict[str, Peer] = {}  # active sessions
         self.search: _Search | None = None
         self._by_route: dict[bytes, str] = {}
+        self._by_worker: dict[str, str] = {}  # worker id -> its active session
+        self._names: set[str] = set()  # of the active sessions
         self._seen: dict[str, int] = {}  # every session ever accepted -> last seq
         self._closed: dict[str, tuple[str, int]] = {}  # lost READY session -> (name, search)
 
@@ -206,13 +208,12 @@ class PeerTable:
         old_session = self._by_route.get(route)
         if old_session is not None:
             out += self.lose(old_session, "said HELLO again")
-        for other in list(self.peers.values()):
-            if other.worker_id == header["worker_id"]:
-                out += self.lose(other.session, "reconnected")
+        other = self._by_worker.get(header["worker_id"])
+        if other is not None:
+            out += self.lose(other, "reconnected")
         name = base = header["name"][:100] or "worker"
-        taken = {p.name for p in self.peers.values()}
         k = 1
-        while name in taken:
+        while name in self._names:
             k += 1
             name = f"{base}#{k}"
         worker = self.make_worker(msg.session, name, header["slots"])
@@ -220,6 +221,8 @@ class PeerTable:
                     header["host"], worker, last_recv=now, seq_in=msg.seq, contexts=set(header["contexts"]))
         self.peers[msg.session] = peer
         self._by_route[route] = msg.session
+        self._by_worker[peer.worker_id] = msg.session
+        self._names.add(name)
         self.stats["hellos"] += 1
         logger.info("worker %s joined from %s (pid %d, %d slot(s))", name, peer.host, peer.pid, peer.slots)
         out.append(self._send(peer, now, "WELCOME", {"name": name, "heartbeat": self.heartbeat,
@@ -399,6 +402,8 @@ class PeerTable:
         if peer is None:
             return []
         self._by_route.pop(peer.route, None)
+        self._by_worker.pop(peer.worker_id, None)
+        self._names.discard(peer.name)
         self.stats["lost"] += 1
         logger.warning("worker %s lost: %s", peer.name, reason)
         search = self.search
@@ -441,6 +446,8 @@ class PeerTable:
         out += [self._send(peer, now, "SHUTDOWN", {"exit": exit, "reason": reason}) for peer in self.peers.values()]
         self.peers.clear()
         self._by_route.clear()
+        self._by_worker.clear()
+        self._names.clear()
         return out
 
     def _acks(self, peer: Peer, now: float) -> Send:
