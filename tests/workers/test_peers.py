@@ -271,3 +271,52 @@ def test_ending_the_search_cancels_it_everywhere_and_flushes_acks():
     assert t.submit(a.session, Task(1, 0, 0, {}), 1.0) == []
     out = t.goodbye(2.0, exit=True, reason="over")
     assert sends(out) == [(a.session, "SHUTDOWN"), (b.session, "SHUTDOWN")] and not t.peers
+
+
+# -- the worker's side of a transfer, without a socket ---------------------------------------
+
+
+def context_messages(frames, search: int, cid: str, limit: int) -> list[Message]:
+    from hpsearch.workers.transfer import Upload
+
+    upload, source = Upload(), Offer.from_frames(search, frames, limit=limit)
+    source.context_id = cid
+    upload.grant(64)
+    return [Message("CONTEXT", "m", i + 1, {"type": "CONTEXT", **fields}, chunk)
+            for i, (fields, chunk) in enumerate(upload.chunks(source))]
+
+
+def test_a_context_travels_in_chunks_and_is_cached_by_content_id():
+    import numpy as np
+
+    from hpsearch.evaluation import EvaluationContext
+    from hpsearch.serialization import content_id, dumps
+    from hpsearch.workers.transfer import ContextStore
+
+    context = EvaluationContext(None, np.arange(50_000.0), None, [], {})
+    frames = dumps(context)
+    cid = content_id(frames)
+    store = ContextStore(size=1)
+    assert store.on_search({"search": 1, "context_id": None, "nbytes": 0})[0] == "NEED"
+    replies = [store.on_context(m) for m in context_messages(frames, 1, cid, limit=100_000)]
+    assert [kind for kind, _ in replies] == ["CREDIT"] * (len(replies) - 1) + ["READY"]
+    assert replies[-1][1] == {"search": 1, "context_id": cid, "error": None}
+    np.testing.assert_array_equal(store.contexts[cid].X, context.X)
+    assert store.on_search({"search": 2, "context_id": cid, "nbytes": 0}) == (
+        "READY", {"search": 2, "context_id": cid, "error": None})  # held: not sent again
+
+
+def test_a_context_altered_in_transit_is_refused_before_unpickling(tmp_path):
+    from hpsearch.serialization import dumps
+    from hpsearch.workers.transfer import ContextStore
+
+    from .helpers import MarkerPickle
+
+    marker = tmp_path / "unpickled"
+    frames = [bytes(f) for f in dumps({"payload": MarkerPickle(str(marker))})]
+    store = ContextStore()
+    store.on_search({"search": 1, "context_id": "a" * 64, "nbytes": 0})
+    replies = [store.on_context(m) for m in context_messages(frames, 1, "a" * 64, limit=1 << 20)]
+    kind, fields = replies[-1]
+    assert kind == "READY" and "does not hash to its content id" in fields["error"]
+    assert not marker.exists() and not store.contexts and store.assembly is None
