@@ -43,8 +43,13 @@ def test_sigkill_mid_search_loses_nothing_and_records_nothing_twice(spawn_worker
                  for i in range(2)]
         recording = Recording(pool)
 
+        def both_joined_and_working() -> bool:
+            # Both joined first: on a busy machine w1 may finish 4 tasks before w0 is up.
+            joined = {e.worker.name for e in recording.events if type(e).__name__ == "WorkerJoined"}
+            return joined == {"w0", "w1"} and len(recording.finished()) >= 4
+
         def killer():
-            wait_for(lambda: len(recording.finished()) >= 4, 60, "a few results")
+            wait_for(both_joined_and_working, 60, "both workers to join and run a few tasks")
             os.kill(procs[0].pid, signal.SIGKILL)
 
         thread = threading.Thread(target=killer, daemon=True)
