@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,16 @@ def check_path(storage: Any, *, must_exist: bool = False) -> Path:
 
 def _check_writable(path: Path) -> None:
     # SQLite in WAL mode creates path-wal and path-shm next to the file: the directory
-    # must be writable, not only the file.
-    if not os.access(path.parent, os.W_OK | os.X_OK):
+    # must be writable, not only the file. A real file is made to find out: permission
+    # bits do not tell (root, read-only mounts, immutable directories).
+    try:
+        with tempfile.TemporaryFile(dir=path.parent, prefix=".hpsearch-probe-"):
+            pass
+    except OSError as exc:
         raise StorageError(
-            f"cannot write storage file {str(path)!r}: its directory is read-only. "
+            f"cannot write storage file {str(path)!r}: its directory is read-only ({exc.strerror}). "
             "Give a path in a writable directory"
-        )
+        ) from None
     if path.exists() and not os.access(path, os.W_OK):
         raise StorageError(f"cannot write storage file {str(path)!r}: the file is read-only")
 

@@ -64,10 +64,12 @@ def search_definition(
 
     subspaces = []
     for sub in space.subspaces:
-        subspaces.append({
-            name: (f"Categorical({describe(list(dim.choices))})" if isinstance(dim, Categorical) else describe(dim))
+        dims = ", ".join(
+            f"{name!r}: "
+            + (f"Categorical({describe(list(dim.choices))})" if isinstance(dim, Categorical) else describe(dim))
             for name, dim in sub.items()
-        })
+        )
+        subspaces.append("{" + dims + "}")
     if isinstance(strategy, str):
         strategy_text = strategy if strategy == "grid" else f"{strategy}(n_iter={n_iter})"
     else:
@@ -77,9 +79,10 @@ def search_definition(
     splits = [a for pair in context.splits for a in pair]
     texts = {
         "estimator": describe(context.estimator),
-        "space": describe(subspaces),
+        "space": subspaces[0] if len(subspaces) == 1 else "[" + ", ".join(subspaces) + "]",
         "strategy": strategy_text,
-        "random_state": describe(random_state),
+        # grid search draws no random number: its seed is not part of it
+        "random_state": "unused" if strategy == "grid" else describe(random_state),
         "cv": f"{len(context.splits)} splits",
         "data": f"X {type(X).__name__} of shape {tuple(shape)}, y {type(y).__name__}",
         "fit_params": describe(sorted(context.fit_params)),
