@@ -96,6 +96,12 @@ class StoredSearch:
             names.update(dict.fromkeys(c["params"]))
         return list(names)
 
+    def plot(self, kind: str = "best", **kwargs: Any) -> Any:
+        """Plot it (needs matplotlib); see :func:`hpsearch.plot.plot`."""
+        from .. import plot
+
+        return plot.plot(self, kind, **kwargs)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe summary and the full tables (NaN as None)."""
         best = self.best

@@ -9,13 +9,17 @@ test can count the fits each run makes, and kill the master while fits run.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
+import threading
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from hpsearch import Integer, Real, run_search
+from hpsearch import FitFailedWarning, Integer, Real, run_search
 
 N_SAMPLES = 60
 X = np.column_stack([np.arange(N_SAMPLES, dtype=float), np.linspace(-1.0, 1.0, N_SAMPLES)])
@@ -59,6 +63,52 @@ class Quadratic(RegressorMixin, BaseEstimator):
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(self.predict(X)) - 0.001 * X[:, 0].mean())
+
+
+GATE = threading.Event()  # fits of the last grid candidate wait on it: the search stays running
+
+
+class Gated(Quadratic):
+    """Fails for x == 0.9; the last grid candidate (n=2, x=1.0) waits for GATE."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Quadratic:
+        if self.x == 0.9:
+            raise ValueError(f"boom: x={self.x} cannot be fitted")
+        if self.x == 1.0 and self.n == 2 and not GATE.wait(120):
+            raise TimeoutError("the test never opened the gate")
+        return super().fit(X, y)
+
+
+def start_gated_search(db, name: str) -> tuple[threading.Thread, list[BaseException]]:
+    """A grid search of Gated on a thread, returned once all but its last candidate are
+    committed: 15 of 16 candidates done (2 failed), 45 of 48 fits. ``GATE.set()`` ends it."""
+    GATE.clear()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FitFailedWarning)
+                run_search(Gated(), SPACES["grid"], X, Y, cv=CV, refit=False, progress=False,
+                           storage=db, name=name, workers=2)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with sqlite3.connect(f"{Path(db).as_uri()}?mode=ro", uri=True) as conn:
+                if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 45:
+                    return thread, errors
+        except sqlite3.Error:  # not created yet
+            pass
+        if errors or time.monotonic() > deadline:
+            GATE.set()
+            thread.join(60)
+            raise AssertionError(f"the gated search did not get to its last candidate: {errors}")
+        time.sleep(0.05)
 
 
 def search(strategy: str, **kwargs):

@@ -21,20 +21,7 @@ from hpsearch.dashboard import Dashboard
 from hpsearch.storage import load_search
 
 from . import searches
-
-GATE = threading.Event()  # fits of the last candidate wait on it: the search stays running
-
-
-class Gated(searches.Quadratic):
-    """Fails for x == 0.9; the last grid candidate (n=2, x=1.0) waits for GATE."""
-
-    def fit(self, X, y):
-        if self.x == 0.9:
-            raise ValueError(f"boom: x={self.x} cannot be fitted")
-        if self.x == 1.0 and self.n == 2 and not GATE.wait(120):
-            raise TimeoutError("the test never opened the gate")
-        return super().fit(X, y)
-
+from .searches import GATE, Gated
 
 def chromium():
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -123,23 +110,8 @@ def test_page_in_headless_chromium_shows_a_running_search(tmp_path):
     from PIL import Image
 
     db = tmp_path / "search.db"
-    GATE.clear()
-    errors = []
-
-    def search():
-        try:
-            searches.run_search(Gated(), searches.SPACES["grid"], searches.X, searches.Y, cv=searches.CV,
-                                refit=False, progress=False, storage=db, name="gated", workers=2)
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=search, daemon=True)
-    thread.start()
+    thread, errors = searches.start_gated_search(db, "gated")
     try:
-        deadline = time.monotonic() + 120
-        while not (db.exists() and committed(db) >= 45):  # every fit but the gated candidate's
-            assert time.monotonic() < deadline and not errors, errors
-            time.sleep(0.05)
         with Dashboard(db) as dash:
             shot = tmp_path / "dashboard.png"
             run_chromium(browser, "--window-size=1280,1900", f"--screenshot={shot}", dash.url)
