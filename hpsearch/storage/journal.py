@@ -9,10 +9,16 @@ What is recorded, per search in the file:
 
 When: the pools' and strategy's threads only put records on a queue (a microsecond
 on the path of a result); one writer thread owns the SQLite connection, writes
-whatever has queued up and commits it in one transaction — so a busy search commits
-many results at once, and an idle one within moments. A ``tell`` waits until every
-record queued before it is committed, so the results behind a score the strategy
-has learnt are always on disk first.
+whatever has queued up within 20 ms of the first record and commits it in one
+transaction — so a busy search commits many results at once (one commit for each
+result costs more than a tiny task), and an idle one within moments.
+
+Records are written in the order they happened and every commit covers a prefix of
+that order: a stored score has its fold results stored with or before it, a stored
+proposal every score told before it. So the file always holds a state the search
+was in, whenever the process dies. A strategy that learns from scores (Bayesian,
+adaptive) is told a score only once it is committed, so nothing it learnt can be
+lost; grid and random search (whose proposals ignore scores) do not wait for it.
 
 Resuming: the strategy is built afresh and replays the recorded asks and tells, in
 order; a deterministic strategy (grid, random and Bayesian search with a fixed or
@@ -40,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation import EvaluationContext, FoldResult
-from ..strategies.base import Candidate, Strategy
+from ..strategies.base import Candidate, ListStrategy, Strategy
 from ..workers.base import Task, TaskFinished, WorkerJoined, WorkerLost
 from ._db import StorageError, connect_writer
 from .fingerprint import Definition, data_digest, describe
@@ -52,6 +58,8 @@ __all__ = ["SearchJournal", "open_journal", "search_definition", "DEFAULT_NAME"]
 #: The name of a search stored without one.
 DEFAULT_NAME = "default"
 _HEARTBEAT_S = 1.0
+#: A commit waits this long for more records (a flush or the end of the run wakes it).
+_COMMIT_INTERVAL_S = 0.02
 _MAX_BATCH = 5000
 _SEEDED = ("random", "bayes")
 
@@ -177,6 +185,7 @@ class SearchJournal:
         self.n_recovered_tasks = 0
         self._conn = conn
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._wake = threading.Event()  # a flush or the end: commit now
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._task_of: Callable[[int], Task | None] = lambda task_id: None
@@ -246,6 +255,7 @@ class SearchJournal:
             raise StorageError(f"writing storage file {str(self.path)!r} failed: {self._error}")
         done = threading.Event()
         self._queue.put(("flush", done))
+        self._wake.set()
         while not done.wait(0.5):
             if self._error is not None or self._thread is None or not self._thread.is_alive():
                 break
@@ -265,6 +275,7 @@ class SearchJournal:
             status, text = "failed", f"{type(error).__name__}: {error}"
         if self._thread is not None:
             self._queue.put(("stop", status, text))
+            self._wake.set()
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.error("the journal writer did not stop within %.0f s", timeout)
@@ -339,6 +350,9 @@ class SearchJournal:
                 batch = [self._queue.get(timeout=_HEARTBEAT_S)]
             except queue.Empty:
                 batch = []
+            else:
+                self._wake.wait(_COMMIT_INTERVAL_S)  # let more records come: one commit for all
+                self._wake.clear()
             while len(batch) < _MAX_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -450,6 +464,8 @@ class _JournaledStrategy:
         self._journal = journal
         self._recovered = list(recovered)
         self._told = set(told)
+        # Proposals fixed up front (grid, random) do not depend on scores: no need to wait.
+        self._learns = not isinstance(inner, ListStrategy)
 
     def ask(self, n: int) -> list[Candidate]:
         if self._recovered:
@@ -465,7 +481,8 @@ class _JournaledStrategy:
             self._told.discard(candidate_id)
             return
         self._journal._put(("tell", candidate_id, float(score), time.time()))
-        self._journal.flush()  # the results behind this score are on disk before it is learnt
+        if self._learns:  # the score and the results behind it are on disk before it is learnt
+            self._journal.flush()
         self._inner.tell(candidate_id, score)
 
     @property

@@ -145,7 +145,7 @@ def test_page_in_headless_chromium_shows_a_running_search(tmp_path):
     colors = image.getcolors(maxcolors=1 << 20)
     pixels = {rgb: n for n, rgb in colors}
     assert pixels.get((0x3E, 0xBD, 0x93), 0) > 500  # the timeline's fits
-    assert pixels.get((0xE1, 0x2D, 0x39), 0) > 50  # its failed fits
+    assert pixels.get((0xE1, 0x2D, 0x39), 0) > 20  # its failed fits (quick: narrow bars)
     assert pixels.get((0x2F, 0x80, 0xED), 0) > 100  # the best-score line (and the progress bar)
     keep = os.environ.get("HPSEARCH_TEST_SCREENSHOT_DIR")
     if keep:  # to look at it

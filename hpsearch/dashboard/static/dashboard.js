@@ -182,8 +182,8 @@ function drawTimeline(data) {
   }
   for (const t of tasks) {
     const y = top + (layout.first.get(t.worker || "?") + t.lane) * row;
-    const x = xs(t.start - t0), w = Math.max(1, xs(t.end - t0) - x);
-    const r = el("rect", { x, y: y + 2, width: w, height: row - 4, class: "task",
+    const x = Math.round(xs(t.start - t0)), w = Math.max(2, Math.round(xs(t.end - t0)) - x);
+    const r = el("rect", { x, y: y + 2, width: w, height: row - 4, class: "task", "shape-rendering": "crispEdges",
       fill: t.error ? "#e12d39" : "#3ebd93", stroke: "#fff", "stroke-width": 0.5 }, svg);
     const tip = el("title", {}, r);
     tip.textContent = `candidate ${t.candidate}, fold ${t.fold}: ${fmt(t.end - t.start)}s` + (t.error ? " (failed)" : "");
