@@ -152,19 +152,18 @@ def connect_writer(storage: Any) -> tuple[Path, sqlite3.Connection]:
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open storage file {str(path)!r}: {exc}") from None
     try:
+        conn.execute("PRAGMA synchronous=NORMAL")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StorageError(
                 f"storage file {str(path)!r} cannot use SQLite's WAL mode (got {mode!r}); "
                 "is it on a network file system? Use a local disk"
             )
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         _check_format(conn, path)
-        conn.executescript(_SCHEMA)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('format', ?), ('schema_version', ?)",
-            (FORMAT, str(SCHEMA_VERSION)),
+        conn.executescript(  # one transaction, one commit
+            f"BEGIN IMMEDIATE;{_SCHEMA}INSERT OR IGNORE INTO meta VALUES "
+            f"('format', '{FORMAT}'), ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
         )
     except StorageError:
         conn.close()

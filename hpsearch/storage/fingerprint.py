@@ -21,6 +21,7 @@ __all__ = ["Definition", "describe", "data_digest"]
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _MAX_TEXT = 2000
+_PLAIN = (int, float, str, bool, type(None))
 
 
 def _digest(data: bytes | str) -> str:
@@ -44,6 +45,10 @@ def describe(value: Any) -> str:
     >>> describe({"b": [1, 2], "a": None})
     "{'a': None, 'b': [1, 2]}"
     """
+    if type(value) is dict and all(type(v) in _PLAIN for v in value.values()) and all(
+        type(k) is str for k in value
+    ):  # candidate params, described once per candidate: the quick way, same text
+        return "{" + ", ".join(f"{k!r}: {value[k]!r}" for k in sorted(value)) + "}"
     if hasattr(value, "get_params") and not isinstance(value, type):
         try:
             params = value.get_params(deep=False)
@@ -64,7 +69,10 @@ def describe(value: Any) -> str:
         items = sorted(value.items(), key=lambda kv: repr(kv[0]))
         return "{" + ", ".join(f"{describe(k)}: {describe(v)}" for k, v in items) + "}"
     if isinstance(value, (list, tuple)):
-        inner = ", ".join(describe(v) for v in value)
+        if all(type(v) in _PLAIN for v in value):  # long lists of values in a space: quick
+            inner = ", ".join(map(repr, value))
+        else:
+            inner = ", ".join(describe(v) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
     if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
         return _qualname(value)

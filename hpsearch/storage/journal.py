@@ -18,7 +18,8 @@ that order: a stored score has its fold results stored with or before it, a stor
 proposal every score told before it. So the file always holds a state the search
 was in, whenever the process dies. A strategy that learns from scores (Bayesian,
 adaptive) is told a score only once it is committed, so nothing it learnt can be
-lost; grid and random search (whose proposals ignore scores) do not wait for it.
+lost; the tells of grid and random search (whose proposals ignore scores) are not
+recorded at all, and a resumed run tells them again.
 
 Resuming: the strategy is built afresh and replays the recorded asks and tells, in
 order; a deterministic strategy (grid, random and Bayesian search with a fixed or
@@ -186,6 +187,7 @@ class SearchJournal:
         self._conn = conn
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._wake = threading.Event()  # a flush or the end: commit now
+        self._stopped = threading.Event()  # the end of the run is committed
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._task_of: Callable[[int], Task | None] = lambda task_id: None
@@ -273,22 +275,23 @@ class SearchJournal:
             status, text = "interrupted", "KeyboardInterrupt"
         else:
             status, text = "failed", f"{type(error).__name__}: {error}"
-        if self._thread is not None:
-            self._queue.put(("stop", status, text))
-            self._wake.set()
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.error("the journal writer did not stop within %.0f s", timeout)
-                return
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            logger.debug("closing the storage file failed", exc_info=True)
+        if self._thread is None:
+            self.close()
+            return
+        self._queue.put(("stop", status, text))
+        self._wake.set()
+        # Wait for the last commit only: the writer closes the file after it, in the
+        # background (closing checkpoints the log into the file, an fsync).
+        if not self._stopped.wait(timeout):
+            logger.error("the journal writer did not commit the end of the run within %.0f s", timeout)
 
     def close(self) -> None:
         """Close the file of a journal that never began (an error before the search)."""
         if self._thread is None:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                logger.debug("closing the storage file failed", exc_info=True)
 
     # -- replay ---------------------------------------------------------------------------
 
@@ -378,6 +381,11 @@ class SearchJournal:
             for event in flushes:
                 event.set()
             if stop is not None:
+                self._stopped.set()
+                try:
+                    self._conn.close()
+                except sqlite3.Error:
+                    logger.debug("closing the storage file failed", exc_info=True)
                 return
 
     def _write(self, batch: list[tuple[Any, ...]], beat: bool) -> None:
@@ -445,6 +453,10 @@ class SearchJournal:
 
 def _jsonable(value: Any) -> Any:
     """``value`` as JSON for people and charts: numbers, strings, None; else its text."""
+    if type(value) is dict and all(
+        type(v) in (int, str, bool, type(None)) or (type(v) is float and math.isfinite(v)) for v in value.values()
+    ):
+        return value
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, np.generic):
@@ -464,7 +476,8 @@ class _JournaledStrategy:
         self._journal = journal
         self._recovered = list(recovered)
         self._told = set(told)
-        # Proposals fixed up front (grid, random) do not depend on scores: no need to wait.
+        # Proposals fixed up front (grid, random) do not depend on scores: their tells
+        # need not be replayed, so they are not recorded (a resumed run tells them again).
         self._learns = not isinstance(inner, ListStrategy)
 
     def ask(self, n: int) -> list[Candidate]:
@@ -480,8 +493,8 @@ class _JournaledStrategy:
         if candidate_id in self._told:  # replayed already
             self._told.discard(candidate_id)
             return
-        self._journal._put(("tell", candidate_id, float(score), time.time()))
         if self._learns:  # the score and the results behind it are on disk before it is learnt
+            self._journal._put(("tell", candidate_id, float(score), time.time()))
             self._journal.flush()
         self._inner.tell(candidate_id, score)
 
