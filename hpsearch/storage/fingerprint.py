@@ -96,7 +96,7 @@ def data_digest(*arrays: Any) -> str:
                 parts.append(content_id(dumps(arr)))
             else:
                 h = blake3.blake3(f"{arr.dtype.str}{arr.shape}".encode())
-                h.update(memoryview(arr).cast("B"))
+                h.update(arr.data.cast("B"))
                 parts.append(h.hexdigest())
         elif a is None:
             parts.append("none")

@@ -391,7 +391,10 @@ class SearchJournal:
     def _write(self, batch: list[tuple[Any, ...]], beat: bool) -> None:
         conn = self._conn
         sid, run = self.search_id, self.run_id
-        results, ops, cands, tells = [], [], [], []
+        results: list[tuple[Any, ...]] = []
+        ops: list[tuple[Any, ...]] = []
+        cands: list[tuple[Any, ...]] = []
+        tells: list[tuple[Any, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
         for item in batch:
             kind = item[0]

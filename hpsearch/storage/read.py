@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ._db import StorageError, connect_reader
 
 __all__ = ["StoredSearch", "load_search", "list_searches"]
@@ -130,10 +132,11 @@ class StoredSearch:
         }
 
 
-def _mean(values: list[float]) -> float | None:
-    if not values or any(v is None or not math.isfinite(v) for v in values):
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not values or len(finite) < len(values):
         return None
-    return sum(values) / len(values)
+    return float(np.mean(finite))  # as cv_results_ computes mean_test_*
 
 
 def _status(run: dict[str, Any] | None) -> str:
