@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import threading
 import webbrowser
 from http import HTTPStatus
@@ -68,6 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(head=True)
 
     def _respond(self, head: bool) -> None:
+        if not self._host_allowed():
+            # A page elsewhere must not reach a loopback dashboard through a DNS name
+            # that it points at 127.0.0.1 (DNS rebinding).
+            self._send(HTTPStatus.FORBIDDEN, b"forbidden host\n", "text/plain; charset=utf-8", head)
+            return
         url = urlsplit(self.path)
         if url.path in _STATIC:
             filename, content_type = _STATIC[url.path]
@@ -80,10 +86,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
 
+    def _host_allowed(self) -> bool:
+        bound = str(self.server.server_address[0])  # type: ignore[index]
+        if bound not in ("127.0.0.1", "::1"):
+            return True  # served on purpose beyond this machine
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.split(":", 1)[0]
+        return name in ("127.0.0.1", "localhost", "::1")
+
     def _searches(self) -> dict[str, Any]:
         try:
             searches = list_searches(self.storage) if self.storage.exists() else []
-        except StorageError as exc:
+        except (StorageError, sqlite3.Error) as exc:  # being created, or not a storage file
             return {"error": str(exc)}
         summaries = []
         for s in searches:
@@ -96,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _search(self, name: str | None) -> dict[str, Any]:
         try:
             return load_search(self.storage, name).to_dict()
-        except StorageError as exc:
+        except (StorageError, sqlite3.Error) as exc:
             return {"error": str(exc)}
 
     def _json(self, data: dict[str, Any], head: bool) -> None:

@@ -210,6 +210,7 @@ class SearchJournal:
         ``(candidate_id, fold)``.
         """
         conn = self._conn
+        self._check_not_running()
         recovered, told = self._replay(strategy)
         known = self._known_results({c.id for c in recovered})
         self.n_recovered_tasks = len(known)
@@ -250,6 +251,11 @@ class SearchJournal:
             emit(event)
 
         return journaled_emit
+
+    def check(self) -> None:
+        """Raise :class:`StorageError` if writing the file failed (the search then stops)."""
+        if self._error is not None:
+            raise StorageError(f"writing storage file {str(self.path)!r} failed: {self._error}")
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until everything queued so far is committed; raise if the writer failed."""
@@ -292,6 +298,25 @@ class SearchJournal:
                 self._conn.close()
             except sqlite3.Error:
                 logger.debug("closing the storage file failed", exc_info=True)
+
+    def _check_not_running(self) -> None:
+        from .read import STALE_AFTER_S, _status
+
+        row = self._conn.execute(
+            "SELECT id, started, heartbeat, ended, status, error, pid, host FROM runs "
+            "WHERE search_id=? ORDER BY id DESC LIMIT 1",
+            (self.search_id,),
+        ).fetchone()
+        if row is None:
+            return
+        run = dict(zip(("id", "started", "heartbeat", "ended", "status", "error", "pid", "host"), row))
+        if _status(run) == "running":
+            raise StorageError(
+                f"the search {self.name!r} in {str(self.path)!r} is running now (process {run['pid']} on "
+                f"{run['host']}, its last sign of life {time.time() - run['heartbeat']:.0f} s ago); two runs "
+                f"would record it twice. Wait for it to end (a killed run counts as ended after "
+                f"{STALE_AFTER_S:.0f} s without a sign of life, or at once on this machine), or use another name"
+            )
 
     # -- replay ---------------------------------------------------------------------------
 
@@ -499,6 +524,8 @@ class _JournaledStrategy:
         if self._learns:  # the score and the results behind it are on disk before it is learnt
             self._journal._put(("tell", candidate_id, float(score), time.time()))
             self._journal.flush()
+        else:
+            self._journal.check()
         self._inner.tell(candidate_id, score)
 
     @property

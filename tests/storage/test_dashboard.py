@@ -72,7 +72,7 @@ def committed(db):
         return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
 
-def get(url):
+def get(url):  # a URL or a Request
     with urllib.request.urlopen(url, timeout=30) as reply:
         return reply.status, reply.headers, reply.read()
 
@@ -102,6 +102,12 @@ def test_api_is_read_only_and_local(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(dash.url + "../etc/passwd", timeout=30)
         assert info.value.code == 404
+        rebound = urllib.request.Request(dash.url + "api/searches", headers={"Host": "attacker.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(rebound, timeout=30)
+        assert info.value.code == 403  # a page elsewhere cannot read it through DNS rebinding
+        local = urllib.request.Request(dash.url + "api/searches", headers={"Host": "localhost"})
+        assert get(local)[0] == 200
 
 
 @pytest.mark.slow

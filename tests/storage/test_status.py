@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch.cli import main
-from hpsearch.storage import load_search
+from hpsearch.storage import StorageError, load_search
 
 from . import searches
 
@@ -38,6 +38,9 @@ def test_status_of_a_finished_and_a_running_search(tmp_path, capsys):
     try:
         out = status(db)
         stored = load_search(db, "live")
+        with pytest.raises(StorageError, match=r"'live' .* is running now \(process \d+ on .*or use another name"):
+            searches.run_search(searches.Gated(), searches.SPACES["grid"], searches.X, searches.Y, cv=searches.CV,
+                                refit=False, progress=False, storage=db, name="live")
     finally:
         searches.GATE.set()
         thread.join(120)
