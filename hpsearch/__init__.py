@@ -21,6 +21,7 @@ from .errors import (
 )
 from .results import SearchResult
 from .space import Categorical, Integer, Real, Space
+from .storage import StorageError
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
 from .workers import LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
 
@@ -46,6 +47,7 @@ __all__ = [
     "SearchSpaceError",
     "SerializationError",
     "Space",
+    "StorageError",
     "Strategy",
     "TaskFailedError",
     "ThreadWorkers",

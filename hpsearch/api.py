@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 import sys
 import time
 import warnings
@@ -61,6 +62,8 @@ def run_search(
     return_train_score: bool = False,
     random_state: Any = None,
     progress: bool | None = None,
+    storage: str | os.PathLike[str] | None = None,
+    name: str | None = None,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
 
@@ -94,6 +97,14 @@ def run_search(
         Seed of random and Bayesian search.
     progress : bool or None
         Show a progress bar; None shows it when standard error is a terminal.
+    storage : str or path, optional
+        An SQLite file that records the search as it runs (created if needed). Rerun
+        the same call after a crash and it resumes: finished fits are not run again
+        and the results equal an uninterrupted run's. ``hpsearch status FILE`` and
+        ``hpsearch dashboard FILE`` show it while it runs. See :mod:`hpsearch.storage`.
+    name : str, optional
+        The search's name in ``storage`` (default ``"default"``); one file holds
+        several searches. A different search under a stored name is refused.
 
     Returns
     -------
@@ -178,6 +189,13 @@ def run_search(
             result.best_params_ = cv_results["params"][result.best_index_]
         return result
 
+    journal = None
+    if storage is not None:
+        from .storage import open_search_journal
+
+        journal = open_search_journal(storage, name, context, search_space, strategy, n_iter, random_state)
+        if journal.seed is not None:  # random_state=None: the seed stored with the search
+            search_strategy = _make_strategy(strategy, search_space, n_iter, journal.seed)
     bar = _progress_bar(progress, search_strategy, len(splits))
     try:
         finished = run_scheduler(
@@ -186,6 +204,7 @@ def run_search(
             context,
             score_key=refit_metric,
             on_candidate=bar.update if bar is not None else None,
+            journal=journal,
         )
     except BaseException as exc:
         _keep_partial_result(exc, make_result)

@@ -2,6 +2,8 @@
 
 ``hpsearch demo`` runs a real search on a dataset bundled with scikit-learn and prints
 the ranked results table — the quickest way to see hpsearch work on a new machine.
+``hpsearch status FILE`` prints the searches recorded in a storage file, and
+``hpsearch dashboard FILE`` serves a live page of them.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from .storage import list_searches, load_search
+    from .storage.status import format_status
+
+    searches = [load_search(args.file, args.name)] if args.name else list_searches(args.file)
+    print(format_status(searches))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    serve(args.file, host=args.host, port=args.port, open_browser=args.open)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Fast hyperparameter search.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
@@ -73,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--top", type=int, default=None, help="rows of the table (default: all)")
     demo.add_argument("--progress", action="store_true", help="show a progress bar")
     demo.set_defaults(func=_demo)
+    status = sub.add_parser("status", help="a table of the searches in a storage file")
+    status.add_argument("file", help="the storage file (run_search(..., storage=FILE))")
+    status.add_argument("--name", default=None, help="only this search")
+    status.set_defaults(func=_status)
+    dash = sub.add_parser("dashboard", help="a live web page of the searches in a storage file (read-only)")
+    dash.add_argument("file", help="the storage file (run_search(..., storage=FILE))")
+    dash.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1: this machine only)")
+    dash.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    dash.add_argument("--open", action="store_true", help="open it in a web browser")
+    dash.set_defaults(func=_dashboard)
     return parser
 
 

@@ -169,6 +169,13 @@ class SearchResult:
             footer += f", {len(self.fit_failures_)} failed fits"
         return "\n".join(lines + [footer])
 
+    def plot(self, kind: str = "best", **kwargs: Any) -> Any:
+        """Plot the search (needs matplotlib): ``"best"`` score so far or score against
+        a ``"param"``; see :mod:`hpsearch.plot`. Returns the matplotlib Axes."""
+        from . import plot
+
+        return plot.plot(self, kind, **kwargs)
+
     def __repr__(self) -> str:
         best = "" if self.best_score_ is None else f", best_score_={self.best_score_:.4f}"
         return (

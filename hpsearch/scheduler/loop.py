@@ -26,11 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..evaluation import EvaluationContext, FoldResult
 from ..strategies.base import Candidate, Strategy
 from ..workers.base import WorkerLost, WorkerPool
+if TYPE_CHECKING:
+    from ..storage.journal import SearchJournal
 from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
 logger = logging.getLogger(__name__)
@@ -195,6 +197,7 @@ def run_scheduler(
     on_candidate: Callable[[SearchProgress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     poll_interval: float = 0.5,
+    journal: SearchJournal | None = None,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     """Run a whole search and return every candidate with its fold results, in id order.
 
@@ -202,14 +205,32 @@ def run_scheduler(
     strategy that raised) after stopping the pools. Whatever ends a search early (also
     KeyboardInterrupt) carries the candidates completed so far, in the same form, as
     its ``completed_candidates`` attribute: nothing already computed is lost.
+
+    With a ``journal`` (:mod:`hpsearch.storage`), results are recorded as they arrive
+    and a stored search resumes: the strategy replays its history and the stored
+    results are not run again.
     """
+    known_results = None
+    if journal is not None:
+        tasks: dict[int, Any] = {}
+        try:
+            strategy, known_results = journal.begin(
+                strategy, score_key=score_key, score_names=list(context.scorers),
+                task_of=lambda task_id: getattr(tasks.get(task_id), "task", None),
+            )
+        except BaseException:
+            journal.end(None)
+            raise
     state = SchedulerState(
         context.n_splits,
         score_names=list(context.scorers),
         score_key=score_key,
         error_score=context.error_score,
         return_train_score=context.return_train_score,
+        known_results=known_results,
     )
+    if journal is not None:
+        tasks = state.tasks  # read by the journal's writer thread, to name each result's task
     driver = _Driver(state, type(strategy).__name__)
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
     total = strategy.total
@@ -218,8 +239,9 @@ def run_scheduler(
     started: list[WorkerPool] = []
     try:
         driver.start()
+        emit = driver.emit if journal is None else journal.recording(driver.emit)
         for pool in pools:
-            pool.start(context, driver.emit)
+            pool.start(context, emit)
             started.append(pool)
         while True:
             try:
@@ -242,7 +264,10 @@ def run_scheduler(
             exc.completed_candidates = state.results()  # type: ignore[attr-defined]
         except AttributeError:  # an exception type that takes no attributes
             pass
+        outcome: BaseException | None = exc
         raise
+    else:
+        outcome = None
     finally:
         driver.close()
         runner.close()
@@ -251,4 +276,6 @@ def run_scheduler(
                 pool.stop()
             except Exception:
                 logger.exception("stopping worker pool %r failed", pool)
+        if journal is not None:
+            journal.end(outcome)
     return state.results()

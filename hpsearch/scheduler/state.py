@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -149,6 +149,9 @@ class SchedulerState:
         Lost workers a task survives before it fails.
     lookahead : int
         Tasks kept queued beyond the free slots, so workers never wait on the strategy.
+    known_results : mapping of (candidate_id, fold) -> FoldResult, optional
+        Results already computed (by an earlier run of a resumed search): when such a
+        candidate is proposed, these tasks are recorded as finished instead of queued.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class SchedulerState:
         return_train_score: bool = False,
         max_deaths: int = 3,
         lookahead: int = 2,
+        known_results: Mapping[tuple[int, int], FoldResult] | None = None,
     ) -> None:
         if score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
@@ -188,6 +192,7 @@ class SchedulerState:
         self.completed: list[int] = []
         self.n_tasks_done = 0
         self.aborted: BaseException | None = None
+        self.known_results = dict(known_results or {})
 
     # -- queries ------------------------------------------------------------------------
 
@@ -270,6 +275,7 @@ class SchedulerState:
         # An empty answer means "wait for scores" only if no score was told after the
         # Ask went out: a Tell issued meanwhile reaches the strategy after that Ask.
         self.starved = not event.candidates and not event.finished and not self.told_since_ask
+        commands: list[Command] = []
         for cand in event.candidates:
             if cand.id in self.candidates:
                 raise ValueError(f"the strategy proposed candidate id {cand.id} twice")
@@ -277,9 +283,15 @@ class SchedulerState:
             self.fold_results[cand.id] = [None] * self.n_folds
             for fold in range(self.n_folds):
                 task_id = cand.id * self.n_folds + fold
-                self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
-                self.queue.append(task_id)
-        return []
+                ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
+                known = self.known_results.pop((cand.id, fold), None) if self.known_results else None
+                if known is not None and self._malformed(known) is None:
+                    if self.raise_on_error and known.error is not None:
+                        return self._abort(FitFailedError(f"a fit failed and error_score='raise':\n{known.error}"))
+                    commands += self._record(ts, known)
+                else:
+                    self.queue.append(task_id)
+        return commands
 
     def _release(self, worker: str | None, task_id: int) -> None:
         state = self.workers.get(worker) if worker is not None else None
