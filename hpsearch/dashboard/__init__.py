@@ -55,7 +55,7 @@ def _clean(value: Any) -> Any:
 
 
 def _static(filename: str) -> bytes:
-    return resources.files(__name__).joinpath("static", filename).read_bytes()
+    return resources.files(__name__).joinpath("static").joinpath(filename).read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):
