@@ -167,13 +167,16 @@ def _handlers(worker: Any) -> dict[str, Any]:
         _CACHE.counters["tasks"] += 1
         return {"status": "ok", "result": result.to_message()}
 
-    async def hpsearch_call(head: list[Any], ids: list[str], buffers: dict[str, Any]) -> dict[str, Any]:
-        from distributed.protocol import to_serialize
-
+    async def hpsearch_buffers(buffers: dict[str, Any]) -> dict[str, Any]:
         for bid, buffer in buffers.items():
             _CACHE.add_buffer(bid, buffer)
             _CACHE.counters["buffers_received"] += 1
-        frames = [_CACHE.buffer(bid) if bid not in buffers else buffers[bid] for bid in ids]
+        return {"status": "ok"}
+
+    async def hpsearch_call(head: list[Any], ids: list[str]) -> dict[str, Any]:
+        from distributed.protocol import to_serialize
+
+        frames = [_CACHE.buffer(bid) for bid in ids]
         missing = [bid for bid, frame in zip(ids, frames) if frame is None]
         if missing:
             return {"status": "missing", "ids": missing}
@@ -182,7 +185,10 @@ def _handlers(worker: Any) -> dict[str, Any]:
         except Exception:
             return {"status": "error", "error": clip_text(traceback.format_exc())}
         loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(worker.executors["default"], func)
+        try:
+            out = await loop.run_in_executor(worker.executors["default"], func)
+        except Exception:
+            return {"status": "error", "error": clip_text(traceback.format_exc())}
         _CACHE.counters["calls"] += 1
         return {"status": "ok", "result": to_serialize(out)}
 
@@ -193,6 +199,7 @@ def _handlers(worker: Any) -> dict[str, Any]:
     return {
         "hpsearch_context": hpsearch_context,
         "hpsearch_task": hpsearch_task,
+        "hpsearch_buffers": hpsearch_buffers,
         "hpsearch_call": hpsearch_call,
         "hpsearch_stats": hpsearch_stats,
     }
@@ -222,7 +229,7 @@ class HPSearchPlugin(_WorkerPluginBase):  # type: ignore[misc,valid-type]
         worker.handlers.update(_handlers(worker))
 
     def teardown(self, worker: Any) -> None:
-        for name in ("hpsearch_context", "hpsearch_task", "hpsearch_call", "hpsearch_stats"):
+        for name in _handlers(worker):
             worker.handlers.pop(name, None)
 
 
@@ -458,6 +465,7 @@ class DaskWorkers:
         self._listed_at = float("-inf")
         self._inflight: collections.Counter[str] = collections.Counter()
         self._held: dict[str, set[str]] = {}
+        self._pending: dict[str, dict[str, asyncio.Future]] = {}
         self._implicit = False
         self._search: _Search | None = None
 
@@ -635,15 +643,7 @@ class DaskWorkers:
         from distributed.protocol import to_serialize
 
         rpc = self._rpc(address)
-        deadline = time.monotonic() + _PLUGIN_WAIT
-        while (reply := await rpc.hpsearch_context(cid=search.cid)) is None:
-            # A worker that just started may not have run the plugin's setup yet.
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the hpsearch plugin is not installed on Dask worker {address} after "
-                    f"{_PLUGIN_WAIT:g} s: is hpsearch importable there?"
-                )
-            await asyncio.sleep(0.05)
+        reply = await self._handler_call(address, rpc.hpsearch_context, cid=search.cid)
         if reply["status"] == "missing":
             reply = await rpc.hpsearch_context(cid=search.cid, frames=to_serialize(search.frames))
             self.stats["contexts_sent"] += 1
@@ -770,26 +770,54 @@ class DaskWorkers:
 
     async def _send_call(self, address: str, head: list[bytes], ids: list[str],
                          arrays: dict[str, Any], held: set[str]) -> dict[str, Any]:
+        rpc = self._rpc(address)
+        for _ in range(MAX_CALL_ATTEMPTS):
+            await self._ensure_buffers(address, ids, arrays, held)
+            reply = await self._handler_call(address, rpc.hpsearch_call, head=head, ids=ids)
+            if reply["status"] != "missing":
+                return reply
+            held.difference_update(reply["ids"])  # evicted from the worker's cache: send again
+        raise RuntimeError(
+            f"Dask worker {address} evicted the call's buffers {MAX_CALL_ATTEMPTS} times: its buffer "
+            "cache is smaller than one call's data (HPSearchPlugin max_buffer_bytes)"
+        )
+
+    async def _ensure_buffers(self, address: str, ids: list[str], arrays: dict[str, Any],
+                              held: set[str]) -> None:
+        """Send the worker the buffers it does not hold; a buffer already on its way is
+        awaited rather than sent twice (calls to one worker overlap)."""
         from distributed.protocol import to_serialize
 
-        rpc = self._rpc(address)
-        deadline = time.monotonic() + _PLUGIN_WAIT
+        pending = self._pending.setdefault(address, {})
+        while waits := [pending[bid] for bid in set(ids) if bid in pending]:
+            await asyncio.gather(*waits)
         missing = [bid for bid in dict.fromkeys(ids) if bid not in held]
-        while True:
+        if not missing:
+            return
+        loop = asyncio.get_running_loop()
+        for bid in missing:
+            pending[bid] = loop.create_future()
+        try:
             send = {bid: arrays[bid] for bid in missing}
-            reply = await rpc.hpsearch_call(head=head, ids=ids, buffers=to_serialize(send))
-            if reply is None:  # a worker that just started: the plugin is not set up yet
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the hpsearch plugin is not installed on Dask worker {address}")
-                await asyncio.sleep(0.05)
-                continue
+            await self._handler_call(address, self._rpc(address).hpsearch_buffers, buffers=to_serialize(send))
+            held.update(missing)
             self.stats["buffers_sent"] += len(send)
             self.stats["buffer_bytes_sent"] += sum(a.nbytes for a in send.values())
-            held.update(send)
-            if reply["status"] != "missing":  # evicted from the worker's cache: send again
-                return reply  # type: ignore[no-any-return]
-            missing = list(reply["ids"])
-            held.difference_update(missing)
+        finally:
+            for bid in missing:
+                pending.pop(bid).set_result(None)
+
+    async def _handler_call(self, address: str, method: Any, **msg: Any) -> dict[str, Any]:
+        """Call an hpsearch handler, waiting for a just-started worker to install them."""
+        deadline = time.monotonic() + _PLUGIN_WAIT
+        while (reply := await method(**msg)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the hpsearch plugin is not installed on Dask worker {address} after "
+                    f"{_PLUGIN_WAIT:g} s: is hpsearch importable there?"
+                )
+            await asyncio.sleep(0.05)
+        return reply  # type: ignore[no-any-return]
 
     # -- inspection -----------------------------------------------------------------
 

@@ -33,12 +33,6 @@ def local_cluster(n_workers: int) -> distributed.LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with local_cluster(2) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
 def pool(cluster):
     with DaskWorkers(cluster) as pool:
         yield pool
@@ -181,11 +175,11 @@ def _wait(condition, timeout=60.0, what="condition"):
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_loses_nothing(tmp_path):
+def test_sigkilled_worker_loses_nothing(cluster, tmp_path):
     gate = tmp_path / "gate"
     space = {"c": [float(c) for c in range(8)]}
     estimator = GateEstimator(gate=str(gate))
-    with local_cluster(2) as cluster, DaskWorkers(cluster, join_timeout=60) as pool:
+    with DaskWorkers(cluster, join_timeout=60) as pool:
         pids = pool.client.run(os.getpid)
         thread, box = _run_in_thread(estimator=estimator, space=space, X=X, cv=3, workers=pool,
                                      progress=False)
@@ -197,6 +191,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path):
         gate.touch()
         thread.join(120)
         assert not thread.is_alive() and "error" not in box, box.get("error")
+        pool.client.wait_for_workers(2, timeout=120)  # the nanny restarts it: the next tests have 2
     undisturbed = run_search(estimator, space, X, cv=3, workers=2, progress=False)
     result = box["result"]
     assert_same_results(result, undisturbed)
