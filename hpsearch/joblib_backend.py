@@ -98,7 +98,7 @@ class _DaskRunner:
 def _runner(workers: Any) -> _ThreadRunner | _DaskRunner:
     from .workers.dask import DaskWorkers
 
-    if isinstance(workers, numbers.Integral) and not isinstance(workers, bool) and workers >= 1:
+    if isinstance(workers, numbers.Integral) and not isinstance(workers, bool) and int(workers) >= 1:
         return _ThreadRunner(int(workers))
     if isinstance(workers, ThreadWorkers):
         return _ThreadRunner(workers.n)

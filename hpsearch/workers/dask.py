@@ -436,7 +436,9 @@ class DaskWorkers:
         max_cached_contexts: int = 2,
         poll_interval: float = 0.2,
     ) -> None:
-        if not isinstance(client_or_address, str) and not hasattr(client_or_address, "scheduler"):
+        if not isinstance(client_or_address, str) and not (
+            hasattr(client_or_address, "scheduler") or hasattr(client_or_address, "scheduler_address")
+        ):
             raise InvalidParameterError(
                 "DaskWorkers needs a distributed.Client, a Dask cluster object or a scheduler "
                 f"address such as 'tcp://scheduler:8786'; got {client_or_address!r}"
