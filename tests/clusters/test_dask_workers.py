@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -220,3 +221,12 @@ def test_workers_added_mid_search_run_tasks(tmp_path):
     new = {a: n for a, n in per_worker.items() if a not in first}
     assert len(new) == 2 and all(n > 0 for n in new.values()), per_worker
     assert_same_results(box["result"], run_search(estimator, space, X, cv=3, workers=2, progress=False))
+
+
+def test_without_dask_the_error_names_the_extra(monkeypatch):
+    from hpsearch.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # what an uninstalled package looks like
+    pool = DaskWorkers("tcp://scheduler:8786")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'hpsearch\[dask\]'"):
+        run_search(SVC(), {"C": [1.0]}, X, Y, cv=2, workers=pool, progress=False)
