@@ -5,6 +5,7 @@
 >>> #                     strategy="random", n_iter=20, workers=4)
 """
 
+from . import joblib_backend as _joblib_backend  # registers the "hpsearch" joblib backend
 from .api import run_search
 from .errors import (
     FitFailedError,
@@ -23,13 +24,14 @@ from .results import SearchResult
 from .space import Categorical, Integer, Real, Space
 from .storage import StorageError
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
-from .workers import LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
+from .workers import DaskWorkers, LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Candidate",
     "Categorical",
+    "DaskWorkers",
     "FitFailedError",
     "FitFailedWarning",
     "GridStrategy",

@@ -1,4 +1,4 @@
-"""Workers: local threads, and ZeroMQ worker processes (remote or local)."""
+"""Workers: local threads, ZeroMQ worker processes (remote or local), and Dask clusters."""
 
 from .base import (
     Emit,
@@ -12,11 +12,14 @@ from .base import (
     WorkerLost,
     WorkerPool,
 )
+from .dask import DaskWorker, DaskWorkers
 from .local import LocalProcesses
 from .remote import RemoteWorker, RemoteWorkers
 from .threads import ThreadWorker, ThreadWorkers
 
 __all__ = [
+    "DaskWorker",
+    "DaskWorkers",
     "Emit",
     "LocalProcesses",
     "PoolFailed",
