@@ -84,7 +84,7 @@ class _DaskRunner:
         return int(self.pool.total_threads())
 
     def submit(self, func: Any) -> concurrent.futures.Future:
-        return self.pool.submit_call(func)  # type: ignore[no-any-return]
+        return self.pool.submit_call(func)
 
     def abort(self) -> None:
         """Calls already sent run to the end; joblib ignores their results."""

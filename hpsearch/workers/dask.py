@@ -205,7 +205,7 @@ def _handlers(worker: Any) -> dict[str, Any]:
     }
 
 
-class HPSearchPlugin(_WorkerPluginBase):  # type: ignore[misc,valid-type]
+class HPSearchPlugin(_WorkerPluginBase):
     """Adds hpsearch's comm handlers to a Dask worker (registered by :class:`DaskWorkers`).
 
     Parameters
@@ -695,7 +695,7 @@ class DaskWorkers:
         async def count() -> int:
             return sum((await self._workers(timeout)).values())
 
-        return self._client.sync(count)  # type: ignore[no-any-return]
+        return self._client.sync(count)
 
     def submit_call(self, func: Any) -> concurrent.futures.Future:
         """Run ``func()`` on the least busy Dask worker; its large buffers travel once.
@@ -819,7 +819,7 @@ class DaskWorkers:
                     f"{_PLUGIN_WAIT:g} s: is hpsearch importable there?"
                 )
             await asyncio.sleep(0.05)
-        return reply  # type: ignore[no-any-return]
+        return reply
 
     # -- inspection -----------------------------------------------------------------
 
@@ -841,4 +841,4 @@ class DaskWorkers:
                     out[address] = reply
             return out
 
-        return self._client.sync(gather, callback_timeout=timeout)  # type: ignore[no-any-return]
+        return self._client.sync(gather, callback_timeout=timeout)
