@@ -47,6 +47,9 @@ class EvaluationContext:
         ``sample_weight`` fit param to scorers that accept it; so does hpsearch).
     error_score : float or "raise"
     return_train_score : bool
+    prefix_cache : PrefixCacheConfig or None
+        Set when the pipeline prefixes candidates share are fitted once per fold
+        and reused (see :mod:`hpsearch.prefix`); None fits every candidate from scratch.
     """
 
     estimator: Any
@@ -58,6 +61,7 @@ class EvaluationContext:
     score_params: dict[str, Any] = field(default_factory=dict)
     error_score: float | str = np.nan
     return_train_score: bool = False
+    prefix_cache: Any = None
 
     @property
     def n_splits(self) -> int:
@@ -230,19 +234,34 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
     try:
         fit_params = _index_fit_params(context.X, context.fit_params, train)
         score_params_test = _index_fit_params(context.X, context.score_params, test)
-        X_train, y_train = _split(estimator, context.X, context.y, train)
-        X_test, y_test = _split(estimator, context.X, context.y, test, train)
-        n_test = _num_samples(X_test)
-        if y_train is None:
-            estimator.fit(X_train, **fit_params)
+        reuse = None
+        if context.prefix_cache is not None:
+            from .prefix import plan_reuse
+
+            reuse = plan_reuse(context, estimator)
+        if reuse is not None:  # the pipeline's prefix is fitted once per fold and shared
+            from .prefix import fit_and_score
+
+            outcome = fit_and_score(
+                reuse, context, fold, score_params_test,
+                lambda: _index_fit_params(context.X, context.score_params, train), _score,
+            )
+            test_scores, train_scores = outcome.test_scores, outcome.train_scores
+            fit_time, score_time, n_test = outcome.fit_time, outcome.score_time, outcome.n_test_samples
         else:
-            estimator.fit(X_train, y_train, **fit_params)
-        fit_time = time.perf_counter() - start
-        test_scores = _score(estimator, X_test, y_test, context.scorers, score_params_test)
-        score_time = time.perf_counter() - start - fit_time
-        if context.return_train_score:
-            score_params_train = _index_fit_params(context.X, context.score_params, train)
-            train_scores = _score(estimator, X_train, y_train, context.scorers, score_params_train)
+            X_train, y_train = _split(estimator, context.X, context.y, train)
+            X_test, y_test = _split(estimator, context.X, context.y, test, train)
+            n_test = _num_samples(X_test)
+            if y_train is None:
+                estimator.fit(X_train, **fit_params)
+            else:
+                estimator.fit(X_train, y_train, **fit_params)
+            fit_time = time.perf_counter() - start
+            test_scores = _score(estimator, X_test, y_test, context.scorers, score_params_test)
+            score_time = time.perf_counter() - start - fit_time
+            if context.return_train_score:
+                score_params_train = _index_fit_params(context.X, context.score_params, train)
+                train_scores = _score(estimator, X_train, y_train, context.scorers, score_params_train)
     except Exception as exc:
         if not fit_time:
             fit_time = time.perf_counter() - start

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..evaluation import EvaluationContext, FoldResult
-from ..strategies.base import Candidate, Strategy
+from ..prefix import affinity_key, forget_context
+from ..strategies.base import Candidate, ListStrategy, Strategy
 from ..workers.base import WorkerLost, WorkerPool
 from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
@@ -203,12 +204,17 @@ def run_scheduler(
     KeyboardInterrupt) carries the candidates completed so far, in the same form, as
     its ``completed_candidates`` attribute: nothing already computed is lost.
     """
+    affinity = affinity_key(context)
     state = SchedulerState(
         context.n_splits,
         score_names=list(context.scorers),
         score_key=score_key,
         error_score=context.error_score,
         return_train_score=context.return_train_score,
+        affinity=affinity,
+        # A strategy whose candidates do not depend on scores is asked further ahead when
+        # prefixes are reused, so that the queue holds tasks of several prefixes to route.
+        lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
     )
     driver = _Driver(state, type(strategy).__name__)
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
@@ -251,4 +257,5 @@ def run_scheduler(
                 pool.stop()
             except Exception:
                 logger.exception("stopping worker pool %r failed", pool)
+        forget_context(context)  # this process's cached prefixes (thread workers)
     return state.results()

@@ -13,14 +13,20 @@ Rules it keeps:
 * A lost worker's unfinished tasks go back to the front of the queue with the next
   attempt number; a task whose workers were lost ``max_deaths`` times fails.
 * The first result of a task is recorded; duplicates and late attempts are ignored.
+* With an ``affinity`` function (pipeline prefix reuse), new tasks are queued grouped by
+  (prefix, fold), and a free worker takes first a queued task whose (prefix, fold) it
+  was sent before (its cache likely holds it), then one whose (prefix, fold) no worker
+  was sent (so workers compute different prefixes), and only then one another worker
+  holds (computing it again beats waiting idle). A lost worker's prefixes are
+  forgotten with it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -118,6 +124,7 @@ class _TaskState:
 class _WorkerState:
     worker: Worker
     running: set[int] = field(default_factory=set)
+    held: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)  # (prefix, fold) sent to it
 
     @property
     def capacity(self) -> int:
@@ -148,6 +155,12 @@ class SchedulerState:
         Lost workers a task survives before it fails.
     lookahead : int
         Tasks kept queued beyond the free slots, so workers never wait on the strategy.
+    affinity : callable or None
+        ``affinity(params)`` names a candidate's pipeline prefix (hashable); tasks with
+        the same prefix and fold go preferably to the worker that computed it.
+    affinity_memory : int
+        (prefix, fold) pairs remembered per worker (the most recent), about what its
+        cache can hold.
     """
 
     def __init__(
@@ -160,6 +173,8 @@ class SchedulerState:
         return_train_score: bool = False,
         max_deaths: int = 3,
         lookahead: int = 2,
+        affinity: Callable[[Mapping[str, Any]], Hashable] | None = None,
+        affinity_memory: int = 1024,
     ) -> None:
         if score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
@@ -171,6 +186,9 @@ class SchedulerState:
         self.return_train_score = return_train_score
         self.max_deaths = max_deaths
         self.lookahead = lookahead
+        self.affinity = affinity
+        self.affinity_memory = affinity_memory
+        self.groups: dict[int, Hashable] = {}  # task id -> (prefix, fold), with affinity
         self.candidates: dict[int, Candidate] = {}
         self.fold_results: dict[int, list[FoldResult | None]] = {}
         self.tasks: dict[int, _TaskState] = {}
@@ -268,10 +286,19 @@ class SchedulerState:
                 raise ValueError(f"the strategy proposed candidate id {cand.id} twice")
             self.candidates[cand.id] = cand
             self.fold_results[cand.id] = [None] * self.n_folds
-            for fold in range(self.n_folds):
-                task_id = cand.id * self.n_folds + fold
-                self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
-                self.queue.append(task_id)
+        new_tasks = [(cand, fold) for cand in event.candidates for fold in range(self.n_folds)]
+        if self.affinity is not None:
+            # Group by prefix (in order of first appearance), then fold, then candidate:
+            # the tasks sharing a (prefix, fold) follow each other.
+            prefixes = {cand.id: self.affinity(cand.params) for cand in event.candidates}
+            first = {p: i for i, p in reversed(list(enumerate(prefixes.values())))}
+            new_tasks.sort(key=lambda cf: (first[prefixes[cf[0].id]], cf[1]))
+        for cand, fold in new_tasks:
+            task_id = cand.id * self.n_folds + fold
+            self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
+            if self.affinity is not None:
+                self.groups[task_id] = (prefixes[cand.id], fold)
+            self.queue.append(task_id)
         return []
 
     def _release(self, worker: str | None, task_id: int) -> None:
@@ -386,14 +413,45 @@ class SchedulerState:
         self.queue.clear()
         return [Abort(error)]
 
+    def _pick(self) -> tuple[_WorkerState, int] | None:
+        """The worker to dispatch to next and the queue index of its task, or None
+        when no worker has room."""
+        free = [w for w in self.workers.values() if w.free > 0]
+        if not free:
+            return None
+        free.sort(key=lambda w: w.free, reverse=True)  # stable: ties keep join order
+        if self.affinity is None:
+            return free[0], 0
+        for index, task_id in enumerate(self.queue):
+            group = self.groups[task_id]
+            for worker in free:
+                if group in worker.held:
+                    return worker, index
+        for index, task_id in enumerate(self.queue):
+            group = self.groups[task_id]
+            if not any(group in w.held for w in self.workers.values()):
+                return free[0], index
+        return free[0], 0
+
+    def _hold(self, worker: _WorkerState, group: Hashable) -> None:
+        worker.held[group] = None
+        worker.held.move_to_end(group)
+        while len(worker.held) > self.affinity_memory:
+            worker.held.popitem(last=False)
+
     def _refill(self) -> list[Command]:
         commands: list[Command] = []
         # Dispatch: one task at a time to the worker with the most free capacity.
         while self.queue:
-            target = max(self.workers.values(), key=lambda w: w.free, default=None)
-            if target is None or target.free <= 0:
+            pick = self._pick()
+            if pick is None:
                 break
-            ts = self.tasks[self.queue.popleft()]
+            target, index = pick
+            task_id = self.queue[index]
+            del self.queue[index]
+            ts = self.tasks[task_id]
+            if self.affinity is not None:
+                self._hold(target, self.groups[task_id])
             ts.worker = target.worker.name
             target.running.add(ts.task.task_id)
             task = ts.task
