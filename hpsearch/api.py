@@ -258,7 +258,7 @@ def _check_param_names(estimator: Any, space: Space) -> None:
 def _prefix_config(prefix_cache: Any, estimator: Any, space: Space) -> PrefixCacheConfig | None:
     if isinstance(prefix_cache, bool):
         max_bytes = default_max_bytes() if prefix_cache else 0
-    elif isinstance(prefix_cache, numbers.Integral) and prefix_cache > 0:
+    elif isinstance(prefix_cache, numbers.Integral) and int(prefix_cache) > 0:
         max_bytes = int(prefix_cache)
     else:
         raise InvalidParameterError(

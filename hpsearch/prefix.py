@@ -69,6 +69,8 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "default_max_bytes",
+    "fit_and_score",
+    "forget_context",
     "is_pipeline",
     "plan_reuse",
 ]

@@ -7,6 +7,7 @@ holds no test code and has no side effects on import.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -29,17 +30,21 @@ def text_corpus(n_docs: int = 240, n_words: int = 40, vocabulary: int = 400, see
 
 
 class CountingScaler(TransformerMixin, BaseEstimator):
-    """Scales by a factor and counts, per process, how often it was fitted."""
+    """Scales by a factor and counts, per process, how often it was fitted; a fit
+    lasts at least ``delay`` seconds."""
 
     fits = 0
     _lock = threading.Lock()
 
-    def __init__(self, factor: float = 1.0) -> None:
+    def __init__(self, factor: float = 1.0, delay: float = 0.0) -> None:
         self.factor = factor
+        self.delay = delay
 
     def fit(self, X: Any, y: Any = None) -> CountingScaler:
         with CountingScaler._lock:
             CountingScaler.fits += 1
+        if self.delay:
+            time.sleep(self.delay)
         self.mean_ = np.asarray(X).mean(axis=0)
         return self
 
