@@ -234,34 +234,35 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
     try:
         fit_params = _index_fit_params(context.X, context.fit_params, train)
         score_params_test = _index_fit_params(context.X, context.score_params, test)
-        reuse = None
         if context.prefix_cache is not None:
-            from .prefix import plan_reuse
+            from .prefix import fit_and_score, plan_reuse
 
             reuse = plan_reuse(context, estimator)
-        if reuse is not None:  # the pipeline's prefix is fitted once per fold and shared
-            from .prefix import fit_and_score
-
-            outcome = fit_and_score(
-                reuse, context, fold, score_params_test,
-                lambda: _index_fit_params(context.X, context.score_params, train), _score,
-            )
-            test_scores, train_scores = outcome.test_scores, outcome.train_scores
-            fit_time, score_time, n_test = outcome.fit_time, outcome.score_time, outcome.n_test_samples
+            if reuse is not None:  # the pipeline's prefix is fitted once per fold and shared
+                outcome = fit_and_score(
+                    reuse, context, fold, score_params_test,
+                    lambda: _index_fit_params(context.X, context.score_params, train), _score,
+                )
+                return FoldResult(
+                    test_scores=outcome.test_scores,
+                    train_scores=outcome.train_scores,
+                    fit_time=outcome.fit_time,
+                    score_time=outcome.score_time,
+                    n_test_samples=outcome.n_test_samples,
+                )
+        X_train, y_train = _split(estimator, context.X, context.y, train)
+        X_test, y_test = _split(estimator, context.X, context.y, test, train)
+        n_test = _num_samples(X_test)
+        if y_train is None:
+            estimator.fit(X_train, **fit_params)
         else:
-            X_train, y_train = _split(estimator, context.X, context.y, train)
-            X_test, y_test = _split(estimator, context.X, context.y, test, train)
-            n_test = _num_samples(X_test)
-            if y_train is None:
-                estimator.fit(X_train, **fit_params)
-            else:
-                estimator.fit(X_train, y_train, **fit_params)
-            fit_time = time.perf_counter() - start
-            test_scores = _score(estimator, X_test, y_test, context.scorers, score_params_test)
-            score_time = time.perf_counter() - start - fit_time
-            if context.return_train_score:
-                score_params_train = _index_fit_params(context.X, context.score_params, train)
-                train_scores = _score(estimator, X_train, y_train, context.scorers, score_params_train)
+            estimator.fit(X_train, y_train, **fit_params)
+        fit_time = time.perf_counter() - start
+        test_scores = _score(estimator, X_test, y_test, context.scorers, score_params_test)
+        score_time = time.perf_counter() - start - fit_time
+        if context.return_train_score:
+            score_params_train = _index_fit_params(context.X, context.score_params, train)
+            train_scores = _score(estimator, X_train, y_train, context.scorers, score_params_train)
     except Exception as exc:
         if not fit_time:
             fit_time = time.perf_counter() - start

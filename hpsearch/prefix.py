@@ -469,7 +469,11 @@ def plan_reuse(context: Any, estimator: Any) -> ReusePlan | None:
     if sklearn.get_config().get("enable_metadata_routing", False):
         return None
     leaves, nodes = _flatten(estimator)
-    if len(leaves) < 2 or _unsupported(nodes, leaves) is not None:
+    if len(leaves) < 2:
+        return None
+    reason = _unsupported(nodes, leaves)
+    if reason is not None:
+        logger.debug("prefixes not reused (%s): Pipeline.fit fits this candidate", reason)
         return None
     final_path, final = leaves[-1]
     if _passthrough(final):
