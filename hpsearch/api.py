@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_consistent_length, indexable
 
 from .errors import FitFailedError, FitFailedWarning, InvalidParameterError, SearchSpaceError
 from .evaluation import EvaluationContext, FoldResult
+from .prefix import PrefixCacheConfig, default_max_bytes, is_pipeline
 from .results import SearchResult, build_cv_results
 from .scheduler import SearchProgress, run_scheduler
 from .space import Space, SpaceSpec
@@ -64,6 +65,7 @@ def run_search(
     progress: bool | None = None,
     storage: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    prefix_cache: bool | int = True,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
 
@@ -105,6 +107,13 @@ def run_search(
     name : str, optional
         The search's name in ``storage`` (default ``"default"``); one file holds
         several searches. A different search under a stored name is refused.
+    prefix_cache : bool or int
+        For a :class:`~sklearn.pipeline.Pipeline`: fit the leading steps that
+        candidates share once per fold and reuse their output (see
+        :mod:`hpsearch.prefix`; scores are those of refitting every candidate). True
+        bounds each worker process's cache by the default (1 GiB, at most an eighth of
+        the machine's memory), an int by that many bytes; False refits every candidate
+        from scratch.
 
     Returns
     -------
@@ -147,6 +156,7 @@ def run_search(
     _check_param_names(estimator, search_space)
     if error_score != "raise" and not isinstance(error_score, numbers.Number):
         raise InvalidParameterError(f"error_score must be 'raise' or a number, got {error_score!r}")
+    prefix_config = _prefix_config(prefix_cache, estimator, search_space)
     pools, owned = _make_pools(workers)
     search_strategy = _make_strategy(strategy, search_space, n_iter, random_state)
 
@@ -168,6 +178,7 @@ def run_search(
         score_params=_score_params(fit_params or {}, scorers),
         error_score=error_score,
         return_train_score=return_train_score,
+        prefix_cache=prefix_config,
     )
 
     def make_result(finished: list[tuple[Any, list[FoldResult]]], failures: list[str]) -> SearchResult:
@@ -261,6 +272,20 @@ def _check_param_names(estimator: Any, space: Space) -> None:
                     f"invalid parameter {name!r} for estimator {type(estimator).__name__}. "
                     f"Valid parameters are: {sorted(valid)!r}"
                 )
+
+
+def _prefix_config(prefix_cache: Any, estimator: Any, space: Space) -> PrefixCacheConfig | None:
+    if isinstance(prefix_cache, bool):
+        max_bytes = default_max_bytes() if prefix_cache else 0
+    elif isinstance(prefix_cache, numbers.Integral) and int(prefix_cache) > 0:
+        max_bytes = int(prefix_cache)
+    else:
+        raise InvalidParameterError(
+            f"prefix_cache must be True, False or a positive number of bytes per worker, got {prefix_cache!r}"
+        )
+    if not max_bytes or not is_pipeline(estimator):
+        return None
+    return PrefixCacheConfig(max_bytes, tuple(sorted({name for sub in space.subspaces for name in sub})))
 
 
 def _make_strategy(strategy: Any, space: Space, n_iter: Any, random_state: Any) -> Strategy:

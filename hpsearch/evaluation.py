@@ -47,6 +47,9 @@ class EvaluationContext:
         ``sample_weight`` fit param to scorers that accept it; so does hpsearch).
     error_score : float or "raise"
     return_train_score : bool
+    prefix_cache : PrefixCacheConfig or None
+        Set when the pipeline prefixes candidates share are fitted once per fold
+        and reused (see :mod:`hpsearch.prefix`); None fits every candidate from scratch.
     """
 
     estimator: Any
@@ -58,6 +61,7 @@ class EvaluationContext:
     score_params: dict[str, Any] = field(default_factory=dict)
     error_score: float | str = np.nan
     return_train_score: bool = False
+    prefix_cache: Any = None
 
     @property
     def n_splits(self) -> int:
@@ -265,6 +269,22 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
         estimator = clone(context.estimator).set_params(**clone(dict(params), safe=False))
         fit_params = _index_fit_params(context.X, context.fit_params, train)
         score_params_test = _index_fit_params(context.X, context.score_params, test)
+        if context.prefix_cache is not None:
+            from .prefix import fit_and_score, plan_reuse
+
+            reuse = plan_reuse(context, estimator)
+            if reuse is not None:  # the pipeline's prefix is fitted once per fold and shared
+                outcome = fit_and_score(
+                    reuse, context, fold, score_params_test,
+                    lambda: _index_fit_params(context.X, context.score_params, train), _score,
+                )
+                return FoldResult(
+                    test_scores=outcome.test_scores,
+                    train_scores=outcome.train_scores,
+                    fit_time=outcome.fit_time,
+                    score_time=outcome.score_time,
+                    n_test_samples=outcome.n_test_samples,
+                )
         X_train, y_train = _split(estimator, context.X, context.y, train)
         X_test, y_test = _split(estimator, context.X, context.y, test, train)
         n_test = _num_samples(X_test)

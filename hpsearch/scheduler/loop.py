@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..evaluation import EvaluationContext, FoldResult
-from ..strategies.base import Candidate, Strategy
+from ..prefix import affinity_key, forget_context
+from ..strategies.base import Candidate, ListStrategy, Strategy
 from ..workers.base import WorkerLost, WorkerPool
 if TYPE_CHECKING:
     from ..storage.journal import SearchJournal
@@ -221,6 +222,7 @@ def run_scheduler(
         except BaseException:
             journal.end(None)
             raise
+    affinity = affinity_key(context)
     state = SchedulerState(
         context.n_splits,
         score_names=list(context.scorers),
@@ -228,6 +230,10 @@ def run_scheduler(
         error_score=context.error_score,
         return_train_score=context.return_train_score,
         known_results=known_results,
+        affinity=affinity,
+        # A strategy whose candidates do not depend on scores is asked further ahead when
+        # prefixes are reused, so that the queue holds tasks of several prefixes to route.
+        lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task
@@ -276,6 +282,7 @@ def run_scheduler(
                 pool.stop()
             except Exception:
                 logger.exception("stopping worker pool %r failed", pool)
+        forget_context(context)  # this process's cached prefixes (thread workers)
         if journal is not None:
             journal.end(outcome)
     return state.results()

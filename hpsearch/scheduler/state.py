@@ -13,14 +13,20 @@ Rules it keeps:
 * A lost worker's unfinished tasks go back to the front of the queue with the next
   attempt number; a task whose workers were lost ``max_deaths`` times fails.
 * The first result of a task is recorded; duplicates and late attempts are ignored.
+* With an ``affinity`` function (pipeline prefix reuse), new tasks are queued grouped by
+  (prefix, fold), and a free worker takes first a queued task whose (prefix, fold) it
+  was sent before (its cache likely holds it), then one whose (prefix, fold) no worker
+  was sent (so workers compute different prefixes), and only then one another worker
+  holds (computing it again beats waiting idle). A lost worker's prefixes are
+  forgotten with it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -119,6 +125,7 @@ class _TaskState:
 class _WorkerState:
     worker: Worker
     running: set[int] = field(default_factory=set)
+    held: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)  # (prefix, fold) sent to it
 
     @property
     def capacity(self) -> int:
@@ -152,6 +159,12 @@ class SchedulerState:
     known_results : mapping of (candidate_id, fold) -> FoldResult, optional
         Results already computed (by an earlier run of a resumed search): when such a
         candidate is proposed, these tasks are recorded as finished instead of queued.
+    affinity : callable or None
+        ``affinity(params)`` names a candidate's pipeline prefix (hashable); tasks with
+        the same prefix and fold go preferably to the worker that computed it.
+    affinity_memory : int
+        (prefix, fold) pairs remembered per worker (the most recent), about what its
+        cache can hold.
     """
 
     def __init__(
@@ -165,6 +178,8 @@ class SchedulerState:
         max_deaths: int = 3,
         lookahead: int = 2,
         known_results: Mapping[tuple[int, int], FoldResult] | None = None,
+        affinity: Callable[[Mapping[str, Any]], Hashable] | None = None,
+        affinity_memory: int = 1024,
     ) -> None:
         if score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
@@ -176,6 +191,9 @@ class SchedulerState:
         self.return_train_score = return_train_score
         self.max_deaths = max_deaths
         self.lookahead = lookahead
+        self.affinity = affinity
+        self.affinity_memory = affinity_memory
+        self.groups: dict[int, Hashable] = {}  # task id -> (prefix, fold), with affinity
         self.candidates: dict[int, Candidate] = {}
         self.fold_results: dict[int, list[FoldResult | None]] = {}
         self.tasks: dict[int, _TaskState] = {}
@@ -281,16 +299,25 @@ class SchedulerState:
                 raise ValueError(f"the strategy proposed candidate id {cand.id} twice")
             self.candidates[cand.id] = cand
             self.fold_results[cand.id] = [None] * self.n_folds
-            for fold in range(self.n_folds):
-                task_id = cand.id * self.n_folds + fold
-                ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
-                known = self.known_results.pop((cand.id, fold), None) if self.known_results else None
-                if known is not None and self._malformed(known) is None:
-                    if self.raise_on_error and known.error is not None:
-                        return self._abort(FitFailedError(f"a fit failed and error_score='raise':\n{known.error}"))
-                    commands += self._record(ts, known)
-                else:
-                    self.queue.append(task_id)
+        new_tasks = [(cand, fold) for cand in event.candidates for fold in range(self.n_folds)]
+        if self.affinity is not None:
+            # Group by prefix (in order of first appearance), then fold, then candidate:
+            # the tasks sharing a (prefix, fold) follow each other.
+            prefixes = {cand.id: self.affinity(cand.params) for cand in event.candidates}
+            first = {p: i for i, p in reversed(list(enumerate(prefixes.values())))}
+            new_tasks.sort(key=lambda cf: (first[prefixes[cf[0].id]], cf[1]))
+        for cand, fold in new_tasks:
+            task_id = cand.id * self.n_folds + fold
+            ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
+            known = self.known_results.pop((cand.id, fold), None) if self.known_results else None
+            if known is not None and self._malformed(known) is None:
+                if self.raise_on_error and known.error is not None:
+                    return self._abort(FitFailedError(f"a fit failed and error_score='raise':\n{known.error}"))
+                commands += self._record(ts, known)
+                continue
+            if self.affinity is not None:
+                self.groups[task_id] = (prefixes[cand.id], fold)
+            self.queue.append(task_id)
         return commands
 
     def _release(self, worker: str | None, task_id: int) -> None:
@@ -403,15 +430,47 @@ class SchedulerState:
         self.queue.clear()
         return [Abort(error)]
 
+    def _pick(self) -> tuple[_WorkerState, int] | None:
+        """The worker to dispatch to next and the queue index of its task, or None
+        when no worker has room."""
+        most = self._free.most()
+        if most is None:
+            return None
+        if self.affinity is None:
+            return self.workers[most], 0
+        free = [w for w in self.workers.values() if w.free > 0]
+        free.sort(key=lambda w: w.free, reverse=True)  # stable: ties keep join order
+        for index, task_id in enumerate(self.queue):
+            group = self.groups[task_id]
+            for worker in free:
+                if group in worker.held:
+                    return worker, index
+        for index, task_id in enumerate(self.queue):
+            group = self.groups[task_id]
+            if not any(group in w.held for w in self.workers.values()):
+                return free[0], index
+        return free[0], 0
+
+    def _hold(self, worker: _WorkerState, group: Hashable) -> None:
+        worker.held[group] = None
+        worker.held.move_to_end(group)
+        while len(worker.held) > self.affinity_memory:
+            worker.held.popitem(last=False)
+
     def _refill(self) -> list[Command]:
         commands: list[Command] = []
         # Dispatch: one task at a time to the worker with the most free capacity.
         while self.queue:
-            name = self._free.most()
-            if name is None:
+            pick = self._pick()
+            if pick is None:
                 break
-            target = self.workers[name]
-            ts = self.tasks[self.queue.popleft()]
+            target, index = pick
+            name = target.worker.name
+            task_id = self.queue[index]
+            del self.queue[index]
+            ts = self.tasks[task_id]
+            if self.affinity is not None:
+                self._hold(target, self.groups[task_id])
             ts.worker = name
             target.running.add(ts.task.task_id)
             self._in_flight += 1
