@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import queue
+import threading
 import traceback
 import warnings
 from collections import defaultdict
@@ -43,7 +45,7 @@ from .errors import FitFailedError, InvalidParameterError
 from .evaluation import EvaluationContext, FoldResult
 from .scheduler import SearchProgress, run_scheduler
 from .strategies.base import Candidate, ListStrategy, Strategy
-from .workers.base import WorkerPool
+from .workers.base import Emit, PoolFailed, Task, TaskFinished, WorkerJoined, WorkerPool
 from .workers.threads import ThreadWorkers, available_cores
 
 logger = logging.getLogger(__name__)
@@ -167,16 +169,101 @@ def _scores_to_wire(scores: Any, fit_error: str | None, names: Mapping[str, Any]
 # -- master side --------------------------------------------------------------------------
 
 
+class CallerThreadWorker:
+    """The searching thread itself as the one worker: scikit-learn's sequential mode.
+
+    With ``n_jobs`` None (or 1) and no ``workers``, scikit-learn fits in the calling
+    thread; so does hpsearch, so that thread-local state, the call stack seen by the
+    estimators, and Ctrl-C behave as in scikit-learn. The scheduler then runs on a
+    helper thread (:func:`run_in_caller_thread`) and this worker's tasks are run by
+    :meth:`serve` on the caller's thread.
+    """
+
+    name = "caller"
+    slots = 1
+    prefetch = 0
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._context: EvaluationContext | None = None
+        self._emit: Emit | None = None
+
+    # -- WorkerPool ---------------------------------------------------------------------
+
+    def start(self, context: EvaluationContext, emit: Emit) -> None:
+        self._context, self._emit = context, emit
+        emit(WorkerJoined(self))
+
+    def stop(self) -> None:
+        self._tasks.put(None)
+
+    # -- Worker -------------------------------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        self._tasks.put(task)
+
+    def close(self) -> None:
+        self._tasks.put(None)
+
+    def reset(self) -> None:
+        """A fresh task queue, before each scheduler run (a run ends with a stop)."""
+        self._tasks = queue.SimpleQueue()
+
+    def serve(self) -> None:
+        """Run the tasks submitted, until the scheduler stops the pool."""
+        from .evaluation import evaluate
+
+        while (task := self._tasks.get()) is not None:
+            assert self._context is not None and self._emit is not None
+            result = evaluate(self._context, task.params, task.fold)
+            self._emit(TaskFinished(self.name, task.task_id, task.attempt, result))
+
+    def abort(self, error: BaseException) -> None:
+        """End the search with ``error`` (Ctrl-C while a fit ran here)."""
+        if self._emit is not None:
+            self._emit(PoolFailed(error))
+
+
+def run_in_caller_thread(worker: CallerThreadWorker, run: Callable[[], Any]) -> Any:
+    """``run()`` (the scheduler) on a helper thread while this thread serves ``worker``."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            worker.stop()
+
+    worker.reset()
+    thread = threading.Thread(target=target, name="hpsearch-scheduler", daemon=True)
+    thread.start()
+    try:
+        worker.serve()
+    except BaseException as exc:  # Ctrl-C during a fit: the search ends with it
+        worker.abort(exc)
+        thread.join()
+        raise outcome.get("error", exc) from None
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def make_pools(workers: WorkersSpec, n_jobs: Any = None) -> tuple[list[WorkerPool], list[WorkerPool]]:
     """The pools to use, and those made here (which the caller must stop).
 
-    ``workers=None`` means ``n_jobs`` local thread workers (joblib's meaning: None is
-    one, -1 every core).
+    ``workers=None`` means ``n_jobs`` local workers (joblib's meaning: None is one,
+    -1 every core): the caller's own thread for one, else that many threads.
     """
     if workers is None:
         from joblib import effective_n_jobs
 
         n = effective_n_jobs(n_jobs)
+        if n == 1:
+            caller = CallerThreadWorker()
+            return [caller], []
         pool = ThreadWorkers(max(1, min(int(n), 4 * available_cores())))
         return [pool], [pool]
     items = list(workers) if isinstance(workers, (list, tuple)) else [workers]
@@ -346,11 +433,17 @@ class CandidateEvaluator:
         if not splits or n_candidates == 0:
             finished: list[tuple[Candidate, list[FoldResult]]] = []
         else:
-            try:
-                finished = run_scheduler(
+            def run() -> list[tuple[Candidate, list[FoldResult]]]:
+                return run_scheduler(
                     _Tagged(strategy), setup.pools, context,
                     score_key=score_key, on_candidate=setup.on_candidate,
                 )
+
+            try:
+                if len(setup.pools) == 1 and isinstance(setup.pools[0], CallerThreadWorker):
+                    finished = run_in_caller_thread(setup.pools[0], run)
+                else:
+                    finished = run()
             except BaseException as exc:
                 self._keep_partial_result(exc)
                 raise
