@@ -53,8 +53,16 @@ def run_search(
     return_train_score: bool = False,
     random_state: Any = None,
     progress: bool | None = None,
+    verbose: int = 0,
+    callbacks: Sequence[Any] = (),
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
+
+    The function form of :class:`~hpsearch.GridSearchCV` (``strategy="grid"``),
+    :class:`~hpsearch.RandomizedSearchCV` (``"random"``) and
+    :class:`~hpsearch.BayesSearchCV` (``"bayes"``): it builds that search, fits
+    it, and returns its attributes as a :class:`~hpsearch.SearchResult`, so the
+    semantics are scikit-learn's.
 
     Parameters
     ----------
@@ -86,6 +94,11 @@ def run_search(
         Seed of random and Bayesian search.
     progress : bool or None
         Show a progress bar; None shows it when standard error is a terminal.
+    verbose : int
+        scikit-learn's ``verbose``: >0 prints the number of fits, >1 each fit's
+        time, >2 its score too (from the worker that ran it).
+    callbacks : sequence of scikit-learn callbacks
+        Set on the search (``set_callbacks``), e.g. ``sklearn.callback.ProgressBar()``.
 
     Returns
     -------
@@ -94,10 +107,16 @@ def run_search(
 
     Raises
     ------
-    SearchSpaceError, InvalidParameterError
-        Before any fit, for a bad space or argument.
+    TypeError, ValueError
+        Before any fit, for a bad space or argument: scikit-learn's exceptions and
+        messages where scikit-learn checks the same thing (``ParameterGrid``,
+        ``ParameterSampler``, scorers, ``refit``), else
+        :class:`~hpsearch.errors.InvalidParameterError` (a scikit-learn
+        ``InvalidParameterError``: both a ``ValueError`` and a ``TypeError``) or
+        :class:`~hpsearch.errors.SearchSpaceError`.
     FitFailedError
-        When every fit failed (the message holds the first traceback).
+        When every fit failed (a ``ValueError`` with scikit-learn's message, which
+        holds the tracebacks).
 
     Whatever ends a search early — Ctrl-C (KeyboardInterrupt), a failed fit with
     ``error_score="raise"``, :class:`~hpsearch.errors.NoWorkersError` when every remote
@@ -127,7 +146,7 @@ def run_search(
     _check_data(X, y, groups)
     common = dict(
         scoring=scoring, refit=refit, cv=cv, error_score=error_score,
-        return_train_score=return_train_score, workers=workers,
+        return_train_score=return_train_score, workers=workers, verbose=verbose,
     )
     search: Any
     if isinstance(strategy, str):
@@ -159,6 +178,8 @@ def run_search(
     params = dict(fit_params or {})
     if groups is not None:
         params["groups"] = groups
+    if callbacks:
+        search.set_callbacks(*callbacks)
     bar = _ProgressBar.maybe(progress)
     search._hpsearch_on_candidate = None if bar is None else bar.update
     try:

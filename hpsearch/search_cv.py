@@ -526,14 +526,17 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         return strategies
 
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
-        for strategy in self._strategies():
-            total = strategy.total or 0
-            search_ctx = callback_ctx.subcontext(
-                task_name="search", max_subtasks=total * self.n_splits_, sequential_subtasks=False,
-            ).call_on_fit_task_begin(estimator=self) if callback_ctx is not None else None
-            evaluate_candidates.run_strategy(strategy, callback_ctx=search_ctx)
-            if search_ctx is not None:
-                search_ctx.call_on_fit_task_end(estimator=self)
+        strategies = self._strategies()
+        if len(strategies) == 1:  # the callback task tree of GridSearchCV
+            _run_strategy(self, evaluate_candidates, strategies[0], callback_ctx, "search")
+            return
+        # several sub-spaces, one after the other: one "search" task with a child each
+        search_ctx = callback_ctx.subcontext(
+            task_name="search", max_subtasks=len(strategies), sequential_subtasks=True,
+        ).call_on_fit_task_begin(estimator=self)
+        for strategy in strategies:
+            _run_strategy(self, evaluate_candidates, strategy, search_ctx, "search-subspace")
+        search_ctx.call_on_fit_task_end(estimator=self)
 
     @property
     def total_iterations(self) -> int:
@@ -597,13 +600,17 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
         )
 
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
-        total = self.strategy.total
-        search_ctx = callback_ctx.subcontext(
-            task_name="search",
-            max_subtasks=None if total is None else total * self.n_splits_,
-            sequential_subtasks=False,
-        ).call_on_fit_task_begin(estimator=self) if callback_ctx is not None else None
-        evaluate_candidates.run_strategy(self.strategy, callback_ctx=search_ctx)
-        if search_ctx is not None:
-            search_ctx.call_on_fit_task_end(estimator=self)
+        _run_strategy(self, evaluate_candidates, self.strategy, callback_ctx, "search")
 
+
+def _run_strategy(search: Any, evaluate_candidates: Any, strategy: Strategy, parent_ctx: Any, name: str) -> None:
+    """Run ``strategy`` as one callback task (``name``) whose children are the fits."""
+    total = strategy.total
+    task_ctx = parent_ctx.subcontext(
+        task_name=name,
+        max_subtasks=None if total is None else total * search.n_splits_,
+        sequential_subtasks=False,
+        **({} if parent_ctx.sequential_subtasks else {"task_id": 0}),
+    ).call_on_fit_task_begin(estimator=search)
+    evaluate_candidates.run_strategy(strategy, callback_ctx=task_ctx)
+    task_ctx.call_on_fit_task_end(estimator=search)
