@@ -131,9 +131,9 @@ def run_search(
     >>> X, y = load_iris(return_X_y=True)
     >>> result = run_search(SVC(), {"C": [0.1, 1, 10]}, X, y, cv=3, workers=2, progress=False)
     >>> result.best_params_
-    {'C': 1}
-    >>> round(result.best_score_, 3)
-    0.98
+    {'C': 10}
+    >>> round(float(result.best_score_), 3)
+    0.973
     """
     if not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
         raise InvalidParameterError(

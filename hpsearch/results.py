@@ -125,6 +125,14 @@ class SearchResult:
         the search ran to its end.
     """
 
+    # Declared, not defined: set only when they apply.
+    best_index_: int
+    best_params_: dict[str, Any]
+    best_score_: float
+    best_estimator_: Any
+    refit_time_: float
+    search_: Any
+
     _OPTIONAL = ("best_index_", "best_params_", "best_score_", "best_estimator_", "refit_time_", "search_")
 
     def __init__(
