@@ -402,8 +402,12 @@ class CandidateEvaluator:
                 f"Fitting {n_splits} folds for each of {n_candidates} candidates,"
                 f" totalling {n_candidates * n_splits} fits"
             )
+        # Callback contexts (and the search, their hooks' `estimator`) travel only when
+        # callbacks are set: without them a context holds the same bytes from one
+        # search to the next, and a worker that holds it is not sent it again.
+        has_callbacks = bool(getattr(search, "_skl_callbacks", None))
         contexts = None
-        if callback_ctx is not None and n_candidates is not None:
+        if has_callbacks and callback_ctx is not None and n_candidates is not None:
             # Made here, before any task runs, as scikit-learn does: a context changes
             # when a child is added, so it cannot be made while being pickled.
             contexts = [
@@ -422,7 +426,7 @@ class CandidateEvaluator:
             return_train_score=search.return_train_score,
             scorer=setup.scorers,
             verbose=search.verbose,
-            caller=search,
+            caller=search if has_callbacks else None,
             callback_contexts=contexts,
             n_candidates=n_candidates or 0,
             config=get_config(),

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import _fit_context, clone, is_classifier
-from sklearn.metrics._scorer import _MultimetricScorer
+from sklearn.metrics._scorer import _BaseScorer, _MultimetricScorer, _PassthroughScorer
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection._search import BaseSearchCV
@@ -199,7 +199,7 @@ def _score_names(scorers: Any) -> dict[str, Any]:
     yet for a callable scoring (it may return a dict)."""
     if isinstance(scorers, _MultimetricScorer):
         return dict(scorers._scorers)
-    if hasattr(scorers, "_score_func") or hasattr(scorers, "_sign"):
+    if isinstance(scorers, (_BaseScorer, _PassthroughScorer)):
         return {"score": scorers}
     return {}
 
