@@ -398,7 +398,7 @@ class CandidateEvaluator:
                 f"Expected {n_splits} splits, got {len(splits)}"
             )
         if search.verbose > 0 and n_candidates is not None:
-            print(
+            print(  # scikit-learn's verbose output is printed, not logged
                 f"Fitting {n_splits} folds for each of {n_candidates} candidates,"
                 f" totalling {n_candidates * n_splits} fits"
             )
@@ -433,7 +433,7 @@ class CandidateEvaluator:
             warning_filters=list(warnings.filters),
             master_pid=os.getpid(),
         )
-        score_key = "score" if "score" in setup.score_names or not setup.score_names else next(iter(setup.score_names))
+        score_key = _score_key(search.refit, setup.score_names)
         if not splits or n_candidates == 0:
             finished: list[tuple[Candidate, list[FoldResult]]] = []
         else:
@@ -530,6 +530,15 @@ class CandidateEvaluator:
             "in the exception's partial_result (cv_results_, best_params_, ...)",
             type(exc).__name__, len(params),
         )
+
+
+def _score_key(refit: Any, score_names: Mapping[str, Any]) -> str:
+    """The metric a strategy is told: the one ``refit`` ranks by (else the first)."""
+    if isinstance(refit, str) and (refit in score_names or not score_names):
+        return refit  # a callable scoring's names are known only from its results
+    if not score_names or "score" in score_names:
+        return "score"
+    return next(iter(score_names))
 
 
 def _untagged(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -168,3 +168,13 @@ def test_bayes_search_fit_params_and_refit_like_scikit_optimize():
     best = Ridge(**search.best_params_).fit(X, y, sample_weight=weights)
     np.testing.assert_allclose(search.predict(X), best.predict(X))
     assert search.error_score == "raise" and search.n_jobs == 1  # scikit-optimize's defaults
+
+
+def test_a_strategy_is_told_the_metric_refit_ranks_by():
+    from hpsearch._engine import _score_key
+
+    assert _score_key(True, {"score": None}) == "score"
+    assert _score_key("f1", {"accuracy": None, "f1": None}) == "f1"
+    assert _score_key(False, {"accuracy": None, "f1": None}) == "accuracy"
+    assert _score_key("acc", {}) == "acc"  # a callable scoring: names known from results only
+    assert _score_key("anything", {"score": None}) == "score"  # refit as a string, one metric
