@@ -1,6 +1,7 @@
 """hpsearch: fast hyperparameter search on one machine and on many.
 
->>> from hpsearch import run_search, Real
+>>> from hpsearch import GridSearchCV, run_search, Real
+>>> # search = GridSearchCV(SVC(), {"C": [0.1, 1, 10]}, workers=4).fit(X, y)
 >>> # result = run_search(SVC(), {"C": Real(1e-2, 1e3, prior="log-uniform")}, X, y,
 >>> #                     strategy="random", n_iter=20, workers=4)
 """
@@ -21,6 +22,7 @@ from .errors import (
     VersionMismatchError,
 )
 from .results import SearchResult
+from .search_cv import BayesSearchCV, GridSearchCV, RandomizedSearchCV
 from .space import Categorical, Integer, Real, Space
 from .storage import StorageError
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
@@ -29,11 +31,13 @@ from .workers import DaskWorkers, LocalProcesses, RemoteWorkers, ThreadWorkers, 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesSearchCV",
     "Candidate",
     "Categorical",
     "DaskWorkers",
     "FitFailedError",
     "FitFailedWarning",
+    "GridSearchCV",
     "GridStrategy",
     "HPSearchError",
     "Integer",
@@ -43,6 +47,7 @@ __all__ = [
     "NoWorkersError",
     "ProtocolError",
     "RandomStrategy",
+    "RandomizedSearchCV",
     "Real",
     "RemoteWorkers",
     "SearchResult",

@@ -1,10 +1,10 @@
-"""``run_search``: the one entry point of hpsearch.
+"""``run_search``: hyperparameter search in one call.
 
-It checks every argument before any fit runs, builds the
-:class:`~hpsearch.evaluation.EvaluationContext` (CV splits are computed here, once),
-picks the strategy and the workers, runs the scheduler, and turns the fold results
-into a :class:`~hpsearch.results.SearchResult` — refitting the best candidate on all
-the data, as scikit-learn's search estimators do.
+It checks its arguments before any fit runs, then builds the matching search
+estimator (:class:`~hpsearch.GridSearchCV`, :class:`~hpsearch.RandomizedSearchCV`,
+:class:`~hpsearch.BayesSearchCV`, or a strategy-driven one) and fits it: the function
+and the classes run the same engine, with scikit-learn's semantics, and the fitted
+search becomes a :class:`~hpsearch.results.SearchResult`.
 """
 
 from __future__ import annotations
@@ -12,36 +12,29 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import random
 import sys
-import time
-import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
-from sklearn.base import clone, is_classifier
-from sklearn.metrics import check_scoring, get_scorer, get_scorer_names
-from sklearn.model_selection import check_cv
-from sklearn.utils.validation import check_consistent_length, indexable
+from sklearn.metrics import get_scorer_names
+from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.utils.validation import check_consistent_length
 
-from .errors import FitFailedError, FitFailedWarning, InvalidParameterError, SearchSpaceError
-from .evaluation import EvaluationContext, FoldResult
-from .prefix import PrefixCacheConfig, default_max_bytes, is_pipeline
-from .results import SearchResult, build_cv_results
-from .scheduler import SearchProgress, run_scheduler
-from .space import Space, SpaceSpec
-from .strategies.base import Strategy
-from .strategies.grid import GridStrategy
-from .strategies.random import RandomStrategy
-from .workers.base import WorkerPool
-from .workers.threads import ThreadWorkers
+from ._engine import WorkersSpec, check_workers
+from .errors import InvalidParameterError, SearchSpaceError
+from .prefix import make_prefix_config
+from .results import SearchResult
+from .scheduler import SearchProgress
+from .search_cv import BayesSearchCV, GridSearchCV, RandomizedSearchCV, StrategySearchCV
+from .space import Categorical, Dimension, Space, SpaceSpec
+from .strategies.base import Strategy, check_n_iter
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["run_search"]
 
-WorkersSpec = Union[int, WorkerPool, Sequence[Union[int, WorkerPool]]]
 _STRATEGIES = ("grid", "random", "bayes")
 
 
@@ -63,11 +56,19 @@ def run_search(
     return_train_score: bool = False,
     random_state: Any = None,
     progress: bool | None = None,
+    verbose: int = 0,
+    callbacks: Sequence[Any] = (),
     storage: str | os.PathLike[str] | None = None,
     name: str | None = None,
     prefix_cache: bool | int = True,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
+
+    The function form of :class:`~hpsearch.GridSearchCV` (``strategy="grid"``),
+    :class:`~hpsearch.RandomizedSearchCV` (``"random"``) and
+    :class:`~hpsearch.BayesSearchCV` (``"bayes"``): it builds that search, fits
+    it, and returns its attributes as a :class:`~hpsearch.SearchResult`, so the
+    semantics are scikit-learn's.
 
     Parameters
     ----------
@@ -99,6 +100,11 @@ def run_search(
         Seed of random and Bayesian search.
     progress : bool or None
         Show a progress bar; None shows it when standard error is a terminal.
+    verbose : int
+        scikit-learn's ``verbose``: >0 prints the number of fits, >1 each fit's
+        time, >2 its score too (from the worker that ran it).
+    callbacks : sequence of scikit-learn callbacks
+        Set on the search (``set_callbacks``), e.g. ``sklearn.callback.ProgressBar()``.
     storage : str or path, optional
         An SQLite file that records the search as it runs (created if needed). Rerun
         the same call after a crash and it resumes: finished fits are not run again
@@ -122,10 +128,16 @@ def run_search(
 
     Raises
     ------
-    SearchSpaceError, InvalidParameterError
-        Before any fit, for a bad space or argument.
+    TypeError, ValueError
+        Before any fit, for a bad space or argument: scikit-learn's exceptions and
+        messages where scikit-learn checks the same thing (``ParameterGrid``,
+        ``ParameterSampler``, scorers, ``refit``), else
+        :class:`~hpsearch.errors.InvalidParameterError` (a scikit-learn
+        ``InvalidParameterError``: both a ``ValueError`` and a ``TypeError``) or
+        :class:`~hpsearch.errors.SearchSpaceError`.
     FitFailedError
-        When every fit failed (the message holds the first traceback).
+        When every fit failed (a ``ValueError`` with scikit-learn's message, which
+        holds the tracebacks).
 
     Whatever ends a search early — Ctrl-C (KeyboardInterrupt), a failed fit with
     ``error_score="raise"``, :class:`~hpsearch.errors.NoWorkersError` when every remote
@@ -141,316 +153,204 @@ def run_search(
     >>> result = run_search(SVC(), {"C": [0.1, 1, 10]}, X, y, cv=3, workers=2, progress=False)
     >>> result.best_params_
     {'C': 10}
-    >>> round(result.best_score_, 3)  # GridSearchCV's too
+    >>> round(float(result.best_score_), 3)
     0.973
     """
     if not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
         raise InvalidParameterError(
             f"estimator must be a scikit-learn compatible estimator with fit and get_params, got {estimator!r}"
         )
-    search_space = Space.from_spec(space)
-    if not any(search_space.subspaces):
-        raise SearchSpaceError(
-            "the search space has no parameter to search; give at least one, e.g. {'C': [0.1, 1, 10]}"
-        )
-    _check_param_names(estimator, search_space)
     if error_score != "raise" and not isinstance(error_score, numbers.Number):
         raise InvalidParameterError(f"error_score must be 'raise' or a number, got {error_score!r}")
-    prefix_config = _prefix_config(prefix_cache, estimator, search_space)
-    pools, owned = _make_pools(workers)
-    search_strategy = _make_strategy(strategy, search_space, n_iter, random_state)
+    check_workers(workers)
+    _check_scoring(scoring)
+    _check_data(X, y, groups)
+    prefix_config = make_prefix_config(prefix_cache, estimator, space)
+    if storage is not None and strategy in ("random", "bayes") and random_state is None:
+        # the seed drawn for this search the first time, so that a rerun resumes it
+        from .storage import stored_seed
 
-    X, y, groups = _check_data(X, y, groups)
-    scorers = _make_scorers(estimator, scoring)
-    multimetric = not (scoring is None or isinstance(scoring, str) or callable(scoring))
-    refit_metric = _check_refit(refit, scorers, multimetric)
-    cv_checked = check_cv(cv, y, classifier=is_classifier(estimator))
-    splits = [(np.asarray(train), np.asarray(test)) for train, test in cv_checked.split(X, y, groups)]
-    if not splits:
-        raise InvalidParameterError(f"the CV splitter {cv_checked!r} produced no split")
-    context = EvaluationContext(
-        estimator=clone(estimator),
-        X=X,
-        y=y,
-        splits=splits,
-        scorers=scorers,
-        fit_params=dict(fit_params or {}),
-        score_params=_score_params(fit_params or {}, scorers),
-        error_score=error_score,
-        return_train_score=return_train_score,
-        prefix_cache=prefix_config,
+        seed = stored_seed(storage, name)
+        random_state = seed if seed is not None else random.SystemRandom().randrange(2**31 - 1)
+        drawn_seed: int | None = random_state
+    else:
+        drawn_seed = None
+    common = dict(
+        scoring=scoring, refit=refit, cv=cv, error_score=error_score,
+        return_train_score=return_train_score, workers=workers, verbose=verbose,
     )
-
-    def make_result(finished: list[tuple[Any, list[FoldResult]]], failures: list[str]) -> SearchResult:
-        cv_results = build_cv_results(
-            [c.params for c, _ in finished], [r for _, r in finished], list(scorers), return_train_score
+    search: Any
+    if isinstance(strategy, str):
+        if strategy == "grid":
+            grid = _grid_spec(space)
+            ParameterGrid(grid)  # scikit-learn's checks of a grid, before any work
+            search = GridSearchCV(estimator, grid, **common)
+        elif strategy == "random":
+            distributions = _sampler_spec(space)
+            ParameterSampler(distributions, check_n_iter(n_iter))  # its checks, before any work
+            search = RandomizedSearchCV(estimator, distributions, n_iter=n_iter, random_state=random_state, **common)
+        elif strategy == "bayes":
+            check_n_iter(n_iter)
+            search = BayesSearchCV(
+                estimator, _bayes_spec(space), n_iter=n_iter, random_state=random_state, n_points=None, **common
+            )
+            search._strategies()  # the space's checks, before any work
+        else:
+            raise InvalidParameterError(
+                f"unknown strategy {strategy!r}; use one of {list(_STRATEGIES)} or a Strategy object"
+            )
+    elif isinstance(strategy, Strategy):
+        search = StrategySearchCV(estimator, strategy, **common)
+    else:
+        raise InvalidParameterError(
+            f"strategy must be one of {list(_STRATEGIES)} or an object with ask, tell, finished "
+            f"and total, got {strategy!r}"
         )
-        result = SearchResult(
-            cv_results_=cv_results,
-            n_splits_=len(splits),
-            multimetric_=multimetric,
-            scorer_=scorers if multimetric else scorers["score"],
-            refit_metric=refit_metric,
-            fit_failures_=failures,
-        )
-        if refit or not multimetric:
-            result.best_index_ = _best_index(refit, refit_metric, cv_results)
-            if not callable(refit):
-                result.best_score_ = float(cv_results[f"mean_test_{refit_metric}"][result.best_index_])
-            result.best_params_ = cv_results["params"][result.best_index_]
-        return result
-
-    journal = None
+    params = dict(fit_params or {})
+    if groups is not None:
+        params["groups"] = groups
+    if callbacks:
+        search.set_callbacks(*callbacks)
+    bar = _ProgressBar.maybe(progress)
+    search._hpsearch_on_candidate = None if bar is None else bar.update
+    search._hpsearch_prefix_cache = prefix_config
     if storage is not None:
         from .storage import open_search_journal
 
-        journal = open_search_journal(storage, name, context, search_space, strategy, n_iter, random_state)
-        if journal.seed is not None:  # random_state=None: the seed stored with the search
-            search_strategy = _make_strategy(strategy, search_space, n_iter, journal.seed)
-    bar = _progress_bar(progress, search_strategy, len(splits))
+        journal_space = space if isinstance(space, Space) else _journal_space(space, strategy)
+        journal_random_state = None if drawn_seed is not None else random_state
+
+        def open_journal(context: Any) -> Any:
+            return open_search_journal(
+                storage, name, context, journal_space, strategy, n_iter, journal_random_state, seed=drawn_seed
+            )
+
+        search._hpsearch_open_journal = open_journal
     try:
-        finished = run_scheduler(
-            search_strategy,
-            pools,
-            context,
-            score_key=refit_metric,
-            on_candidate=bar.update if bar is not None else None,
-            journal=journal,
-        )
-    except BaseException as exc:
-        _keep_partial_result(exc, make_result)
-        raise
+        search.fit(X, y, **params)
     finally:
         if bar is not None:
             bar.close()
-        for pool in owned:
-            pool.stop()
-    if not finished:
-        raise SearchSpaceError("the strategy proposed no candidate")
-    failures = _check_fit_failures([r for _, r in finished], error_score)
-    result = make_result(finished, failures)
-    if refit:
-        best = clone(estimator).set_params(**clone(result.best_params_, safe=False))
-        start = time.time()
-        if y is None:
-            best.fit(X, **(fit_params or {}))
-        else:
-            best.fit(X, y, **(fit_params or {}))
-        result.refit_time_ = time.time() - start
-        result.best_estimator_ = best
-    return result
-
-
-def _keep_partial_result(exc: BaseException, make_result: Callable[..., SearchResult]) -> None:
-    """Give a search that ended early (Ctrl-C, ``error_score="raise"``, every worker
-    lost) a ``partial_result``: the candidates completed so far, not refit."""
-    completed = getattr(exc, "completed_candidates", None)
-    if not completed:
-        return
-    try:
-        failures = [r.error for _, folds in completed for r in folds if r.error is not None]
-        exc.partial_result = make_result(completed, failures)  # type: ignore[attr-defined]
-    except Exception:  # never hide the error that ended the search
-        logger.debug("no partial result", exc_info=True)
-        return
-    logger.warning(
-        "the search stopped early (%s) after %d completed candidate(s); they are kept "
-        "in the exception's partial_result (cv_results_, best_params_, ...)",
-        type(exc).__name__, len(completed),
-    )
+    return SearchResult.from_search(search)
 
 
 # -- argument checks -------------------------------------------------------------------
 
 
-def _check_param_names(estimator: Any, space: Space) -> None:
-    valid = estimator.get_params(deep=True)
-    for sub in space.subspaces:
-        for name in sub:
-            if name not in valid:
-                raise InvalidParameterError(
-                    f"invalid parameter {name!r} for estimator {type(estimator).__name__}. "
-                    f"Valid parameters are: {sorted(valid)!r}"
-                )
+def _journal_space(space: SpaceSpec, strategy: Any) -> Any:
+    """The space as the journal describes it (its fingerprint); the search checks it."""
+    try:
+        return Space.from_spec(space)
+    except Exception:  # a space only scikit-learn's grid accepts: described as given
+        from types import SimpleNamespace
+
+        raw: Any = space
+        subs = [raw] if isinstance(raw, Mapping) else list(raw)
+        return SimpleNamespace(subspaces=[dict(sub) for sub in subs])
 
 
-def _prefix_config(prefix_cache: Any, estimator: Any, space: Space) -> PrefixCacheConfig | None:
-    if isinstance(prefix_cache, bool):
-        max_bytes = default_max_bytes() if prefix_cache else 0
-    elif isinstance(prefix_cache, numbers.Integral) and int(prefix_cache) > 0:
-        max_bytes = int(prefix_cache)
-    else:
-        raise InvalidParameterError(
-            f"prefix_cache must be True, False or a positive number of bytes per worker, got {prefix_cache!r}"
-        )
-    if not max_bytes or not is_pipeline(estimator):
-        return None
-    return PrefixCacheConfig(max_bytes, tuple(sorted({name for sub in space.subspaces for name in sub})))
 
 
-def _make_strategy(strategy: Any, space: Space, n_iter: Any, random_state: Any) -> Strategy:
-    if isinstance(strategy, str):
-        if strategy == "grid":
-            return GridStrategy(space)  # refuses continuous dimensions, naming them
-        if strategy == "random":
-            return RandomStrategy(space, n_iter, random_state=random_state)
-        if strategy == "bayes":
-            from .strategies.bayes import BayesStrategy
+def _grid_spec(space: SpaceSpec) -> Any:
+    """The space as a scikit-learn ``param_grid``: hpsearch's enumerable dimensions
+    become lists; anything else is left for ``ParameterGrid`` to check."""
+    if isinstance(space, Space):
+        space.check_grid()
+        return [{n: d.grid_values() for n, d in sub.items()} for sub in space.subspaces]
 
-            return BayesStrategy(space, n_iter, random_state=random_state)
-        raise InvalidParameterError(
-            f"unknown strategy {strategy!r}; use one of {list(_STRATEGIES)} or a Strategy object"
-        )
-    if isinstance(strategy, Strategy):
-        return strategy
-    raise InvalidParameterError(
-        f"strategy must be one of {list(_STRATEGIES)} or an object with ask, tell, finished "
-        f"and total, got {strategy!r}"
-    )
+    def convert(sub: Any) -> Any:
+        if not isinstance(sub, Mapping):
+            return sub
+        out = {}
+        for name, value in sub.items():
+            if isinstance(value, Dimension):
+                if not value.enumerable:
+                    raise SearchSpaceError(
+                        f"grid search cannot enumerate parameter {name!r} = {value!r}: it is continuous. "
+                        "Give a list of values instead, or use strategy='random' or 'bayes'"
+                    )
+                value = value.grid_values()
+            out[name] = value
+        return out
 
-
-def _make_pools(workers: Any) -> tuple[list[WorkerPool], list[WorkerPool]]:
-    """The pools to use, and those run_search created (and so must close)."""
-    items = list(workers) if isinstance(workers, (list, tuple)) else [workers]
-    if not items:
-        raise InvalidParameterError("workers is an empty list; give a number of threads or a worker pool")
-    pools: list[WorkerPool] = []
-    owned: list[WorkerPool] = []
-    for item in items:
-        if isinstance(item, numbers.Integral) and not isinstance(item, bool):
-            if int(item) < 1:
-                raise InvalidParameterError(f"workers must be >= 1, got {item}")
-            pool = ThreadWorkers(int(item))
-            pools.append(pool)
-            owned.append(pool)
-        elif isinstance(item, WorkerPool):
-            pools.append(item)
-        else:
-            raise InvalidParameterError(
-                f"workers must be a number of threads (int >= 1), a worker pool such as "
-                f"RemoteWorkers or LocalProcesses, or a list of them; got {item!r}"
-            )
-    return pools, owned
+    if isinstance(space, Mapping):
+        return convert(space)
+    if isinstance(space, Sequence) and not isinstance(space, (str, bytes)):
+        return [convert(sub) for sub in space]
+    return space
 
 
-def _check_data(X: Any, y: Any, groups: Any) -> tuple[Any, Any, Any]:
+def _sampler_spec(space: SpaceSpec) -> Any:
+    """The space as ``param_distributions``: a Categorical is a list (sampled like
+    one), other hpsearch dimensions are distributions (they have ``rvs``)."""
+    if isinstance(space, Space):
+        return space.sampler_spec()
+
+    def convert(sub: Any) -> Any:
+        if not isinstance(sub, Mapping):
+            return sub
+        return {n: list(v.choices) if isinstance(v, Categorical) else v for n, v in sub.items()}
+
+    if isinstance(space, Mapping):
+        return convert(space)
+    if isinstance(space, Sequence) and not isinstance(space, (str, bytes)):
+        return [convert(sub) for sub in space]
+    return space
+
+
+def _bayes_spec(space: SpaceSpec) -> Any:
+    if isinstance(space, Space):
+        return [dict(sub) for sub in space.subspaces]
+    if isinstance(space, Sequence) and not isinstance(space, (str, bytes)):
+        return list(space)
+    return space
+
+
+def _check_data(X: Any, y: Any, groups: Any) -> None:
     try:
         check_consistent_length(X, y, groups)
     except ValueError as exc:
         raise InvalidParameterError(
             f"X, y and groups must have the same number of samples: {exc}"
         ) from None
-    return indexable(X, y, groups)
 
 
-def _make_scorers(estimator: Any, scoring: Any) -> dict[str, Callable[..., float]]:
-    def named(name: str) -> Callable[..., float]:
-        try:
-            return get_scorer(name)
-        except ValueError:
+def _check_scoring(scoring: Any) -> None:
+    """Scorer names that do not exist, refused with the valid ones listed."""
+    names: list[Any] = []
+    if isinstance(scoring, str):
+        names = [scoring]
+    elif isinstance(scoring, (list, tuple, set)):
+        names = list(scoring)
+    elif isinstance(scoring, Mapping):
+        names = [v for v in scoring.values() if isinstance(v, str)]
+    valid = set(get_scorer_names())
+    for name in names:
+        if isinstance(name, str) and name not in valid:
             raise InvalidParameterError(
                 f"unknown scorer {name!r}; valid names are listed by "
-                f"sklearn.metrics.get_scorer_names(): {sorted(get_scorer_names())!r}"
-            ) from None
-
-    if scoring is None or callable(scoring):
-        return {"score": check_scoring(estimator, scoring=scoring)}
-    if isinstance(scoring, str):
-        return {"score": named(scoring)}
-    if isinstance(scoring, (list, tuple, set)):
-        names = list(scoring)
-        if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-            raise InvalidParameterError(
-                f"scoring as a list must hold distinct scorer names, got {scoring!r}"
+                f"sklearn.metrics.get_scorer_names(): {sorted(valid)!r}"
             )
-        return {n: named(n) for n in names}
-    if isinstance(scoring, Mapping):
-        if not scoring or not all(isinstance(k, str) for k in scoring):
-            raise InvalidParameterError(
-                f"scoring as a dict must map names to scorers and not be empty, got {scoring!r}"
-            )
-        return {k: named(v) if isinstance(v, str) else v for k, v in scoring.items()}
-    raise InvalidParameterError(
-        f"scoring must be None, a scorer name, a callable, or a list/dict of them; got {scoring!r}"
-    )
-
-
-def _score_params(fit_params: Mapping[str, Any], scorers: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``sample_weight`` fit param also weights the scores, as in scikit-learn,
-    when every scorer accepts it."""
-    weight = fit_params.get("sample_weight")
-    accepts = all(getattr(s, "_accept_sample_weight", lambda: False)() for s in scorers.values())
-    return {"sample_weight": weight} if weight is not None and accepts else {}
-
-
-def _check_refit(refit: Any, scorers: Mapping[str, Any], multimetric: bool) -> str:
-    """The metric that ranks candidates for best_* (and that the strategy maximises)."""
-    if not multimetric:
-        if not (isinstance(refit, bool) or callable(refit)):
-            raise InvalidParameterError(f"refit must be True, False or a callable, got {refit!r}")
-        return "score"
-    if isinstance(refit, str) and refit in scorers:
-        return refit
-    if refit is False or callable(refit):
-        return next(iter(scorers))
-    raise InvalidParameterError(
-        "for multi-metric scoring, refit must name one of the scorers "
-        f"{list(scorers)!r}, be a callable, or be False; got {refit!r}"
-    )
-
-
-def _best_index(refit: Any, metric: str, cv_results: dict[str, Any]) -> int:
-    if callable(refit):
-        index = refit(cv_results)
-        if not isinstance(index, numbers.Integral):
-            raise TypeError(f"the refit callable must return an int index, got {index!r}")
-        if not 0 <= int(index) < len(cv_results["params"]):
-            raise IndexError(f"the refit callable returned {index}, outside 0..{len(cv_results['params']) - 1}")
-        return int(index)
-    return int(cv_results[f"rank_test_{metric}"].argmin())
-
-
-def _check_fit_failures(fold_results: Sequence[Sequence[FoldResult]], error_score: Any) -> list[str]:
-    errors = [r.error for folds in fold_results for r in folds if r.error is not None]
-    if not errors:
-        return []
-    n_fits = sum(len(folds) for folds in fold_results)
-    counts = Counter(errors)
-    details = "\n".join(f"{'-' * 80}\n{n} fits failed with the following error:\n{e}" for e, n in counts.items())
-    if len(errors) == n_fits:
-        raise FitFailedError(
-            f"All the {n_fits} fits failed; the estimator is very likely misconfigured. "
-            "Set error_score='raise' to stop at the first failure.\n"
-            f"The first failure:\n{errors[0]}\nAll failures:\n{details}"
-        )
-    warnings.warn(
-        f"{len(errors)} fits failed out of a total of {n_fits}; their scores are set to "
-        f"error_score={error_score}. Set error_score='raise' to stop at the first failure.\n{details}",
-        FitFailedWarning,
-        stacklevel=3,
-    )
-    return errors
 
 
 class _ProgressBar:
-    def __init__(self, total: int | None) -> None:
+    def __init__(self) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=total, unit="fit", desc="hpsearch", dynamic_ncols=True)
+        self._bar = tqdm(total=None, unit="fit", desc="hpsearch", dynamic_ncols=True)
+
+    @classmethod
+    def maybe(cls, progress: bool | None) -> _ProgressBar | None:
+        if progress is None:
+            progress = sys.stderr.isatty()
+        return cls() if progress else None
 
     def update(self, progress: SearchProgress) -> None:
+        if progress.tasks_total is not None and self._bar.total != progress.tasks_total:
+            self._bar.total = progress.tasks_total
         self._bar.update(progress.tasks_done - self._bar.n)
         if progress.best_score != float("-inf"):
             self._bar.set_postfix(best=f"{progress.best_score:.4f}", refresh=False)
 
     def close(self) -> None:
         self._bar.close()
-
-
-def _progress_bar(progress: bool | None, strategy: Strategy, n_splits: int) -> _ProgressBar | None:
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    total = strategy.total
-    return _ProgressBar(None if total is None else total * n_splits)

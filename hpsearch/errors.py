@@ -2,12 +2,15 @@
 
 Every error hpsearch raises on purpose derives from :class:`HPSearchError`, so
 ``except hpsearch.HPSearchError`` catches them all. Errors about bad input also
-derive from the built-in type a scikit-learn user would expect (``ValueError``,
-``TypeError``), so existing ``except ValueError`` code keeps working::
+derive from the type scikit-learn raises for the same mistake, so existing
+``except ValueError`` code keeps working. Where scikit-learn has the behaviour
+(the search estimators, and ``run_search`` built on them), its own exceptions and
+warnings are raised as they are::
 
     HPSearchError
     ├── SearchSpaceError (ValueError)     a search space that cannot be searched
-    ├── InvalidParameterError (ValueError) a bad argument to run_search or a strategy
+    ├── InvalidParameterError             a bad argument to run_search or a strategy
+    │     (sklearn.utils._param_validation.InvalidParameterError: ValueError, TypeError)
     ├── FitFailedError (ValueError)       every fit of the search failed
     ├── TaskFailedError                   a task killed the workers that ran it, 3 times
     ├── NoWorkersError                    no worker joined in time / all workers are gone
@@ -18,10 +21,14 @@ derive from the built-in type a scikit-learn user would expect (``ValueError``,
 
 Warnings:
 
-    FitFailedWarning   some (not all) fits failed; their scores are ``error_score``
+    FitFailedWarning   scikit-learn's (``sklearn.exceptions.FitFailedWarning``): some
+                       (not all) fits failed; their scores are ``error_score``
 """
 
 from __future__ import annotations
+
+from sklearn.exceptions import FitFailedWarning
+from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
 __all__ = [
     "HPSearchError",
@@ -46,16 +53,12 @@ class SearchSpaceError(HPSearchError, ValueError):
     """A search space that is empty, degenerate, or unusable by the chosen strategy."""
 
 
-class InvalidParameterError(HPSearchError, ValueError):
+class InvalidParameterError(HPSearchError, _SklearnInvalidParameterError):
     """A bad argument: the message names the argument, its value and what is allowed."""
 
 
 class FitFailedError(HPSearchError, ValueError):
     """Every fit of the search failed; the message carries the first traceback."""
-
-
-class FitFailedWarning(RuntimeWarning):
-    """Some fits failed; their scores were set to ``error_score``."""
 
 
 class TaskFailedError(HPSearchError):

@@ -258,6 +258,15 @@ def evaluate(context: EvaluationContext, params: Mapping[str, Any], fold: int) -
     >>> evaluate(ctx, {"C": 1.0}, 0).test_scores
     {'score': 1.0}
     """
+    custom = getattr(context, "evaluate_task", None)
+    if custom is not None:  # a context that brings its own evaluation (scikit-learn's)
+        return custom(params, fold)
+    return evaluate_plain(context, params, fold)
+
+
+def evaluate_plain(context: EvaluationContext, params: Mapping[str, Any], fold: int) -> FoldResult:
+    """:func:`evaluate` without the context's own evaluation (``evaluate_task``): the
+    one that shares pipeline prefixes (:mod:`hpsearch.prefix`)."""
     train, test = context.splits[fold]
     start = time.perf_counter()
     fit_time = score_time = 0.0

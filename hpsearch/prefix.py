@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 import os
 import pickle
 import sys
@@ -52,7 +53,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,8 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "default_max_bytes",
+    "make_prefix_config",
+    "searched_names",
     "fit_and_score",
     "forget_context",
     "is_pipeline",
@@ -664,3 +667,39 @@ def affinity_key(context: Any) -> Callable[[Mapping[str, Any]], Hashable] | None
                      if not (name == final or name.startswith(final + "__")))
 
     return key
+
+
+def make_prefix_config(prefix_cache: Any, estimator: Any, space: Any) -> PrefixCacheConfig | None:
+    """The prefix reuse of a search of ``estimator`` over ``space``: None when off
+    (``prefix_cache=False``) or when ``estimator`` is no Pipeline."""
+    from .errors import InvalidParameterError
+    from .space import Space
+
+    if isinstance(prefix_cache, bool):
+        max_bytes = default_max_bytes() if prefix_cache else 0
+    elif isinstance(prefix_cache, numbers.Integral) and int(prefix_cache) > 0:
+        max_bytes = int(prefix_cache)
+    else:
+        raise InvalidParameterError(
+            f"prefix_cache must be True, False or a positive number of bytes per worker, got {prefix_cache!r}"
+        )
+    if not max_bytes or not is_pipeline(estimator):
+        return None
+    return PrefixCacheConfig(max_bytes, searched_names(space))
+
+
+def searched_names(space: Any) -> tuple[str, ...] | None:
+    """The parameter names a space varies (None when they cannot be told)."""
+    from .space import Space
+
+    if isinstance(space, Space):
+        subs: Any = space.subspaces
+    elif isinstance(space, Mapping):
+        subs = [space]
+    elif isinstance(space, Sequence) and not isinstance(space, (str, bytes)):
+        subs = space
+    else:
+        return None
+    if not all(isinstance(sub, Mapping) for sub in subs):
+        return None
+    return tuple(sorted({str(n) for sub in subs for n in sub}))

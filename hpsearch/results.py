@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -93,9 +92,13 @@ def build_cv_results(
     return results
 
 
-@dataclass
 class SearchResult:
     """The outcome of :func:`hpsearch.run_search`, with scikit-learn's attribute names.
+
+    As on a fitted ``GridSearchCV``, an attribute that does not apply is not set
+    (``hasattr`` tells): no ``best_*`` for a multi-metric search with ``refit=False``,
+    no ``best_score_`` with a callable ``refit``, no ``best_estimator_`` /
+    ``refit_time_`` without refit.
 
     Attributes
     ----------
@@ -106,28 +109,77 @@ class SearchResult:
         Index of the best candidate in ``cv_results_`` (per the refit rule).
     best_params_ : dict
     best_score_ : float
-        Mean CV score of the best candidate (absent with a callable ``refit``).
-    best_estimator_ : estimator or None
-        The best candidate refit on all the data (None when ``refit=False``).
-    refit_time_ : float or None
+        Mean CV score of the best candidate.
+    best_estimator_ : estimator
+        The best candidate refit on all the data.
+    refit_time_ : float
     n_splits_ : int
     multimetric_ : bool
     scorer_ : callable or dict of callables
+    refit_metric : str
+        The metric that ranks candidates in :meth:`summary`.
     fit_failures_ : list of str
         The traceback of every failed fit (empty when none failed).
+    search_ : estimator
+        The fitted search estimator (a :class:`hpsearch.GridSearchCV`, ...), when
+        the search ran to its end.
     """
 
-    cv_results_: dict[str, Any]
-    n_splits_: int
-    multimetric_: bool
-    scorer_: Any
-    refit_metric: str
-    best_index_: int | None = None
-    best_params_: dict[str, Any] | None = None
-    best_score_: float | None = None
-    best_estimator_: Any = None
-    refit_time_: float | None = None
-    fit_failures_: list[str] = field(default_factory=list)
+    # Declared, not defined: set only when they apply.
+    best_index_: int
+    best_params_: dict[str, Any]
+    best_score_: float
+    best_estimator_: Any
+    refit_time_: float
+    search_: Any
+
+    _OPTIONAL = ("best_index_", "best_params_", "best_score_", "best_estimator_", "refit_time_", "search_")
+
+    def __init__(
+        self,
+        cv_results_: dict[str, Any],
+        n_splits_: int,
+        multimetric_: bool,
+        scorer_: Any,
+        refit_metric: str,
+        fit_failures_: Sequence[str] = (),
+        **optional: Any,
+    ) -> None:
+        self.cv_results_ = cv_results_
+        self.n_splits_ = n_splits_
+        self.multimetric_ = multimetric_
+        self.scorer_ = scorer_
+        self.refit_metric = refit_metric
+        self.fit_failures_ = list(fit_failures_)
+        for name, value in optional.items():
+            if name not in self._OPTIONAL:
+                raise TypeError(f"SearchResult got an unexpected attribute {name!r}")
+            setattr(self, name, value)
+
+    @classmethod
+    def from_search(cls, search: Any) -> SearchResult:
+        """The result of a fitted search estimator (its attributes, shared)."""
+        optional = {name: getattr(search, name) for name in cls._OPTIONAL[:-1] if hasattr(search, name)}
+        return cls(
+            search.cv_results_, search.n_splits_, search.multimetric_, search.scorer_,
+            _refit_metric(search, search.cv_results_), getattr(search, "_fit_failures", []),
+            search_=search, **optional,
+        )
+
+    @classmethod
+    def from_results(cls, search: Any, cv_results: dict[str, Any], fit_failures: Sequence[str] = ()) -> SearchResult:
+        """The result of a search that ended early: ``cv_results_`` of its completed
+        candidates, the best of them per the refit rule, nothing refit."""
+        metric = _refit_metric(search, cv_results)
+        multimetric = f"mean_test_{metric}" in cv_results and "mean_test_score" not in cv_results
+        optional: dict[str, Any] = {}
+        if search.refit or not multimetric:
+            index = search._select_best_index(search.refit, metric, cv_results)
+            optional["best_index_"] = int(index)
+            optional["best_params_"] = cv_results["params"][index]
+            if not callable(search.refit):
+                optional["best_score_"] = cv_results[f"mean_test_{metric}"][index]
+        return cls(cv_results, search.n_splits_, multimetric, None, metric, fit_failures, **optional)
 
     @property
     def n_candidates(self) -> int:
@@ -177,11 +229,18 @@ class SearchResult:
         return plot.plot(self, kind, **kwargs)
 
     def __repr__(self) -> str:
-        best = "" if self.best_score_ is None else f", best_score_={self.best_score_:.4f}"
-        return (
-            f"SearchResult(n_candidates={self.n_candidates}, n_splits_={self.n_splits_}"
-            f"{best}, best_params_={self.best_params_!r})"
-        )
+        best = f", best_score_={self.best_score_:.4f}" if hasattr(self, "best_score_") else ""
+        params = f", best_params_={self.best_params_!r}" if hasattr(self, "best_params_") else ""
+        return f"SearchResult(n_candidates={self.n_candidates}, n_splits_={self.n_splits_}{best}{params})"
+
+
+def _refit_metric(search: Any, cv_results: dict[str, Any]) -> str:
+    """The metric ``best_*`` follow: ``score``, the ``refit`` metric, or the first."""
+    if "mean_test_score" in cv_results:
+        return "score"
+    if isinstance(search.refit, str) and f"mean_test_{search.refit}" in cv_results:
+        return str(search.refit)
+    return next(k[len("mean_test_"):] for k in cv_results if k.startswith("mean_test_"))
 
 
 def _num(value: float) -> str:

@@ -54,15 +54,17 @@ def iris():
     return load_iris(return_X_y=True)
 
 
+# Where scikit-learn's GridSearchCV / RandomizedSearchCV refuse the same input, the
+# exception type and message are theirs (run_search runs the same engine).
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"space": {"Cee": [1, 2]}}, InvalidParameterError, r"invalid parameter 'Cee'.*Valid parameters are: \[.*'C'"),
-        ({"space": {}}, SearchSpaceError, "no parameter to search"),
-        ({"space": {"C": []}}, SearchSpaceError, "'C'.*empty"),
-        ({"space": []}, SearchSpaceError, "empty list"),
-        ({"space": {"C": 1.0}}, SearchSpaceError, r"'C'.*not a search dimension.*\[1.0\]"),
-        ({"space": {"kernel": "rbf"}}, SearchSpaceError, r"string 'rbf'.*\['rbf'\]"),
+        # every fit fails at set_params: scikit-learn's "All the 6 fits failed", naming the valid ones
+        ({"space": {"Cee": [1, 2]}}, FitFailedError, r"Invalid parameter 'Cee'.*Valid parameters are: \[.*'C'"),
+        ({"space": {"C": []}}, ValueError, "Parameter grid for parameter 'C' need to be a non-empty sequence"),
+        ({"space": []}, ValueError, "No fits were performed"),
+        ({"space": {"C": 1.0}}, TypeError, r"'C' needs to be a list or a numpy array, but got 1.0.*wrapped in a list"),
+        ({"space": {"kernel": "rbf"}}, TypeError, r"'kernel' needs to be a list or a numpy array, but got 'rbf'"),
         ({"space": {"C": Real(1, 10)}}, SearchSpaceError, "grid search cannot enumerate parameter 'C'.*strategy='random'"),
         ({"strategy": "random", "n_iter": 0}, InvalidParameterError, "n_iter must be an integer >= 1, got 0"),
         ({"strategy": "annealing"}, InvalidParameterError, "unknown strategy 'annealing'"),
@@ -70,7 +72,7 @@ def iris():
         ({"workers": "four"}, InvalidParameterError, "workers must be a number of threads"),
         ({"workers": []}, InvalidParameterError, "workers is an empty list"),
         ({"scoring": "acuracy"}, InvalidParameterError, "unknown scorer 'acuracy'.*'accuracy'"),
-        ({"scoring": ["accuracy", "f1_macro"], "refit": True}, InvalidParameterError, "refit must name one of the scorers"),
+        ({"scoring": ["accuracy", "f1_macro"], "refit": True}, ValueError, "refit must be set to a scorer key"),
         ({"error_score": "ignore"}, InvalidParameterError, "error_score must be 'raise' or a number"),
         ({"y_len": 100}, InvalidParameterError, "same number of samples"),
     ],
@@ -84,13 +86,29 @@ def test_bad_input_is_refused_before_any_fit(iris, kwargs, error, match):
     assert CountingSVC.fits == 0
 
 
+def test_hpsearch_errors_are_scikit_learns_types():
+    from sklearn.exceptions import FitFailedWarning as SklearnFitFailedWarning
+    from sklearn.utils._param_validation import InvalidParameterError as SklearnInvalidParameterError
+
+    assert FitFailedWarning is SklearnFitFailedWarning
+    assert issubclass(InvalidParameterError, SklearnInvalidParameterError)
+    assert issubclass(InvalidParameterError, ValueError) and issubclass(InvalidParameterError, TypeError)
+
+
+def test_empty_grid_runs_the_defaults_as_one_candidate(iris):
+    X, y = iris
+    result = run_search(CountingSVC(), {}, X, y, cv=3, progress=False)
+    assert result.cv_results_["params"] == [{}]
+    assert CountingSVC.fits == 3 + 1  # 3 folds, then the refit
+
+
 def test_distribution_without_rvs_is_refused(iris):
     X, y = iris
 
     class NotADistribution:
         pass
 
-    with pytest.raises(SearchSpaceError, match="not a search dimension"):
+    with pytest.raises(TypeError, match="'C' is not iterable or a distribution"):
         run_search(CountingSVC(), {"C": NotADistribution()}, X, y, strategy="random", progress=False)
     assert CountingSVC.fits == 0
 

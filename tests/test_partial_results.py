@@ -48,7 +48,7 @@ def check_partial(partial, reference, expect_at_least):
     for key in ("mean_test_score", "split0_test_score", "split2_test_score", "std_test_score"):
         np.testing.assert_array_equal(partial.cv_results_[key], reference.cv_results_[key][rows], err_msg=key)
     assert partial.best_params_ == completed[int(np.argmax(partial.cv_results_["mean_test_score"]))]
-    assert partial.best_estimator_ is None  # not refit
+    assert not hasattr(partial, "best_estimator_")  # not refit
 
 
 def test_ctrl_c_keeps_the_completed_candidates():
@@ -70,3 +70,19 @@ def test_an_error_before_any_candidate_completed_has_no_partial_result():
     with pytest.raises(ValueError, match="cannot be fit") as info:
         run_search(Interrupting(fail_c=0.0), SPACE, X, cv=3, workers=1, error_score="raise", progress=False)
     assert not hasattr(info.value, "partial_result")
+
+
+def test_ctrl_c_in_the_callers_thread_keeps_the_completed_candidates():
+    """With n_jobs=None the fits run in the caller's thread, as in scikit-learn; Ctrl-C
+    there ends the search and keeps what was completed."""
+    from hpsearch import GridSearchCV
+
+    reference = run_search(Interrupting(), SPACE, X, cv=3, workers=2, progress=False)
+    Interrupting.interrupted = False
+    search = GridSearchCV(Interrupting(stop_c=12.0), SPACE, cv=3)
+    with pytest.raises(KeyboardInterrupt) as info:
+        search.fit(X)
+    partial = info.value.partial_result
+    check_partial(partial, reference, expect_at_least=12)
+    assert len(partial.cv_results_["params"]) == 12  # sequential: exactly those before c=12
+    assert not hasattr(search, "cv_results_")

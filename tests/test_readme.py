@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,15 +26,22 @@ def test_ci_runs_the_readme_test_command():
     assert readme_commands()[1] in ci
 
 
-def test_readme_first_python_example_runs():
+@pytest.mark.slow
+def test_readme_first_python_examples_run():
+    """The first example uses the class; the second, run_search, the same search."""
     import re
 
-    import pytest
+
+    from hpsearch import GridSearchCV
 
     text = (ROOT / "README.md").read_text()
-    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    first, second = re.findall(r"```python\n(.*?)```", text, re.S)[:2]
     namespace: dict = {}
-    exec(compile(example.replace("workers=4", "workers=2"), "README.md", "exec"), namespace)
+    exec(compile(first.replace("workers=4", "workers=2"), "README.md", "exec"), namespace)
+    search = namespace["search"]
+    assert isinstance(search, GridSearchCV)
+    assert search.best_params_ == {"C": 1, "gamma": 0.001}
+    assert search.best_score_ == pytest.approx(0.9722, abs=1e-4)
+    exec(compile(second.replace("workers=4", "workers=2"), "README.md", "exec"), namespace)
     result = namespace["result"]
-    assert result.best_params_ == {"C": 1, "gamma": 0.001}
-    assert result.best_score_ == pytest.approx(0.9722, abs=1e-4)
+    assert result.best_params_ == search.best_params_ and result.best_score_ == search.best_score_

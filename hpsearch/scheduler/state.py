@@ -144,7 +144,8 @@ class SchedulerState:
     n_folds : int
         CV folds per candidate.
     score_names : sequence of str
-        The scorers' names.
+        The scorers' names; empty when they are only known from the results (a
+        callable scoring that returns a dict), then results are not checked for them.
     score_key : str
         The scorer whose mean test score is told to the strategy.
     error_score : float or "raise"
@@ -181,7 +182,7 @@ class SchedulerState:
         affinity: Callable[[Mapping[str, Any]], Hashable] | None = None,
         affinity_memory: int = 1024,
     ) -> None:
-        if score_key not in score_names:
+        if score_names and score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
         self.n_folds = n_folds
         self.score_names = tuple(score_names)
@@ -352,9 +353,12 @@ class SchedulerState:
         return self._record(ts, event.result)
 
     def _malformed(self, result: FoldResult) -> str | None:
-        if set(result.test_scores) != set(self.score_names):
+        if self.score_names and set(result.test_scores) != set(self.score_names):
             return f"test scores for {sorted(result.test_scores)}, expected {sorted(self.score_names)}"
-        if self.return_train_score and (result.train_scores is None or set(result.train_scores) != set(self.score_names)):
+        if self.return_train_score and (
+            result.train_scores is None
+            or (self.score_names and set(result.train_scores) != set(self.score_names))
+        ):
             return "train scores missing"
         return None
 
@@ -376,7 +380,7 @@ class SchedulerState:
         self.completed.append(cid)
         self.starved = False  # the strategy hears a new score: it may have more to give
         self.told_since_ask = True
-        score = float(np.mean([r.test_scores[self.score_key] for r in results]))
+        score = float(np.mean([r.test_scores.get(self.score_key, np.nan) for r in results]))
         return [Tell(cid, score), CandidateDone(self.candidates[cid], results, score)]
 
     def _requeue(self, task_ids: list[int], reason: str) -> list[Command]:
@@ -403,7 +407,8 @@ class SchedulerState:
 
     def _failure(self, task: Task, text: str) -> FoldResult:
         """The result of a task that never ran to the end: shaped like a failed fit."""
-        return FoldResult.failed(self.score_names, self.error_score, self.return_train_score, text)
+        names = self.score_names or (self.score_key,)
+        return FoldResult.failed(names, self.error_score, self.return_train_score, text)
 
     def _on_lost(self, event: WorkerLost) -> list[Command]:
         state = self.workers.pop(event.worker, None)

@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ._db import StorageError
@@ -49,17 +50,50 @@ __all__ = [
     "list_searches",
     "load_search",
     "open_search_journal",
+    "stored_seed",
 ]
 
 
 def open_search_journal(
-    storage: Any, name: str | None, context: Any, space: Any, strategy: Any, n_iter: int, random_state: Any
+    storage: Any,
+    name: str | None,
+    context: Any,
+    space: Any,
+    strategy: Any,
+    n_iter: int,
+    random_state: Any,
+    *,
+    seed: int | None = None,
 ) -> SearchJournal:
     """The journal of the search that :func:`hpsearch.run_search` is about to run.
 
     Raises :class:`StorageError` (before any fit) when the file cannot be used or holds
-    another search under ``name``.
+    another search under ``name``. ``seed``: the seed the search draws from in place of
+    ``random_state=None`` (see :func:`stored_seed`), stored with a new search.
     """
     definition = search_definition(context, space, strategy, n_iter, random_state)
     seeded = isinstance(strategy, str) and strategy in ("random", "bayes") and random_state is None
-    return open_journal(storage, name, definition, n_splits=context.n_splits, seeded=seeded)
+    return open_journal(storage, name, definition, n_splits=context.n_splits, seeded=seeded, seed=seed)
+
+
+def stored_seed(storage: Any, name: str | None) -> int | None:
+    """The seed stored with search ``name`` in ``storage`` for ``random_state=None``;
+    None when there is no such search yet (or the file cannot be read: opening the
+    journal then reports why, before any fit)."""
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(os.fspath(storage))
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT seed FROM searches WHERE name=?", (DEFAULT_NAME if name is None else name,)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None or row[0] is None else int(row[0])

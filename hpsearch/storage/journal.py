@@ -116,11 +116,13 @@ def open_journal(
     *,
     n_splits: int,
     seeded: bool = False,
+    seed: int | None = None,
 ) -> SearchJournal:
     """Open ``name`` in the file ``storage``, creating it or checking it is the same search.
 
     ``seeded``: the strategy draws random numbers and no seed was given; a seed is then
-    drawn once, stored, and the same one used by every rerun (:attr:`SearchJournal.seed`).
+    drawn once (or ``seed`` is used), stored, and the same one used by every rerun
+    (:attr:`SearchJournal.seed`).
     Raises :class:`StorageError` before any fit when the file cannot be used or the
     stored search under that name has another definition.
     """
@@ -134,7 +136,10 @@ def open_journal(
             "SELECT id, definition, n_splits, seed FROM searches WHERE name=?", (name,)
         ).fetchone()
         if row is None:
-            seed = random.SystemRandom().randrange(2**31 - 1) if seeded else None
+            if seeded and seed is None:
+                seed = random.SystemRandom().randrange(2**31 - 1)
+            elif not seeded:
+                seed = None
             cur = conn.execute(
                 "INSERT INTO searches (name, fingerprint, definition, n_splits, score_key, score_names, seed, created)"
                 " VALUES (?, ?, ?, ?, '', '[]', ?, ?)",
@@ -143,7 +148,13 @@ def open_journal(
             search_id = int(cur.lastrowid or 0)
             logger.info("new search %r in %s", name, path)
         else:
-            search_id, stored_json, stored_splits, seed = row
+            search_id, stored_json, stored_splits, stored_seed = row
+            if seeded and seed is not None and stored_seed != seed:
+                raise StorageError(
+                    f"the search {name!r} in {str(path)!r} was stored with seed {stored_seed}, not {seed}; "
+                    "another process created it meanwhile: run the call again"
+                )
+            seed = stored_seed
             stored = Definition.from_json(stored_json)
             differences = stored.differences(definition)
             if differences:
