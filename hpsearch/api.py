@@ -22,12 +22,14 @@ import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.metrics import check_scoring, get_scorer, get_scorer_names
 from sklearn.model_selection import check_cv
-from sklearn.utils.validation import check_consistent_length, indexable
+from sklearn.utils.validation import _num_samples, check_consistent_length, indexable
 
+from . import adaptive
 from .errors import FitFailedError, FitFailedWarning, InvalidParameterError, SearchSpaceError
 from .evaluation import EvaluationContext, FoldResult
 from .results import SearchResult, build_cv_results
 from .scheduler import SearchProgress, run_scheduler
+from .scheduler.pruning import PairedPruner
 from .space import Space, SpaceSpec
 from .strategies.base import Strategy
 from .strategies.grid import GridStrategy
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_search"]
 
 WorkersSpec = Union[int, WorkerPool, Sequence[Union[int, WorkerPool]]]
-_STRATEGIES = ("grid", "random", "bayes")
+_STRATEGIES = ("grid", "random", "bayes", *adaptive.ADAPTIVE_STRATEGIES)
 
 
 def run_search(
@@ -49,8 +51,8 @@ def run_search(
     X: Any,
     y: Any = None,
     *,
-    strategy: Literal["grid", "random", "bayes"] | Strategy = "grid",
-    n_iter: int = 10,
+    strategy: Literal["grid", "random", "bayes", "halving", "halving_random", "hyperband"] | Strategy = "grid",
+    n_iter: int | Literal["exhaust"] = 10,
     cv: Any = 5,
     scoring: Any = None,
     refit: bool | str | Callable[[dict[str, Any]], int] = True,
@@ -61,6 +63,13 @@ def run_search(
     return_train_score: bool = False,
     random_state: Any = None,
     progress: bool | None = None,
+    factor: float = 3,
+    resource: str = "n_samples",
+    min_resources: int | Literal["exhaust", "smallest"] = "exhaust",
+    max_resources: int | Literal["auto"] = "auto",
+    aggressive_elimination: bool = False,
+    asynchronous: bool = False,
+    prune: bool | PairedPruner = False,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
 
@@ -77,10 +86,17 @@ def run_search(
     strategy : {"grid", "random", "bayes"} or Strategy
         ``"grid"`` tries every point (``ParameterGrid`` semantics); ``"random"``
         samples ``n_iter`` points (``ParameterSampler`` semantics); ``"bayes"`` runs
-        ``n_iter`` rounds of Bayesian optimisation. Any object with ``ask``/``tell``
-        and ``finished`` works too.
-    n_iter : int
-        Candidates for random and Bayesian search.
+        ``n_iter`` rounds of Bayesian optimisation. The adaptive strategies spend
+        little on bad candidates: ``"halving"`` is successive halving over the grid
+        (scikit-learn's ``HalvingGridSearchCV``: same candidates and ``cv_results_``,
+        with ``iter`` and ``n_resources`` columns), ``"halving_random"`` over
+        ``n_iter`` sampled candidates (``HalvingRandomSearchCV``), and ``"hyperband"``
+        runs Hyperband's brackets of halving over sampled candidates side by side
+        (with a ``bracket`` column). Any object with ``ask``/``tell`` and ``finished``
+        works too.
+    n_iter : int or "exhaust"
+        Candidates for random and Bayesian search, and the first iteration's
+        candidates of ``"halving_random"`` (there ``"exhaust"`` is allowed).
     cv, scoring, refit, groups, error_score, return_train_score
         As in scikit-learn's ``GridSearchCV``: ``scoring`` may be a name, a callable,
         or a list/dict for several metrics (then ``refit`` names the one that picks the
@@ -94,6 +110,23 @@ def run_search(
         Seed of random and Bayesian search.
     progress : bool or None
         Show a progress bar; None shows it when standard error is a terminal.
+    factor, resource, min_resources, max_resources, aggressive_elimination
+        The adaptive strategies' settings, as in scikit-learn's ``HalvingGridSearchCV``:
+        each step keeps ``1/factor`` of the candidates and gives them ``factor`` times
+        more ``resource`` — ``"n_samples"`` (training folds subsampled) or an integer
+        parameter of the estimator such as ``n_estimators`` or ``max_iter`` (then
+        ``max_resources`` is required). For ``"hyperband"``, ``min_resources`` and
+        ``max_resources`` bound every bracket ("exhaust" means "smallest" there).
+    asynchronous : bool
+        For the adaptive strategies: promote a candidate as soon as it is in the top
+        ``1/factor`` of its rung's results so far (ASHA), so no worker waits for a rung
+        to finish. Gives up scikit-learn's exact candidates for speed.
+    prune : bool or PairedPruner
+        Skip the remaining folds of a candidate once a paired comparison of its
+        completed folds with the best candidate's on the same folds shows it is worse
+        (see :class:`~hpsearch.scheduler.pruning.PairedPruner`). Pruned candidates keep
+        their completed fold scores, nan elsewhere (so a nan mean and the last rank),
+        and ``cv_results_["pruned"]`` marks them.
 
     Returns
     -------
@@ -136,8 +169,18 @@ def run_search(
     _check_param_names(estimator, search_space)
     if error_score != "raise" and not isinstance(error_score, numbers.Number):
         raise InvalidParameterError(f"error_score must be 'raise' or a number, got {error_score!r}")
+    adaptive_kind = strategy if isinstance(strategy, str) and strategy in adaptive.ADAPTIVE_STRATEGIES else None
+    options = None
+    if adaptive_kind is not None:
+        options = adaptive.AdaptiveOptions.checked(
+            estimator, search_space, adaptive_kind, factor=factor, resource=resource, min_resources=min_resources,
+            max_resources=max_resources, aggressive_elimination=aggressive_elimination, asynchronous=asynchronous,
+        )
+    pruner = adaptive.check_prune(prune)
     pools, owned = _make_pools(workers)
-    search_strategy = _make_strategy(strategy, search_space, n_iter, random_state)
+    search_strategy: Any = None
+    if adaptive_kind is None:
+        search_strategy = _make_strategy(strategy, search_space, n_iter, random_state)
 
     X, y, groups = _check_data(X, y, groups)
     scorers = _make_scorers(estimator, scoring)
@@ -147,11 +190,22 @@ def run_search(
     splits = [(np.asarray(train), np.asarray(test)) for train, test in cv_checked.split(X, y, groups)]
     if not splits:
         raise InvalidParameterError(f"the CV splitter {cv_checked!r} produced no split")
+    n_folds = len(splits)
+    offsets: dict[int, int] = {}
+    if adaptive_kind is not None:
+        assert options is not None
+        n_samples = _num_samples(X)
+        search_strategy = adaptive.make_adaptive_strategy(
+            adaptive_kind, search_space, estimator, options, n_iter=n_iter, n_samples=n_samples,
+            n_splits=n_folds, y=y, cv=cv_checked, random_state=random_state,
+        )
+        splits, offsets = adaptive.subsampled_splits(splits, search_strategy.n_samples_levels, n_samples, random_state)
     context = EvaluationContext(
         estimator=clone(estimator),
         X=X,
         y=y,
         splits=splits,
+        subsample_offsets=offsets,
         scorers=scorers,
         fit_params=dict(fit_params or {}),
         score_params=_score_params(fit_params or {}, scorers),
@@ -163,22 +217,28 @@ def run_search(
         cv_results = build_cv_results(
             [c.params for c, _ in finished], [r for _, r in finished], list(scorers), return_train_score
         )
+        cv_results = {**adaptive.tag_columns([c for c, _ in finished], pruner is not None), **cv_results}
         result = SearchResult(
             cv_results_=cv_results,
-            n_splits_=len(splits),
+            n_splits_=n_folds,
             multimetric_=multimetric,
             scorer_=scorers if multimetric else scorers["score"],
             refit_metric=refit_metric,
             fit_failures_=failures,
         )
+        for name, value in adaptive.search_attributes(search_strategy, cv_results).items():
+            setattr(result, name, value)
         if refit or not multimetric:
-            result.best_index_ = _best_index(refit, refit_metric, cv_results)
+            if hasattr(search_strategy, "best_index") and not callable(refit):
+                result.best_index_ = search_strategy.best_index(cv_results, refit_metric)
+            else:
+                result.best_index_ = _best_index(refit, refit_metric, cv_results)
             if not callable(refit):
                 result.best_score_ = float(cv_results[f"mean_test_{refit_metric}"][result.best_index_])
             result.best_params_ = cv_results["params"][result.best_index_]
         return result
 
-    bar = _progress_bar(progress, search_strategy, len(splits))
+    bar = _progress_bar(progress, search_strategy, n_folds)
     try:
         finished = run_scheduler(
             search_strategy,
@@ -186,6 +246,7 @@ def run_search(
             context,
             score_key=refit_metric,
             on_candidate=bar.update if bar is not None else None,
+            pruner=pruner,
         )
     except BaseException as exc:
         _keep_partial_result(exc, make_result)

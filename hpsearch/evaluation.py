@@ -47,6 +47,11 @@ class EvaluationContext:
         ``sample_weight`` fit param to scorers that accept it; so does hpsearch).
     error_score : float or "raise"
     return_train_score : bool
+    subsample_offsets : dict of int -> int
+        Adaptive search on the number of samples appends, after the CV folds, one
+        subsampled copy of every fold per training-set size; this maps each size to
+        the index of its first split (0 for a size that is the whole data). A task
+        names the split it runs on, so workers need nothing more.
     """
 
     estimator: Any
@@ -58,10 +63,12 @@ class EvaluationContext:
     score_params: dict[str, Any] = field(default_factory=dict)
     error_score: float | str = np.nan
     return_train_score: bool = False
+    subsample_offsets: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_splits(self) -> int:
-        return len(self.splits)
+        """The number of CV folds (subsampled copies, if any, follow them in ``splits``)."""
+        return min((o for o in self.subsample_offsets.values() if o), default=len(self.splits))
 
 
 #: Longest error text a result carries over the wire (worker messages stay small).

@@ -31,6 +31,7 @@ from typing import Any
 from ..evaluation import EvaluationContext, FoldResult
 from ..strategies.base import Candidate, Strategy
 from ..workers.base import WorkerLost, WorkerPool
+from .pruning import PairedPruner
 from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
 logger = logging.getLogger(__name__)
@@ -195,13 +196,15 @@ def run_scheduler(
     on_candidate: Callable[[SearchProgress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     poll_interval: float = 0.5,
+    pruner: PairedPruner | None = None,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     """Run a whole search and return every candidate with its fold results, in id order.
 
     Raises the error of an ``Abort`` (``error_score="raise"``, a pool that failed, a
     strategy that raised) after stopping the pools. Whatever ends a search early (also
     KeyboardInterrupt) carries the candidates completed so far, in the same form, as
-    its ``completed_candidates`` attribute: nothing already computed is lost.
+    its ``completed_candidates`` attribute: nothing already computed is lost. A
+    ``pruner`` skips the remaining folds of candidates that cannot reach the best.
     """
     state = SchedulerState(
         context.n_splits,
@@ -209,6 +212,8 @@ def run_scheduler(
         score_key=score_key,
         error_score=context.error_score,
         return_train_score=context.return_train_score,
+        split_offsets=context.subsample_offsets,
+        pruner=pruner,
     )
     driver = _Driver(state, type(strategy).__name__)
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
