@@ -125,7 +125,7 @@ def hyperband_brackets(min_resources: int, max_resources: int, factor: float) ->
     brackets = []
     for s in range(s_max, -1, -1):
         n = math.ceil((s_max + 1) / (s + 1) * factor**s - 1e-9)
-        resources = [max(min_resources, int(round(max_resources * factor ** (i - s)))) for i in range(s + 1)]
+        resources = [max(min_resources, int(max_resources * factor ** (i - s) + 1e-9)) for i in range(s + 1)]
         resources[-1] = max_resources
         counts = [max(1, math.floor(n * factor**-i + 1e-9)) for i in range(s + 1)]
         brackets.append((s, resources, counts))
@@ -440,7 +440,7 @@ class HyperbandStrategy(_BracketStrategy):
     >>> n = HyperbandStrategy.n_configs(1, 9, 3)
     >>> s = HyperbandStrategy([{"alpha": i} for i in range(n)], 1, 9, factor=3, resource="max_iter")
     >>> n, s.total, len(s.brackets)
-    (17, 25, 3)
+    (17, 22, 3)
     """
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], min_resources: int, max_resources: int, *,
