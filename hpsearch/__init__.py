@@ -5,6 +5,7 @@
 >>> #                     strategy="random", n_iter=20, workers=4)
 """
 
+from .adaptive_cv import HalvingGridSearchCV, HalvingRandomSearchCV, HyperbandSearchCV
 from .api import run_search
 from .errors import (
     FitFailedError,
@@ -20,8 +21,10 @@ from .errors import (
     VersionMismatchError,
 )
 from .results import SearchResult
+from .scheduler.pruning import PairedPruner
 from .space import Categorical, Integer, Real, Space
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
+from .strategies.halving import HyperbandStrategy, SuccessiveHalvingStrategy
 from .workers import LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
 
 __version__ = "0.1.0"
@@ -33,11 +36,16 @@ __all__ = [
     "FitFailedWarning",
     "GridStrategy",
     "HPSearchError",
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
+    "HyperbandSearchCV",
+    "HyperbandStrategy",
     "Integer",
     "InvalidParameterError",
     "LocalProcesses",
     "MissingDependencyError",
     "NoWorkersError",
+    "PairedPruner",
     "ProtocolError",
     "RandomStrategy",
     "Real",
@@ -45,6 +53,7 @@ __all__ = [
     "SearchResult",
     "SearchSpaceError",
     "SerializationError",
+    "SuccessiveHalvingStrategy",
     "Space",
     "Strategy",
     "TaskFailedError",
