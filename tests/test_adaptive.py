@@ -224,3 +224,30 @@ def test_subsampled_folds_run_on_worker_processes(data):
                                workers=pool, progress=False)
     for key in ("params", "iter", "n_resources", "mean_test_score", "rank_test_score"):
         np.testing.assert_array_equal(np.asarray(processes.cv_results_[key]), np.asarray(threads.cv_results_[key]))
+
+
+def test_drop_in_halving_classes_equal_scikit_learns(data):
+    from sklearn.base import clone
+
+    from hpsearch import HalvingGridSearchCV as OurGrid
+
+    X, y = data
+    ours = OurGrid(SVC(), SVC_GRID, factor=2, random_state=0, cv=3, workers=2)
+    assert clone(ours).get_params()["workers"] == 2
+    ours.fit(X, y)
+    theirs = HalvingGridSearchCV(SVC(), SVC_GRID, factor=2, random_state=0, cv=3).fit(X, y)
+    assert_same_as_sklearn(ours, theirs)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    assert ours.classes_.tolist() == [0, 1] and ours.n_features_in_ == 10
+    with pytest.raises(ValueError, match="min_resources_=700 is greater than max_resources_=600"):
+        OurGrid(SVC(), SVC_GRID, min_resources=700).fit(X, y)
+
+
+def test_drop_in_hyperband(data):
+    from hpsearch import HyperbandSearchCV
+
+    X, y = data
+    search = HyperbandSearchCV(LogisticRegression(), {"C": loguniform(1e-3, 1e2)}, min_resources=50,
+                               random_state=0, cv=3, workers=2, asynchronous=True).fit(X, y)
+    assert search.n_brackets_ == 3 and search.cv_results_["n_resources"][search.best_index_] == 600
+    assert search.score(X, y) > 0.8

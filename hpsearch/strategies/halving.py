@@ -91,7 +91,7 @@ def halving_plan(
     if n_candidates < 1:
         raise InvalidParameterError("successive halving needs at least one candidate")
     n_required = 1 + math.floor(math.log(n_candidates, factor))
-    min_r = min_resources_
+    min_r: float = min_resources_  # a float factor makes it a float, as in scikit-learn
     if exhaust:
         min_r = max(min_r, max_resources_ // factor ** (n_required - 1))
     n_possible = 1 + math.floor(math.log(max_resources_ // min_r, factor))
@@ -330,7 +330,7 @@ class _BracketStrategy:
     @property
     def total(self) -> int | None:
         totals = [getattr(b, "total", None) for b in self.brackets]
-        return None if any(t is None for t in totals) else sum(totals)  # type: ignore[misc]
+        return None if any(t is None for t in totals) else sum(int(t) for t in totals if t is not None)
 
     @property
     def n_samples_levels(self) -> list[int]:
