@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import is_classifier
-from sklearn.experimental import enable_halving_search_cv  # noqa: F401
-from sklearn.model_selection import HalvingGridSearchCV as _SkHalvingGrid
-from sklearn.model_selection import HalvingRandomSearchCV as _SkHalvingRandom
 from sklearn.model_selection import check_cv
 from sklearn.model_selection._search import BaseSearchCV
+
+# scikit-learn's classes without ``sklearn.experimental.enable_halving_search_cv``,
+# whose import would change sklearn.model_selection for the whole process
+from sklearn.model_selection._search_successive_halving import HalvingGridSearchCV as _SkHalvingGrid
+from sklearn.model_selection._search_successive_halving import HalvingRandomSearchCV as _SkHalvingRandom
 from sklearn.utils.validation import _num_samples, indexable
 
 from .api import run_search
