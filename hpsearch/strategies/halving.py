@@ -218,9 +218,21 @@ class AsyncBracket:
         self._results: list[dict[int, float]] = [{} for _ in self.resources]
         self._promoted: list[set[int]] = [set() for _ in self.resources]
         self._outstanding = [0] * len(self.resources)
+        # memos of _closed / _promotable, valid until the next pop or tell
+        self._closed_memo: dict[int, bool] = {}
+        self._promotable_memo: dict[int, int | None] = {}
+
+    def _changed(self) -> None:
+        self._closed_memo.clear()
+        self._promotable_memo.clear()
 
     def _closed(self, rung: int) -> bool:
         """No result can arrive at ``rung`` any more."""
+        if rung not in self._closed_memo:
+            self._closed_memo[rung] = self._compute_closed(rung)
+        return self._closed_memo[rung]
+
+    def _compute_closed(self, rung: int) -> bool:
         if self._outstanding[rung]:
             return False
         if rung == 0:
@@ -228,6 +240,11 @@ class AsyncBracket:
         return self._closed(rung - 1) and self._promotable(rung - 1) is None
 
     def _promotable(self, rung: int) -> int | None:
+        if rung not in self._promotable_memo:
+            self._promotable_memo[rung] = self._compute_promotable(rung)
+        return self._promotable_memo[rung]
+
+    def _compute_promotable(self, rung: int) -> int | None:
         done = self._results[rung]
         if rung + 1 >= len(self.resources) or not done:
             return None
@@ -245,10 +262,12 @@ class AsyncBracket:
         for rung in range(len(self.resources) - 2, -1, -1):
             config = self._promotable(rung)
             if config is not None:
+                self._changed()
                 self._promoted[rung].add(config)
                 self._outstanding[rung + 1] += 1
                 return config, rung + 1
         if self._base:
+            self._changed()
             self._outstanding[0] += 1
             return self._base.popleft(), 0
         return None
@@ -256,6 +275,7 @@ class AsyncBracket:
     def tell(self, config: int, rung: int, score: float) -> None:
         if not 0 <= rung < len(self.resources) or self._outstanding[rung] <= 0:
             raise InvalidParameterError(f"configuration {config} was not asked for at rung {rung}")
+        self._changed()
         self._outstanding[rung] -= 1
         self._results[rung][config] = float(score)
 
