@@ -113,6 +113,7 @@ def main() -> None:
                 start = time.perf_counter()
                 picked[name] = run()
                 times[name].append(time.perf_counter() - start)
+                print(f"  ran {name}: {times[name][-1]:.2f} s", flush=True)
         idle = idle_time(est, X, y, args.repeat)
         reference = results["grid"].cv_results_  # the full grid is the reference
         scores = {key(p): s for p, s in zip(reference["params"], reference["mean_test_score"])}

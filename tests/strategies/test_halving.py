@@ -47,20 +47,21 @@ def drive(strategy, score, n=4, shuffle=None):
 ])
 def test_plan_matches_scikit_learn(n_candidates, factor, min_resources, exhaust, aggressive):
     """The plan is what scikit-learn's _run_search computes (read back from a fitted
-    HalvingRandomSearchCV on a tiny problem with a constant estimator)."""
+    HalvingRandomSearchCV; the resource is an integer parameter of a constant
+    estimator, so its fits on 40 rows cost nothing)."""
     from sklearn.dummy import DummyClassifier
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingRandomSearchCV
 
-    X = np.zeros((1000, 1))
-    y = np.arange(1000) % 2
+    X = np.zeros((40, 1))
+    y = np.arange(40) % 2
     sk = HalvingRandomSearchCV(
         DummyClassifier(), {"strategy": ["prior", "most_frequent", "stratified", "uniform"] * 30},
         n_candidates=n_candidates, factor=factor, min_resources="exhaust" if exhaust else min_resources,
-        aggressive_elimination=aggressive, cv=2, random_state=0,
+        max_resources=1000, resource="random_state", aggressive_elimination=aggressive, cv=2, random_state=0,
     )
-    if exhaust:  # scikit-learn starts 'exhaust' from 'smallest': 2 folds * 2 * 2 classes
-        min_resources = 8
+    if exhaust:  # scikit-learn starts 'exhaust' from 'smallest': 1 for a parameter
+        min_resources = 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sk.fit(X, y)
