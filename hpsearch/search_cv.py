@@ -68,6 +68,7 @@ class SearchCVMixin:
     # the default cache (a Pipeline's shared leading steps fitted once per fold)
     _hpsearch_prefix_cache: Any = "default"
     _hpsearch_open_journal: Any = None
+    _hpsearch_pruner: Any = None  # run_search(prune=...): a PairedPruner, or None
 
     @_fit_context(prefer_skip_nested_validation=False)  # *SearchCV.estimator is not validated yet
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
@@ -124,6 +125,7 @@ class SearchCVMixin:
                 on_candidate=search._hpsearch_on_candidate,
                 prefix_cache=_prefix_config(search),
                 open_journal=search._hpsearch_open_journal,
+                pruner=search._hpsearch_pruner,
             )
         )
         try:

@@ -32,9 +32,11 @@ from ..evaluation import EvaluationContext, FoldResult
 from ..prefix import affinity_key, forget_context
 from ..strategies.base import Candidate, ListStrategy, Strategy
 from ..workers.base import WorkerLost, WorkerPool
+from .pruning import PairedPruner
+from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
+
 if TYPE_CHECKING:
     from ..storage.journal import SearchJournal
-from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +201,7 @@ def run_scheduler(
     clock: Callable[[], float] = time.monotonic,
     poll_interval: float = 0.5,
     journal: SearchJournal | None = None,
+    pruner: PairedPruner | None = None,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     """Run a whole search and return every candidate with its fold results, in id order.
 
@@ -210,6 +213,8 @@ def run_scheduler(
     With a ``journal`` (:mod:`hpsearch.storage`), results are recorded as they arrive
     and a stored search resumes: the strategy replays its history and the stored
     results are not run again.
+
+    A ``pruner`` skips the remaining folds of candidates that cannot reach the best.
     """
     known_results = None
     if journal is not None:
@@ -234,6 +239,8 @@ def run_scheduler(
         # A strategy whose candidates do not depend on scores is asked further ahead when
         # prefixes are reused, so that the queue holds tasks of several prefixes to route.
         lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
+        split_offsets=context.subsample_offsets,
+        pruner=pruner,
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task
