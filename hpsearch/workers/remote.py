@@ -28,7 +28,7 @@ from ..errors import InvalidParameterError, NoWorkersError
 from ..evaluation import EvaluationContext
 from .base import Emit, Task
 from .peers import PeerTable
-from .protocol import WORKER_TYPES, Codec, local_versions, make_token, parse_token
+from .protocol import WORKER_TYPES, Codec, curve_keys, local_versions, make_token, parse_token, with_server_key
 from .router import RouterLoop
 from .transfer import Offer, hash_frames
 
@@ -102,6 +102,13 @@ class RemoteWorkers:
         Inbound messages larger than this are refused by libzmq, which drops the
         connection. Workers only send small messages (no payload; headers up to
         1 MiB; error texts clipped to 32 KiB), so a larger one is not a worker's.
+    encrypt : bool, optional
+        Encrypt all traffic with CurveZMQ. Default: on unless ``address`` is a
+        loopback (or ipc) address. The master's public key, derived from the token,
+        is appended to the join token (``hps1:SECRET.KEY``), so joining is still the
+        one command of :attr:`join_command`; workers encrypt when their token carries
+        a key. Without encryption messages are signed (integrity) but readable on
+        the network.
 
     Attributes
     ----------
@@ -131,6 +138,7 @@ class RemoteWorkers:
         heartbeat: float = 1.0,
         heartbeat_timeout: float = 30.0,
         max_message_size: int = 2 * 1024 * 1024,
+        encrypt: bool | None = None,
     ) -> None:
         if not isinstance(address, str) or "://" not in address:
             raise InvalidParameterError(f"address must be a ZeroMQ endpoint such as 'tcp://0.0.0.0:5555', got {address!r}")
@@ -148,8 +156,17 @@ class RemoteWorkers:
             raise InvalidParameterError(f"token: {exc}") from None
         if min_workers < 0:
             raise InvalidParameterError(f"min_workers must be >= 0, got {min_workers!r}")
+        self.encrypt = not _is_loopback(address) if encrypt is None else bool(encrypt)
+        self._curve: tuple[bytes, bytes] | None = None
+        if self.encrypt:
+            if not zmq.has("curve"):
+                raise InvalidParameterError(
+                    "encrypt=True needs libzmq built with CURVE (libsodium); install pyzmq's wheels, "
+                    "or pass encrypt=False and use a private network or an SSH tunnel")
+            self._curve = curve_keys(secret)
         self.address = address
-        self.token = token
+        #: The join token workers need (it carries the public key when encrypting).
+        self.token = with_server_key(token, self._curve[0] if self._curve else None)
         self.min_workers = int(min_workers)
         self.join_timeout = float(join_timeout)
         self.heartbeat = float(heartbeat)
@@ -199,6 +216,9 @@ class RemoteWorkers:
         router.sndhwm = 100_000
         router.rcvhwm = 100_000
         router.tcp_keepalive = 1
+        if self._curve is not None:
+            router.curve_server = True
+            router.curve_publickey, router.curve_secretkey = self._curve
         try:
             router.bind(self.address)
         except zmq.ZMQError as exc:
