@@ -34,7 +34,7 @@ import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
 from ..evaluation import EvaluationContext, clip_text
-from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, host_name, local_versions
+from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, curve_keys, host_name, local_versions
 from .slots import SlotThreads, run_task
 from .transfer import ContextStore
 from .waker import Waker
@@ -85,7 +85,7 @@ class WorkerAgent:
         Contexts kept in memory (least recently used dropped first).
     server_key : bytes, optional
         The master's CurveZMQ public key (Z85, from the join token): traffic is
-        encrypted, with a fresh key pair for this worker per connection.
+        encrypted; this worker presents the token's worker key.
     parent_pid : int, optional
         Exit (saying BYE) when this process is no longer our parent: workers started
         by :class:`~hpsearch.LocalProcesses` do not outlive a master that was killed.
@@ -134,6 +134,7 @@ class WorkerAgent:
 
         self.inner_threads = inner_threads or max(1, available_cores() // slots)
         self.versions = local_versions(version_overrides)
+        self._secret = secret
         self._codec = Codec(secret, MASTER_TYPES)
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
@@ -229,8 +230,10 @@ class WorkerAgent:
         sock.sndhwm = 10000
         sock.rcvhwm = 10000
         if self.server_key is not None:
+            # The token's worker key: the master admits no other (CurveZMQ's short-term
+            # keys are still fresh per connection).
             sock.curve_serverkey = self.server_key
-            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+            sock.curve_publickey, sock.curve_secretkey = curve_keys(self._secret, "worker")
         sock.connect(self.address)  # raises ZMQError for a bad address
         self._sock = sock
         self._poller = zmq.Poller()

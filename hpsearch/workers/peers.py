@@ -200,6 +200,10 @@ class PeerTable:
         self._challenges: collections.OrderedDict[str, tuple[str, float, int]] = collections.OrderedDict()
         self._closed: collections.OrderedDict[str, _Closed] = collections.OrderedDict()
 
+    def knows_route(self, route: bytes) -> bool:
+        """Whether ``route`` is a connected worker session's (its handshake completed)."""
+        return route in self._by_route
+
     # -- messages ---------------------------------------------------------------------------
 
     def receive(self, route: bytes, msg: Message, now: float) -> list[Output]:

@@ -183,8 +183,12 @@ def parse_token(token: str) -> bytes:
     return secret
 
 
-def curve_keys(secret: bytes) -> tuple[bytes, bytes]:
-    """The master's CurveZMQ key pair ``(public, secret)`` (Z85), derived from the token.
+def curve_keys(secret: bytes, role: str = "master") -> tuple[bytes, bytes]:
+    """A CurveZMQ key pair ``(public, secret)`` (Z85) derived from the token's secret.
+
+    ``role`` is ``"master"`` (the server's pair) or ``"worker"`` (the one pair all
+    workers present; the master admits no other client key, so without the token
+    nothing gets past the handshake, not even a frame).
 
     Derived, not drawn: a master restarted with the same token has the same keys, so
     workers waiting with its join token reconnect. Only token holders can derive the
@@ -200,7 +204,8 @@ def curve_keys(secret: bytes) -> tuple[bytes, bytes]:
     import zmq
     from zmq.utils import z85
 
-    key = hashlib.blake2b(secret, digest_size=32, person=b"hpsearch-curve").digest()
+    key = hashlib.blake2b(secret, digest_size=32, person=b"hpsearch-curve",
+                          salt=role.encode()[:16].ljust(16, b"\0")).digest()
     secret_z85 = z85.encode(key)
     return zmq.curve_public(secret_z85), secret_z85
 

@@ -72,6 +72,18 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+class _WorkerKey:
+    """ZAP credentials check: only the client key derived from the token."""
+
+    def __init__(self, public: bytes) -> None:
+        self.key = public
+
+    def callback(self, domain: str, key: bytes) -> bool:  # key: Z85
+        import hmac
+
+        return hmac.compare_digest(key, self.key)
+
+
 class RemoteWorkers:
     """Worker processes on other machines, joining over ZeroMQ.
 
@@ -185,6 +197,7 @@ class RemoteWorkers:
         self._loop: RouterLoop | None = None
         self._ctx: zmq.Context | None = None
         self._implicit = False
+        self._auth: Any = None  # the ZAP handler's thread when encrypting
         # Random start: traffic recorded from another master with the same token names
         # search ids this master never uses, so it cannot be replayed into its searches.
         self._search_counter = secrets.randbits(48)
@@ -219,10 +232,19 @@ class RemoteWorkers:
         if self._curve is not None:
             router.curve_server = True
             router.curve_publickey, router.curve_secretkey = self._curve
+            # ZAP: only the token's worker key completes a handshake, so a peer without
+            # the token cannot make libzmq buffer a single frame (a multipart message
+            # is held whole until its last frame, whatever MAXMSGSIZE says per frame).
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", _WorkerKey(curve_keys(self._secret, "worker")[0]))
         try:
             router.bind(self.address)
         except zmq.ZMQError as exc:
             router.close(linger=0)
+            self._stop_auth()
             self._ctx.term()
             self._ctx = None
             raise InvalidParameterError(f"cannot listen on {self.address!r}: {exc}") from None
@@ -248,9 +270,15 @@ class RemoteWorkers:
             return
         self._thread = None
         self._loop = None
+        self._stop_auth()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def __enter__(self) -> RemoteWorkers:
         return self.open()

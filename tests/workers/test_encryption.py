@@ -99,3 +99,34 @@ def test_encryption_is_on_by_default_off_loopback_and_the_key_rides_in_the_token
     assert again.token == remote.token
     local = RemoteWorkers("tcp://127.0.0.1:*", token=token)
     assert not local.encrypt and local.token == token
+
+
+def test_without_the_token_nothing_gets_past_the_encrypted_handshake():
+    import time
+
+    import zmq
+
+    with RemoteWorkers("tcp://127.0.0.1:*", encrypt=True) as pool:
+        ctx = zmq.Context()
+        socks = []
+        try:
+            stranger = ctx.socket(zmq.DEALER)  # knows the public key (it is in the token), not the secret
+            stranger.curve_serverkey = server_key(pool.token)
+            stranger.curve_publickey, stranger.curve_secretkey = zmq.curve_keypair()
+            plain = ctx.socket(zmq.DEALER)  # no encryption at all
+            socks = [stranger, plain]
+            for sock in socks:
+                sock.linger = 0
+                sock.connect(pool.endpoint)
+            for sock in socks:
+                for _ in range(5):
+                    sock.send_multipart([b"HPS\x01B" + bytes(1000)] * 3, zmq.NOBLOCK)
+            time.sleep(1.0)
+            assert pool.stats["dropped"] == 0  # not one message reached the master's loop
+        except zmq.Again:
+            pass  # not even queued: no connection completed
+        finally:
+            for sock in socks:
+                sock.close(linger=0)
+            ctx.term()
+        assert pool.stats["dropped"] == 0
