@@ -7,12 +7,14 @@ pure-Python estimators whose fits hold the GIL (threads would take turns).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import numbers
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -22,7 +24,7 @@ from .threads import available_cores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LocalProcesses", "child_environment"]
+__all__ = ["LocalProcesses", "WarmProcesses", "child_environment", "close_warm_processes", "warm_processes"]
 
 
 def child_environment(**extra: str) -> dict[str, str]:
@@ -181,3 +183,123 @@ class LocalProcesses(RemoteWorkers):
 
     def __repr__(self) -> str:
         return f"LocalProcesses({self.n}, slots_per_process={self.slots_per_process})"
+
+
+# The warm pools of this process, by (processes, slots per process): started at the
+# first search that asks for one and reused by every later search (as loky's reusable
+# executor is), so a second search pays no start-up. Their processes exit with this
+# one (``--parent-pid``, and ``atexit`` closes them cleanly first).
+_WARM: dict[tuple[int, int], LocalProcesses] = {}
+_WARM_BUSY: set[int] = set()
+_WARM_LOCK = threading.Lock()
+
+
+class WarmProcesses:
+    """One search's use of this process's warm pool of local worker processes.
+
+    ``start`` takes the warm pool of ``n`` processes (started at the first search that
+    asks for it, replaced if one of its processes exited); ``stop`` ends the search's
+    use of it without closing it. While another search uses the warm pool, a search
+    gets processes of its own, started for it and closed after it. Made by
+    :func:`warm_processes`.
+    """
+
+    def __init__(self, n: int, slots_per_process: int = 1) -> None:
+        for name, value in (("n", n), ("slots_per_process", slots_per_process)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
+        self.n = int(n)
+        self.slots_per_process = int(slots_per_process)
+        self.pool: LocalProcesses | None = None
+        self._warm = False
+
+    def start(self, context: Any, emit: Any) -> None:
+        key = (self.n, self.slots_per_process)
+        with _WARM_LOCK:
+            pool = _WARM.get(key)
+            if pool is not None and id(pool) in _WARM_BUSY:
+                pool, self._warm = LocalProcesses(*key), False  # opened by its start, closed by its stop
+            else:
+                if pool is not None and (pool._thread is None or pool._dead_pids()):
+                    logger.info("replacing the warm %r: one of its processes exited", pool)
+                    del _WARM[key]
+                    pool.close()
+                    pool = None
+                if pool is None:
+                    pool = LocalProcesses(*key).open()
+                    _WARM[key] = pool
+                _WARM_BUSY.add(id(pool))
+                self._warm = True
+        self.pool = pool
+        try:
+            pool.start(context, emit)
+        except BaseException:
+            self._release()
+            raise
+
+    def stop(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            self.pool.stop()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._warm and self.pool is not None:
+            with _WARM_LOCK:
+                _WARM_BUSY.discard(id(self.pool))
+        self.pool = None
+        self._warm = False
+
+    def __repr__(self) -> str:
+        return f"warm_processes({self.n}, slots_per_process={self.slots_per_process})"
+
+
+def warm_processes(n: int, slots_per_process: int = 1) -> WarmProcesses:
+    """A pool of ``n`` local worker processes kept warm for every search of this process.
+
+    The first search given it starts the processes; later searches reuse the same
+    processes (as loky's reusable executor does), which also keep the latest contexts
+    in their cache: a search pays neither the start-up nor, when its data were already
+    sent, the transfer. A pool with a dead process is replaced at the next search. The
+    processes exit with this process.
+
+    Parameters
+    ----------
+    n : int
+        Worker processes.
+    slots_per_process : int
+        Tasks each process runs at once.
+
+    Returns
+    -------
+    WarmProcesses
+        A pool to give as ``run_search(workers=...)``.
+
+    Examples
+    --------
+    >>> from hpsearch import run_search
+    >>> from hpsearch.workers.local import warm_processes
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> result = run_search(DecisionTreeClassifier(random_state=0), {"max_depth": [1, 3]},
+    ...                     X, y, workers=warm_processes(2), progress=False)  # doctest: +SKIP
+    >>> result.best_params_  # doctest: +SKIP
+    {'max_depth': 3}
+    """
+    return WarmProcesses(n, slots_per_process)
+
+
+def close_warm_processes() -> None:
+    """Close every warm pool of this process (done at exit; a later search starts new ones)."""
+    with _WARM_LOCK:
+        pools = list(_WARM.values())
+        _WARM.clear()
+        _WARM_BUSY.clear()
+    for pool in pools:
+        pool.close()
+
+
+atexit.register(close_warm_processes)
