@@ -61,6 +61,8 @@ def run_search(
     return_train_score: bool = False,
     random_state: Any = None,
     progress: bool | None = None,
+    fit_timeout: float | None = None,
+    max_task_deaths: int = 3,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
 
@@ -94,6 +96,24 @@ def run_search(
         Seed of random and Bayesian search.
     progress : bool or None
         Show a progress bar; None shows it when standard error is a terminal.
+    fit_timeout : float or None
+        Seconds one fit (and its scoring) may take. A fit past it is recorded as a
+        failed fit (its scores are ``error_score``, its error says
+        ``FitTimeoutError``) and abandoned: a worker process running it is stopped
+        and replaced, a thread is left to end in the background while a new one
+        takes its place. None (default): no limit.
+    max_task_deaths : int
+        Times a (candidate, fold) task may die with the worker process running it
+        before it fails as data (``TaskFailedError`` in its error). Only tasks that
+        were running count a death, not those queued on that worker.
+
+    Notes
+    -----
+    Stragglers: when a worker has nothing to do and nothing is queued, a task that
+    has run (or waited in a worker's queue) longer than 3 times the median duration
+    of the search's finished tasks, and at least 0.5 s, is started again on that
+    worker; the first result wins. A worker that slows down mid-search so does not
+    hold up the end of the search.
 
     Returns
     -------
@@ -110,7 +130,9 @@ def run_search(
     Whatever ends a search early — Ctrl-C (KeyboardInterrupt), a failed fit with
     ``error_score="raise"``, :class:`~hpsearch.errors.NoWorkersError` when every remote
     worker is gone — keeps the candidates completed so far: the exception's
-    ``partial_result`` is a :class:`SearchResult` of them (without refit).
+    ``partial_result`` is a :class:`SearchResult` of them (without refit). So does a
+    refit that raises (the refit callable, or the final fit): its exception's
+    ``partial_result`` holds every candidate.
 
     Examples
     --------
@@ -136,6 +158,14 @@ def run_search(
     _check_param_names(estimator, search_space)
     if error_score != "raise" and not isinstance(error_score, numbers.Number):
         raise InvalidParameterError(f"error_score must be 'raise' or a number, got {error_score!r}")
+    if fit_timeout is not None and (
+        isinstance(fit_timeout, bool) or not isinstance(fit_timeout, numbers.Real) or not fit_timeout > 0
+    ):
+        raise InvalidParameterError(
+            f"fit_timeout must be a number of seconds > 0, or None for no limit; got {fit_timeout!r}"
+        )
+    if isinstance(max_task_deaths, bool) or not isinstance(max_task_deaths, numbers.Integral) or max_task_deaths < 1:
+        raise InvalidParameterError(f"max_task_deaths must be an integer >= 1, got {max_task_deaths!r}")
     pools, owned = _make_pools(workers)
     search_strategy = _make_strategy(strategy, search_space, n_iter, random_state)
 
@@ -159,7 +189,8 @@ def run_search(
         return_train_score=return_train_score,
     )
 
-    def make_result(finished: list[tuple[Any, list[FoldResult]]], failures: list[str]) -> SearchResult:
+    def make_result(finished: list[tuple[Any, list[FoldResult]]], failures: list[str],
+                    best: bool = True) -> SearchResult:
         cv_results = build_cv_results(
             [c.params for c, _ in finished], [r for _, r in finished], list(scorers), return_train_score
         )
@@ -171,7 +202,7 @@ def run_search(
             refit_metric=refit_metric,
             fit_failures_=failures,
         )
-        if refit or not multimetric:
+        if best and (refit or not multimetric):
             result.best_index_ = _best_index(refit, refit_metric, cv_results)
             if not callable(refit):
                 result.best_score_ = float(cv_results[f"mean_test_{refit_metric}"][result.best_index_])
@@ -186,6 +217,8 @@ def run_search(
             context,
             score_key=refit_metric,
             on_candidate=bar.update if bar is not None else None,
+            fit_timeout=None if fit_timeout is None else float(fit_timeout),
+            max_task_deaths=int(max_task_deaths),
         )
     except BaseException as exc:
         _keep_partial_result(exc, make_result)
@@ -198,16 +231,21 @@ def run_search(
     if not finished:
         raise SearchSpaceError("the strategy proposed no candidate")
     failures = _check_fit_failures([r for _, r in finished], error_score)
-    result = make_result(finished, failures)
-    if refit:
-        best = clone(estimator).set_params(**clone(result.best_params_, safe=False))
-        start = time.time()
-        if y is None:
-            best.fit(X, **(fit_params or {}))
-        else:
-            best.fit(X, y, **(fit_params or {}))
-        result.refit_time_ = time.time() - start
-        result.best_estimator_ = best
+    try:
+        result = make_result(finished, failures)
+        if refit:
+            best = clone(estimator).set_params(**clone(result.best_params_, safe=False))
+            start = time.time()
+            if y is None:
+                best.fit(X, **(fit_params or {}))
+            else:
+                best.fit(X, y, **(fit_params or {}))
+            result.refit_time_ = time.time() - start
+            result.best_estimator_ = best
+    except BaseException as exc:  # a refit callable or the refit itself raised
+        exc.completed_candidates = finished  # type: ignore[attr-defined]
+        _keep_partial_result(exc, make_result)
+        raise
     return result
 
 
@@ -217,9 +255,12 @@ def _keep_partial_result(exc: BaseException, make_result: Callable[..., SearchRe
     completed = getattr(exc, "completed_candidates", None)
     if not completed:
         return
+    failures = [r.error for _, folds in completed for r in folds if r.error is not None]
     try:
-        failures = [r.error for _, folds in completed for r in folds if r.error is not None]
-        exc.partial_result = make_result(completed, failures)  # type: ignore[attr-defined]
+        try:
+            exc.partial_result = make_result(completed, failures)  # type: ignore[attr-defined]
+        except Exception:  # a refit callable that raises: the results, without best_*
+            exc.partial_result = make_result(completed, failures, False)  # type: ignore[attr-defined]
     except Exception:  # never hide the error that ended the search
         logger.debug("no partial result", exc_info=True)
         return

@@ -70,3 +70,33 @@ def test_an_error_before_any_candidate_completed_has_no_partial_result():
     with pytest.raises(ValueError, match="cannot be fit") as info:
         run_search(Interrupting(fail_c=0.0), SPACE, X, cv=3, workers=1, error_score="raise", progress=False)
     assert not hasattr(info.value, "partial_result")
+
+
+def test_a_refit_callable_that_raises_keeps_every_result():
+    def broken_refit(cv_results):
+        raise RuntimeError("the refit callable broke")
+
+    reference = run_search(Interrupting(), SPACE, X, cv=3, workers=1, progress=False)
+    with pytest.raises(RuntimeError, match="refit callable broke") as info:
+        run_search(Interrupting(), SPACE, X, cv=3, workers=1, refit=broken_refit, progress=False)
+    partial = info.value.partial_result
+    assert partial.cv_results_["params"] == reference.cv_results_["params"]
+    np.testing.assert_array_equal(partial.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"])
+    assert partial.best_estimator_ is None
+
+
+class FailsOnAllData(Interrupting):
+    """Fits every fold, but not the refit on the whole data set."""
+
+    def fit(self, X, y=None):
+        if len(X) == 60:
+            raise ValueError("the refit cannot be done")
+        return super().fit(X, y)
+
+
+def test_a_refit_that_raises_keeps_every_result_and_the_best():
+    with pytest.raises(ValueError, match="refit cannot be done") as info:
+        run_search(FailsOnAllData(), SPACE, X, cv=3, workers=1, progress=False)
+    partial = info.value.partial_result
+    assert len(partial.cv_results_["params"]) == len(SPACE["c"])
+    assert partial.best_params_ == {"c": 3.0} and partial.best_estimator_ is None

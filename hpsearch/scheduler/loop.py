@@ -10,8 +10,8 @@ queued and handled next, never by recursion; another thread waits for the lock, 
 handles its own.
 
 The caller's thread only waits: it runs the progress callback for each finished
-candidate, sends a ``Tick`` when nothing has happened for a while, and raises the
-search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits a
+candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are
+checked then), and raises the search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits a
 surrogate for a second does not stop tasks from being dispatched meanwhile. Asks and
 tells reach the strategy in the order the state machine issued them, so results do
 not depend on timing.
@@ -30,8 +30,9 @@ from typing import Any
 
 from ..evaluation import EvaluationContext, FoldResult
 from ..strategies.base import Candidate, Strategy
-from ..workers.base import WorkerLost, WorkerPool
-from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
+from ..workers.base import SlotFreed, Task, Worker, WorkerLost, WorkerPool
+from ..workers.usage import claim_pools
+from .state import Abandon, Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,9 @@ class _Driver:
     thread must do (progress callbacks, ending the search) goes to ``notices``.
     """
 
-    def __init__(self, state: SchedulerState, strategy_name: str) -> None:
+    def __init__(self, state: SchedulerState, strategy_name: str, clock: Callable[[], float]) -> None:
         self._state = state
+        self._clock = clock
         self._strategy_name = strategy_name
         self._lock = threading.RLock()
         self._pending: collections.deque[Any] = collections.deque()
@@ -115,7 +117,7 @@ class _Driver:
         with self._lock:
             self._draining = True
             try:
-                self._execute(self._state.start())
+                self._execute(self._state.start(self._clock()))
                 self._drain()
             finally:
                 self._draining = False
@@ -157,7 +159,7 @@ class _Driver:
                         "pending and it is not finished; it would wait forever"
                     ))
                 elif self._pending:
-                    self._execute(state.handle(self._pending.popleft()))
+                    self._execute(state.handle(self._pending.popleft(), self._clock()))
                 else:
                     return
         except Exception as exc:
@@ -181,9 +183,23 @@ class _Driver:
                 self.runner.submit(command)
             elif isinstance(command, CandidateDone):
                 self.notices.put((command, state.n_tasks_done, len(state.completed)))
+            elif isinstance(command, Abandon):
+                abandon(command.worker, command.task, self._pending.append)
             elif isinstance(command, Abort):
                 self.close(command.error)
                 return
+
+
+def abandon(worker: Worker, task: Task, emit: Callable[[Any], None]) -> None:
+    """Tell ``worker`` to give ``task`` up, if it can (see :mod:`hpsearch.workers.base`)."""
+    method = getattr(worker, "abandon", None)
+    if method is None:
+        return
+    try:
+        if method(task):
+            emit(SlotFreed(worker.name, task.task_id))
+    except Exception:  # a worker that cannot stop a task keeps its slot busy
+        logger.exception("worker %s could not abandon task %d", worker.name, task.task_id)
 
 
 def run_scheduler(
@@ -195,6 +211,8 @@ def run_scheduler(
     on_candidate: Callable[[SearchProgress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     poll_interval: float = 0.5,
+    fit_timeout: float | None = None,
+    max_task_deaths: int = 3,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     """Run a whole search and return every candidate with its fold results, in id order.
 
@@ -202,6 +220,8 @@ def run_scheduler(
     strategy that raised) after stopping the pools. Whatever ends a search early (also
     KeyboardInterrupt) carries the candidates completed so far, in the same form, as
     its ``completed_candidates`` attribute: nothing already computed is lost.
+    However the search ends, tasks of it still running are abandoned (a process
+    running one is stopped), and the pools are released for the next search.
     """
     state = SchedulerState(
         context.n_splits,
@@ -209,23 +229,44 @@ def run_scheduler(
         score_key=score_key,
         error_score=context.error_score,
         return_train_score=context.return_train_score,
+        max_deaths=max_task_deaths,
+        fit_timeout=fit_timeout,
     )
-    driver = _Driver(state, type(strategy).__name__)
+    with claim_pools(pools):
+        return _run(state, strategy, pools, context, on_candidate, clock, poll_interval)
+
+
+def _run(
+    state: SchedulerState,
+    strategy: Strategy,
+    pools: Sequence[WorkerPool],
+    context: EvaluationContext,
+    on_candidate: Callable[[SearchProgress], None] | None,
+    clock: Callable[[], float],
+    poll_interval: float,
+) -> list[tuple[Candidate, list[FoldResult]]]:
+    driver = _Driver(state, type(strategy).__name__, clock)
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
     total = strategy.total
     tasks_total = None if total is None else total * context.n_splits
     best = float("-inf")
     started: list[WorkerPool] = []
+    interrupted = False
     try:
         driver.start()
         for pool in pools:
             pool.start(context, driver.emit)
             started.append(pool)
+        next_tick = clock() + poll_interval
         while True:
             try:
-                notice = driver.notices.get(timeout=poll_interval)
+                notice = driver.notices.get(timeout=max(0.0, next_tick - clock()))
             except queue.Empty:
+                notice = None
+            if clock() >= next_tick:  # also while results keep coming: time limits are checked
                 driver.emit(Tick(clock()))
+                next_tick = clock() + poll_interval
+            if notice is None:
                 continue
             if isinstance(notice, _Over):
                 if notice.error is not None:
@@ -237,6 +278,7 @@ def run_scheduler(
             if on_candidate is not None:
                 on_candidate(SearchProgress(tasks_done, tasks_total, candidates_done, best, done))
     except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
         driver.close()  # from here on, no thread changes the state
         try:
             exc.completed_candidates = state.results()  # type: ignore[attr-defined]
@@ -245,10 +287,14 @@ def run_scheduler(
         raise
     finally:
         driver.close()
-        runner.close()
+        runner.close(2.0 if interrupted else 30.0)
         for pool in reversed(started):
             try:
                 pool.stop()
             except Exception:
                 logger.exception("stopping worker pool %r failed", pool)
+        # After the pools stopped (a closed thread worker starts no replacement): a
+        # process still running a task of this search is stopped, not left busy.
+        for worker, task in state.leftovers():
+            abandon(worker, task, lambda event: None)
     return state.results()

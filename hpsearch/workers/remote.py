@@ -53,6 +53,10 @@ MAX_ACKS = 256
 #: Frames of a worker message: the envelope alone (workers never send payload frames,
 #: so nothing a worker sends could ever reach a deserializer other than msgpack).
 INBOUND_FRAMES = 1
+#: A search waiting for workers says so at WARNING after this many seconds, and again
+#: every ``WAITING_WARNING_EVERY`` seconds.
+WAITING_WARNING_AFTER = 5.0
+WAITING_WARNING_EVERY = 30.0
 
 
 class RemoteWorker:
@@ -78,6 +82,12 @@ class RemoteWorker:
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connection."""
+
+    def abandon(self, task: Task) -> bool:
+        """Give up ``task`` (past its time limit): the pool stops the process if it owns
+        it; a remote machine's task runs on, its slot busy until it ends. True when
+        the slot is free at once."""
+        return self._pool._abandon(self.session, task)
 
     def __repr__(self) -> str:
         return f"RemoteWorker({self.name!r}, slots={self.slots})"
@@ -354,13 +364,22 @@ class RemoteWorkers:
         except BaseException:
             self._end_search()
             raise
-        deadline = time.monotonic() + self.join_timeout
+        start = time.monotonic()
+        deadline = start + self.join_timeout
+        next_warning = start + WAITING_WARNING_AFTER
         with self._cond:
             while search.joined < self.min_workers and self._failure is None:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     break
-                self._cond.wait(min(left, 1.0))
+                if now >= next_warning:
+                    logger.warning(
+                        "waiting for workers: %d of min_workers=%d ready after %.0f s (gives up after "
+                        "join_timeout=%g s). %s", search.joined, self.min_workers, now - start,
+                        self.join_timeout, self._join_advice())
+                    next_warning = now + WAITING_WARNING_EVERY
+                self._cond.wait(max(0.01, min(left, 1.0, next_warning - now)))
             if self._failure is not None:
                 raise NoWorkersError(f"the remote-workers I/O thread failed: {self._failure!r}")
             joined = search.joined
@@ -374,6 +393,13 @@ class RemoteWorkers:
 
     def _no_workers_hint(self) -> str:
         return ""
+
+    def _join_advice(self) -> str:
+        return f"Start workers with:\n  {self.join_command}"
+
+    def _abandon(self, session: str, task: Task) -> bool:
+        """A remote machine's fit cannot be stopped from here: its slot stays busy."""
+        return False
 
     def stop(self) -> None:
         """End the search's use of the pool (closing it if the search opened it)."""

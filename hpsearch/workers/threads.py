@@ -37,7 +37,12 @@ def available_cores() -> int:
 
 
 class ThreadWorker:
-    """``slots`` threads in this process, seen by the scheduler as one worker."""
+    """``slots`` threads in this process, seen by the scheduler as one worker.
+
+    A thread cannot be stopped: a task the scheduler abandons (past its time limit)
+    is left to finish in the background, its result dropped, and a new thread takes
+    its slot at once.
+    """
 
     prefetch = 0
 
@@ -49,31 +54,66 @@ class ThreadWorker:
         self._emit = emit
         self._inner_threads = inner_threads
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"hpsearch-{name}-{i}", daemon=True)
-            for i in range(slots)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._lock = threading.Lock()
+        self._running: dict[int, Task] = {}  # thread ident -> the task it runs
+        self._abandoned: set[int] = set()  # thread idents left behind
+        self._closed = False
+        self._count = itertools.count()
+        self._threads: list[threading.Thread] = []
+        for _ in range(slots):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"hpsearch-{self.name}-{next(self._count)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def submit(self, task: Task) -> None:
         self._tasks.put(task)
 
+    def abandon(self, task: Task) -> bool:
+        """Leave the thread running ``task`` behind and start another in its place;
+        True when a slot was freed so."""
+        with self._lock:
+            ident = next((i for i, t in self._running.items() if t == task and i not in self._abandoned), None)
+            if ident is None or self._closed:
+                return False
+            self._abandoned.add(ident)
+            self._threads = [t for t in self._threads if t.ident != ident]
+            logger.warning("thread worker %s leaves task %d behind; a new thread takes its slot",
+                           self.name, task.task_id)
+            self._start_thread()
+        return True
+
     def _run(self) -> None:
         from threadpoolctl import threadpool_limits
 
+        ident = threading.get_ident()
         # OpenMP's thread count is a per-thread setting: set it in each worker thread.
         with threadpool_limits(limits=self._inner_threads, user_api="openmp"):
             while (task := self._tasks.get()) is not _STOP:
+                with self._lock:
+                    self._running[ident] = task
                 try:
                     result = evaluate(self._context, task.params, task.fold)
                 except BaseException:  # evaluate keeps fit errors as data; this is a bug
-                    self._emit(TaskFailed(self.name, task.task_id, task.attempt, traceback.format_exc()))
+                    event: Any = TaskFailed(self.name, task.task_id, task.attempt, traceback.format_exc())
                 else:
-                    self._emit(TaskFinished(self.name, task.task_id, task.attempt, result))
+                    event = TaskFinished(self.name, task.task_id, task.attempt, result)
+                with self._lock:
+                    del self._running[ident]
+                    if ident in self._abandoned:  # replaced: its result is stale, its slot gone
+                        self._abandoned.discard(ident)
+                        return
+                self._emit(event)
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Stop after the running fits; tasks still queued are dropped."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Drop the queued tasks and stop the threads once their fit ends, waiting at
+        most ``timeout`` seconds in all: a fit that runs on is left behind."""
+        import time
+
+        with self._lock:
+            self._closed = True
         while True:  # drop what is queued, so closing does not wait for it
             try:
                 self._tasks.get_nowait()
@@ -81,10 +121,12 @@ class ThreadWorker:
                 break
         for _ in self._threads:
             self._tasks.put(_STOP)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                logger.warning("thread %s still running a fit after %.0f s", thread.name, timeout)
+                logger.warning("thread %s is still running a fit; it is left to end in the background",
+                               thread.name)
 
 
 class ThreadWorkers:
