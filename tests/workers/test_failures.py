@@ -44,7 +44,9 @@ def test_sigkill_mid_search_loses_nothing_and_records_nothing_twice(spawn_worker
         recording = Recording(pool)
 
         def killer():
-            wait_for(lambda: len(recording.finished()) >= 4, 60, "a few results")
+            # Both ready first (the search waits for min_workers=2), then a few results.
+            wait_for(lambda: len(recording.finished()) >= 4 and sum(
+                type(e).__name__ == "WorkerJoined" for e in list(recording.events)) == 2, 60, "a few results")
             os.kill(procs[0].pid, signal.SIGKILL)
 
         thread = threading.Thread(target=killer, daemon=True)
