@@ -120,6 +120,7 @@ class LocalProcesses(RemoteWorkers):
         self._dead: collections.deque[tuple[int, int | None, str]] = collections.deque(maxlen=4)
         self._exited: collections.deque[int] = collections.deque(maxlen=1024)  # pids, newest last
         self._stopped: set[int] = set()  # pids this pool killed on purpose
+        self._handled: set[subprocess.Popen[bytes]] = set()  # exited, seen by the supervisor
         self._procs_lock = threading.Lock()  # the process table: the caller's and the I/O thread
         self._supervisor = Supervisor(self.n)
         self._failure_reported = False
@@ -132,6 +133,7 @@ class LocalProcesses(RemoteWorkers):
         self._failure_reported = False
         self.processes = []
         self._logs = []
+        self._handled = set()
         super().open()
         try:
             self._supervise(time.monotonic())
@@ -158,6 +160,8 @@ class LocalProcesses(RemoteWorkers):
             *self.extra_args,
         ]
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if proc.pid in self._exited:  # a pid used again: this process is alive
+            self._exited.remove(proc.pid)
         if slot < len(self.processes):
             self.processes[slot], self._logs[slot] = proc, log
             self.stats["restarts"] += 1
@@ -176,8 +180,9 @@ class LocalProcesses(RemoteWorkers):
                 self._supervisor.joined(pid)
             for slot, proc in enumerate(self.processes):
                 code = proc.poll()
-                if code is None or proc.pid in self._exited:
+                if code is None or proc in self._handled:
                     continue
+                self._handled.add(proc)  # until it is replaced
                 self._exited.append(proc.pid)
                 stopped = proc.pid in self._stopped
                 self._stopped.discard(proc.pid)
@@ -189,6 +194,7 @@ class LocalProcesses(RemoteWorkers):
             for slot in self._supervisor.due(now):
                 if slot < len(self._logs):
                     self._logs[slot].close()
+                    self._handled.discard(self.processes[slot])
                 self._spawn(slot, now)
             failure = self._supervisor.failure
         if failure is not None and not self._failure_reported and self._search is not None:
