@@ -11,8 +11,9 @@ handles its own.
 
 The caller's thread only waits: it runs the progress callback for each finished
 candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are
-checked then), and raises the search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits a
-surrogate for a second does not stop tasks from being dispatched meanwhile. Asks and
+checked then), and raises the search's error. The strategy runs on its own thread: a
+Bayesian ``tell`` that refits a surrogate for a second does not stop tasks from being
+dispatched meanwhile. Asks and
 tells reach the strategy in the order the state machine issued them, so results do
 not depend on timing.
 """
