@@ -12,9 +12,11 @@ no straggler handling. The target: hpsearch's disturbed run within 2x of its
 undisturbed one.
 
 ``churn``: ``--searches`` searches on ``LocalProcesses``, while a thread SIGKILLs a
-random worker process every 0.3 to 2 s; prints how many candidates were recorded as
-failed (every fit is healthy: the target is 0), how many workers were killed, and the
-pool size at the end.
+random working process (one that has joined) every 0.3 to 2 s, whenever at least two
+have joined (the pool replaces each one, which takes a few seconds: a faster killer
+would leave it empty); prints how many candidates were recorded as failed (every fit
+is healthy: the target is 0), how many workers were killed, and the pool size at
+the end.
 """
 
 from __future__ import annotations
@@ -128,9 +130,9 @@ def churn(args: argparse.Namespace) -> None:
         def killer() -> None:
             nonlocal kills
             while not stop.wait(rng.uniform(0.3, 2.0)):
-                alive = [p for p in list(pool.processes) if p.poll() is None]
-                if alive:
-                    os.kill(rng.choice(alive).pid, signal.SIGKILL)
+                joined = [p.pid for p in list(pool._peers.values())]
+                if len(joined) >= 2:
+                    os.kill(rng.choice(joined), signal.SIGKILL)
                     kills += 1
 
         thread = threading.Thread(target=killer, daemon=True)

@@ -5,9 +5,9 @@ every search run on them exercises the whole wire protocol. Use them for
 pure-Python estimators whose fits hold the GIL (threads would take turns).
 
 The pool supervises its processes: one that dies (a fit that segfaults, the OOM
-killer, a stray ``kill``) is replaced, with a backoff when they keep dying young
-(:class:`~hpsearch.workers.supervisor.Supervisor` decides; the I/O thread's
-housekeeping spawns). A task past its time limit is stopped by killing its process.
+killer, a stray ``kill``) is replaced, with a backoff when they keep dying before
+they join (:class:`~hpsearch.workers.supervisor.Supervisor` decides; the I/O
+thread's housekeeping spawns). A task past its time limit is stopped by killing its process.
 """
 
 from __future__ import annotations
@@ -73,9 +73,8 @@ class LocalProcesses(RemoteWorkers):
 
     Notes
     -----
-    A process that dies is replaced at once; when they keep dying young (under
-    10 s), each replacement waits twice as long as the last, from 0.25 s up to
-    10 s. A task that kills the process running it is retried elsewhere and fails
+    A process that dies is replaced at once; when they keep dying before they
+    join, each replacement waits twice as long as the last, from 0.25 s up to 10 s. A task that kills the process running it is retried elsewhere and fails
     as data after ``run_search``'s ``max_task_deaths``; the pool stays full. A
     process that exits with an error before joining 3 times in a row (a broken
     environment) fails the pool, showing its output.
@@ -218,6 +217,11 @@ class LocalProcesses(RemoteWorkers):
             logger.warning("stopping worker process %d (%s) to abandon task %d", proc.pid, peer.name, task.task_id)
             proc.send_signal(signal.SIGKILL)
         return False
+
+    def _ready_to_start(self, search: Any) -> bool:
+        # Every process, or (some being replaced) every one connected now: a search
+        # does not wait for processes that are still starting.
+        return search.joined >= self.min_workers or 1 <= self.n_workers <= search.joined
 
     def _join_advice(self) -> str:
         alive = sum(p.poll() is None for p in list(self.processes))

@@ -368,7 +368,7 @@ class RemoteWorkers:
         deadline = start + self.join_timeout
         next_warning = start + WAITING_WARNING_AFTER
         with self._cond:
-            while search.joined < self.min_workers and self._failure is None:
+            while not self._ready_to_start(search) and self._failure is None:
                 now = time.monotonic()
                 left = deadline - now
                 if left <= 0:
@@ -383,7 +383,8 @@ class RemoteWorkers:
             if self._failure is not None:
                 raise NoWorkersError(f"the remote-workers I/O thread failed: {self._failure!r}")
             joined = search.joined
-        if joined < self.min_workers:
+            ready = self._ready_to_start(search)
+        if not ready:
             self._end_search()
             raise NoWorkersError(
                 f"only {joined} of min_workers={self.min_workers} worker(s) joined {self.endpoint} "
@@ -393,6 +394,9 @@ class RemoteWorkers:
 
     def _no_workers_hint(self) -> str:
         return ""
+
+    def _ready_to_start(self, search: _Search) -> bool:
+        return search.joined >= self.min_workers
 
     def _join_advice(self) -> str:
         return f"Start workers with:\n  {self.join_command}"

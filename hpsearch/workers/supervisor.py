@@ -7,10 +7,11 @@ thread's housekeeping and does the spawning.
 
 Rules:
 
-* A process that exits is replaced, after a delay that doubles with each
-  consecutive short life (under ``healthy_after`` seconds) of its slot, from
-  ``backoff_base`` up to ``backoff_cap``; a process the pool stopped on purpose (a
-  task past its time limit) is replaced at once.
+* A process that exits after it joined, or after ``healthy_after`` seconds, is
+  replaced at once (a task that kills its worker is bounded by the scheduler's
+  death limit, not here). One that dies before joining is replaced after a delay
+  that doubles with each such death in a row, from ``backoff_base`` up to
+  ``backoff_cap``. A process the pool stopped on purpose is replaced at once.
 * A slot whose processes exit with an error (a positive exit code, e.g. an import
   error) before joining ``max_start_failures`` times in a row cannot start: the pool
   fails with the reason, at the first such exit while no process of the pool has
@@ -30,7 +31,7 @@ class _Slot:
     pid: int | None = None
     started: float = 0.0
     joined: bool = False
-    short_lives: int = 0  # consecutive processes that died young
+    short_lives: int = 0  # consecutive processes that died before joining
     start_failures: int = 0  # consecutive processes that failed before joining
     restart_at: float | None = None
 
@@ -45,7 +46,7 @@ class Supervisor:
     backoff_base, backoff_cap : float
         Restart delay after the first short life, and its upper bound (seconds).
     healthy_after : float
-        A process that lived this long resets its slot's backoff.
+        A process that joined, or lived this long, resets its slot's backoff.
     max_start_failures : int
         Consecutive failed starts of a slot before the pool gives up.
 
@@ -54,10 +55,14 @@ class Supervisor:
     >>> sup = Supervisor(1, backoff_base=1.0)
     >>> sup.due(0.0)  # every slot needs a process at first
     [0]
-    >>> sup.started(0, pid=100, now=0.0); sup.joined(100)
-    >>> sup.exited(100, returncode=-9, now=2.0)  # killed young: back off
+    >>> sup.started(0, pid=100, now=0.0)
+    >>> sup.exited(100, returncode=-9, now=2.0)  # killed before it joined: back off
     >>> sup.due(2.5), sup.due(3.0)
     ([], [0])
+    >>> sup.started(0, pid=101, now=3.0); sup.joined(101)
+    >>> sup.exited(101, returncode=-6, now=4.0)  # it had joined: replaced at once
+    >>> sup.due(4.0)
+    [0]
     """
 
     def __init__(self, n: int, *, backoff_base: float = 0.25, backoff_cap: float = 10.0,
@@ -95,7 +100,7 @@ class Supervisor:
                 if state.start_failures >= limit and self.failure is None:
                     self.failure = (f"the worker process of slot {index} exited with code {returncode} "
                                     f"before joining ({state.start_failures} time(s) in a row)")
-            if now - state.started >= self.healthy_after:
+            if state.joined or now - state.started >= self.healthy_after:
                 state.short_lives = 0
                 delay = 0.0
             else:

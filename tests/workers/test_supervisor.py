@@ -9,12 +9,11 @@ def test_every_slot_starts_at_once():
     assert Supervisor(3).due(0.0) == [0, 1, 2]
 
 
-def test_a_process_that_dies_young_again_and_again_waits_longer_each_time():
+def test_a_process_that_dies_before_joining_again_and_again_waits_longer_each_time():
     sup = Supervisor(1, backoff_base=0.5, backoff_cap=3.0, healthy_after=10.0)
     now, waits = 0.0, []
     for pid in range(100, 106):
         sup.started(0, pid, now)
-        sup.joined(pid)
         now += 1.0
         sup.exited(pid, -9, now)
         restart = now
@@ -26,13 +25,21 @@ def test_a_process_that_dies_young_again_and_again_waits_longer_each_time():
     assert sup.failure is None  # killed, not broken: it keeps being replaced
 
 
+def test_a_process_that_joined_is_replaced_at_once_however_short_its_life():
+    sup = Supervisor(1, backoff_base=0.5)
+    for pid in range(100, 105):
+        sup.started(0, pid, float(pid))
+        sup.joined(pid)
+        sup.exited(pid, -6, pid + 0.5)
+        assert sup.due(pid + 0.5) == [0]
+
+
 def test_a_long_life_resets_the_backoff():
     sup = Supervisor(1, backoff_base=0.5, healthy_after=10.0)
     sup.started(0, 1, 0.0)
     sup.exited(1, -9, 1.0)
     sup.started(0, 2, 1.5)
-    sup.joined(2)
-    sup.exited(2, -6, 60.0)
+    sup.exited(2, -9, 60.0)  # never joined, but lived long
     assert sup.due(60.0) == [0]
 
 
