@@ -109,9 +109,11 @@ class Simulation:
         self.commands(self.state.start())
         for i in range(self.n_workers):
             session = f"w{i}"
-            hello = self.message(session, "HELLO", worker_id=session, name=session, host="sim", pid=i + 10,
-                                 slots=self.slots, versions=local_versions(), contexts=[CID])
+            fields = dict(worker_id=session, name=session, host="sim", pid=i + 10,
+                          slots=self.slots, versions=local_versions(), contexts=[CID])
             route = session.encode()
+            challenge = self.table_call(self.table.receive, route, self.message(session, "HELLO", **fields), 0.0)
+            hello = self.message(session, "HELLO", **fields, nonce=challenge[0].fields["nonce"])
             self.outputs(self.table_call(self.table.receive, route, hello, 0.0))
             ready = self.message(session, "READY", search=SEARCH, context_id=CID, error=None)
             self.outputs(self.table_call(self.table.receive, route, ready, 0.0))

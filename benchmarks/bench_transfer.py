@@ -12,6 +12,10 @@ Every receiver needs as much fresh memory as the data; on virtual machines that 
 freed memory to the host, touching it first costs more than the network copy, so each
 timed run starts from a stated memory state, the same for raw sends and hpsearch (see
 ``prepare_memory``): ``--memory warm``, ``cold`` or ``both`` (default).
+
+``--encrypt both`` (default) also measures each transfer with CurveZMQ encryption
+(``encrypt=True``, as ``RemoteWorkers`` does by default off loopback) and prints its
+throughput against the plain (signed only) transfer of the same run.
 """
 
 from __future__ import annotations
@@ -146,13 +150,13 @@ def prepare_memory(state: str, nbytes: int) -> None:
         time.sleep(4.0)
 
 
-def transfer(X: np.ndarray, n: int, state: str) -> tuple[float, int, int]:
+def transfer(X: np.ndarray, n: int, state: str, encrypt: bool = False) -> tuple[float, int, int]:
     """Seconds until n fresh workers hold the context; master growth; worker peak."""
     y = np.zeros(len(X))
     context = EvaluationContext(DummyRegressor(), X, y, splits=[(np.arange(2), np.arange(2, 4))],
                                 scorers={"score": get_scorer("r2")})
     me = psutil.Process()
-    with LocalProcesses(n, start_timeout=300, heartbeat_timeout=120) as pool:
+    with LocalProcesses(n, start_timeout=300, heartbeat_timeout=120, encrypt=encrypt) as pool:
         baseline = {p.pid: psutil.Process(p.pid).memory_info().rss for p in pool.processes}
         prepare_memory(state, n * X.nbytes)
         before = me.memory_info().rss
@@ -170,6 +174,8 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (median shown)")
     parser.add_argument("--memory", choices=["warm", "cold", "both"], default="both")
+    parser.add_argument("--encrypt", choices=["off", "on", "both"], default="both",
+                        help="CurveZMQ encryption for the hpsearch transfers")
     args = parser.parse_args()
     n_bytes = int(args.gib * (1 << 30))
     X = np.random.default_rng(0).random(n_bytes // 8).reshape(-1, 16)
@@ -185,15 +191,25 @@ def main() -> None:
         same_s, raw_s = float(np.median(same)), float(np.median(raw))
         print(f"[{state} memory] raw pyzmq send to another process: {raw_s:.2f} s = {gb / raw_s:.2f} GB/s "
               f"(within one process: {same_s:.2f} s = {gb / same_s:.2f} GB/s)")
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.encrypt]
         for n in (1, 2):
-            runs = [transfer(X, n, state) for _ in range(args.repeat)]
-            elapsed = float(np.median([r[0] for r in runs]))
-            growth, peak = max(r[1] for r in runs), max(r[2] for r in runs)
-            rate = n * gb / elapsed
-            print(f"[{state} memory] {n} worker(s): {elapsed:.2f} s, {rate:.2f} GB/s aggregate = "
-                  f"{rate / (gb / raw_s):.0%} of raw (target >= 70%; {rate / (gb / same_s):.0%} of the "
-                  f"same-process send); master growth {growth / X.nbytes:.1%} of data (target < 10%); "
-                  f"worker peak {peak / X.nbytes:.2f}x data above its idle RSS (target < 1.5x)")
+            runs: dict[bool, list[tuple[float, int, int]]] = {mode: [] for mode in modes}
+            for _ in range(args.repeat):  # alternating plain and encrypted runs
+                for mode in modes:
+                    runs[mode].append(transfer(X, n, state, mode))
+            rates = {}
+            for mode in modes:
+                elapsed = float(np.median([r[0] for r in runs[mode]]))
+                growth, peak = max(r[1] for r in runs[mode]), max(r[2] for r in runs[mode])
+                rate = rates[mode] = n * gb / elapsed
+                label = "encrypted" if mode else "plain"
+                print(f"[{state} memory] {n} worker(s), {label}: {elapsed:.2f} s, {rate:.2f} GB/s aggregate = "
+                      f"{rate / (gb / raw_s):.0%} of raw (target >= 70%; {rate / (gb / same_s):.0%} of the "
+                      f"same-process send); master growth {growth / X.nbytes:.1%} of data (target < 10%); "
+                      f"worker peak {peak / X.nbytes:.2f}x data above its idle RSS (target < 1.5x)")
+            if len(modes) == 2:
+                print(f"[{state} memory] {n} worker(s): encrypted throughput = "
+                      f"{rates[True] / rates[False]:.0%} of plain")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 """
 
 from . import joblib_backend as _joblib_backend  # registers the "hpsearch" joblib backend
+from .adaptive_cv import HalvingGridSearchCV, HalvingRandomSearchCV, HyperbandSearchCV
 from .api import run_search
 from .errors import (
     FitFailedError,
@@ -23,9 +24,11 @@ from .errors import (
 )
 from .results import SearchResult
 from .search_cv import BayesSearchCV, GridSearchCV, RandomizedSearchCV
+from .scheduler.pruning import PairedPruner
 from .space import Categorical, Integer, Real, Space
 from .storage import StorageError
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
+from .strategies.halving import HyperbandStrategy, SuccessiveHalvingStrategy
 from .workers import DaskWorkers, LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
 
 __version__ = "0.1.0"
@@ -40,11 +43,16 @@ __all__ = [
     "GridSearchCV",
     "GridStrategy",
     "HPSearchError",
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
+    "HyperbandSearchCV",
+    "HyperbandStrategy",
     "Integer",
     "InvalidParameterError",
     "LocalProcesses",
     "MissingDependencyError",
     "NoWorkersError",
+    "PairedPruner",
     "ProtocolError",
     "RandomStrategy",
     "RandomizedSearchCV",
@@ -53,6 +61,7 @@ __all__ = [
     "SearchResult",
     "SearchSpaceError",
     "SerializationError",
+    "SuccessiveHalvingStrategy",
     "Space",
     "StorageError",
     "Strategy",

@@ -29,7 +29,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Union
 
 import numpy as np
@@ -86,7 +86,8 @@ class TaskContext(EvaluationContext):
         params = dict(params)
         candidate = int(params.pop(CANDIDATE_KEY, 0))
         train, test = self.splits[fold]
-        n_splits = len(self.splits)
+        n_splits = self.n_splits  # subsampled copies of the folds (adaptive search) follow them
+        fold %= n_splits
         task = candidate * n_splits + fold
         callback_ctx = None
         if self.callback_contexts is not None and task < len(self.callback_contexts):
@@ -332,7 +333,7 @@ class _Tagged:
         self.strategy = strategy
 
     def ask(self, n: int) -> list[Candidate]:
-        return [Candidate(c.id, {**c.params, CANDIDATE_KEY: c.id}) for c in self.strategy.ask(n)]
+        return [replace(c, params={**c.params, CANDIDATE_KEY: c.id}) for c in self.strategy.ask(n)]
 
     def tell(self, candidate_id: int, score: float) -> None:
         self.strategy.tell(candidate_id, score)
@@ -366,6 +367,8 @@ class EvaluationSetup:
     #: seconds a fit may run (None: no limit), and deaths a task may survive
     fit_timeout: float | None = None
     max_task_deaths: int = 3
+    #: folds dropped early (:mod:`hpsearch.scheduler.pruning`), None for none
+    pruner: Any = None
 
 
 class CandidateEvaluator:
@@ -385,6 +388,7 @@ class CandidateEvaluator:
         self.more_results: defaultdict[str, list[Any]] = defaultdict(list)
         self.results: dict[str, Any] = {}
         self.fit_failures: list[str] = []
+        self._subsample: Any = None
 
     def __call__(
         self,
@@ -396,9 +400,20 @@ class CandidateEvaluator:
         params = [dict(p) for p in candidate_params]
         return self._run(ListStrategy(params), len(params), cv, more_results, callback_ctx)
 
-    def run_strategy(self, strategy: Strategy, cv: Any = None, callback_ctx: Any = None) -> dict[str, Any]:
-        """Run an ask/tell strategy to its end; ``cv_results_`` of all so far."""
-        return self._run(strategy, strategy.total, cv, None, callback_ctx)
+    def run_strategy(
+        self, strategy: Strategy, cv: Any = None, callback_ctx: Any = None, *, subsample: Any = None
+    ) -> dict[str, Any]:
+        """Run an ask/tell strategy to its end; ``cv_results_`` of all so far.
+
+        ``subsample`` is ``(n_samples_levels, random_state)`` for an adaptive strategy
+        on the number of samples: every fold is subsampled once per training-set size
+        (:func:`hpsearch.adaptive.subsampled_splits`) before the search starts.
+        """
+        self._subsample = subsample
+        try:
+            return self._run(strategy, strategy.total, cv, None, callback_ctx)
+        finally:
+            self._subsample = None
 
     # -- the evaluation -------------------------------------------------------------
 
@@ -439,11 +454,19 @@ class CandidateEvaluator:
                 callback_ctx.subcontext(task_name="candidate-split-evaluation", task_id=task_id)
                 for task_id in range(n_candidates * n_splits)
             ]
+        offsets: dict[int, int] = {}
+        if self._subsample is not None:
+            from .adaptive import subsampled_splits
+            from sklearn.utils.validation import _num_samples
+
+            levels, random_state = self._subsample
+            splits, offsets = subsampled_splits(splits, levels, _num_samples(setup.X), random_state)
         context = TaskContext(
             estimator=setup.base_estimator,
             X=setup.X,
             y=setup.y,
             splits=splits,
+            subsample_offsets=offsets,
             scorers=setup.score_names,
             fit_params=setup.routed_params.estimator.fit,
             score_params=setup.routed_params.scorer.score,
@@ -474,6 +497,7 @@ class CandidateEvaluator:
                     tagged, setup.pools, context,
                     score_key=score_key, on_candidate=setup.on_candidate, journal=journal,
                     fit_timeout=setup.fit_timeout, max_task_deaths=setup.max_task_deaths,
+                    pruner=setup.pruner,
                 )
 
             try:
@@ -501,6 +525,11 @@ class CandidateEvaluator:
         self.out.extend(out)
         for key, value in (more_results or {}).items():
             self.more_results[key].extend(value)
+        from .adaptive import tag_columns
+
+        # the candidates' tags (adaptive search: iter, n_resources, bracket; pruned)
+        for key, column in tag_columns([c for c, _ in finished], setup.pruner is not None).items():
+            self.more_results[key].extend(column)
         self.results = search._format_results(self.candidate_params, n_splits, self.out, self.more_results)
         return self.results
 

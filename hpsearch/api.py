@@ -15,7 +15,7 @@ import os
 import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from sklearn.metrics import get_scorer_names
@@ -23,10 +23,12 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.utils.validation import check_consistent_length
 
 from ._engine import WorkersSpec, check_workers
+from . import adaptive
 from .errors import InvalidParameterError, SearchSpaceError
 from .prefix import make_prefix_config
 from .results import SearchResult
 from .scheduler import SearchProgress
+from .scheduler.pruning import PairedPruner
 from .search_cv import BayesSearchCV, GridSearchCV, RandomizedSearchCV, StrategySearchCV
 from .space import Categorical, Dimension, Space, SpaceSpec
 from .strategies.base import Strategy, check_n_iter
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["run_search"]
 
-_STRATEGIES = ("grid", "random", "bayes")
+_STRATEGIES = ("grid", "random", "bayes", *adaptive.ADAPTIVE_STRATEGIES)
 
 
 def run_search(
@@ -44,8 +46,8 @@ def run_search(
     X: Any,
     y: Any = None,
     *,
-    strategy: Literal["grid", "random", "bayes"] | Strategy = "grid",
-    n_iter: int = 10,
+    strategy: Literal["grid", "random", "bayes", "halving", "halving_random", "hyperband"] | Strategy = "grid",
+    n_iter: int | Literal["exhaust"] = 10,
     cv: Any = 5,
     scoring: Any = None,
     refit: bool | str | Callable[[dict[str, Any]], int] = True,
@@ -63,6 +65,13 @@ def run_search(
     prefix_cache: bool | int = True,
     fit_timeout: float | None = None,
     max_task_deaths: int = 3,
+    factor: float = 3,
+    resource: str = "n_samples",
+    min_resources: int | Literal["exhaust", "smallest"] = "exhaust",
+    max_resources: int | Literal["auto"] = "auto",
+    aggressive_elimination: bool = False,
+    asynchronous: bool = False,
+    prune: bool | PairedPruner = False,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
 
@@ -82,13 +91,20 @@ def run_search(
         distributions. A list of dicts searches several sub-spaces.
     X : array-like or sparse matrix of shape (n_samples, n_features)
     y : array-like of shape (n_samples,) or (n_samples, n_outputs), optional
-    strategy : {"grid", "random", "bayes"} or Strategy
+    strategy : {"grid", "random", "bayes", "halving", "halving_random", "hyperband"} or Strategy
         ``"grid"`` tries every point (``ParameterGrid`` semantics); ``"random"``
         samples ``n_iter`` points (``ParameterSampler`` semantics); ``"bayes"`` runs
-        ``n_iter`` rounds of Bayesian optimisation. Any object with ``ask``/``tell``
-        and ``finished`` works too.
-    n_iter : int
-        Candidates for random and Bayesian search.
+        ``n_iter`` rounds of Bayesian optimisation. The adaptive strategies spend
+        little on bad candidates: ``"halving"`` is successive halving over the grid
+        (scikit-learn's ``HalvingGridSearchCV``: same candidates and ``cv_results_``,
+        with ``iter`` and ``n_resources`` columns), ``"halving_random"`` over
+        ``n_iter`` sampled candidates (``HalvingRandomSearchCV``), and ``"hyperband"``
+        runs Hyperband's brackets of halving over sampled candidates side by side
+        (with a ``bracket`` column). Any object with ``ask``/``tell`` and ``finished``
+        works too.
+    n_iter : int or "exhaust"
+        Candidates for random and Bayesian search, and the first iteration's
+        candidates of ``"halving_random"`` (there ``"exhaust"`` is allowed).
     cv, scoring, refit, groups, error_score, return_train_score
         As in scikit-learn's ``GridSearchCV``: ``scoring`` may be a name, a callable,
         or a list/dict for several metrics (then ``refit`` names the one that picks the
@@ -132,6 +148,23 @@ def run_search(
         Times a (candidate, fold) task may die with the worker process running it
         before it fails as data (``TaskFailedError`` in its error). Only tasks that
         were running count a death, not those queued on that worker.
+    factor, resource, min_resources, max_resources, aggressive_elimination
+        The adaptive strategies' settings, as in scikit-learn's ``HalvingGridSearchCV``:
+        each step keeps ``1/factor`` of the candidates and gives them ``factor`` times
+        more ``resource`` — ``"n_samples"`` (training folds subsampled) or an integer
+        parameter of the estimator such as ``n_estimators`` or ``max_iter`` (then
+        ``max_resources`` is required). For ``"hyperband"``, ``min_resources`` and
+        ``max_resources`` bound every bracket ("exhaust" means "smallest" there).
+    asynchronous : bool
+        For the adaptive strategies: promote a candidate as soon as it is in the top
+        ``1/factor`` of its rung's results so far (ASHA), so no worker waits for a rung
+        to finish. Gives up scikit-learn's exact candidates for speed.
+    prune : bool or PairedPruner
+        Skip the remaining folds of a candidate once a paired comparison of its
+        completed folds with the best candidate's on the same folds shows it is worse
+        (see :class:`~hpsearch.scheduler.pruning.PairedPruner`). Pruned candidates keep
+        their completed fold scores, nan elsewhere (so a nan mean and the last rank),
+        and ``cv_results_["pruned"]`` marks them.
 
     Returns
     -------
@@ -196,7 +229,7 @@ def run_search(
     _check_scoring(scoring)
     _check_data(X, y, groups)
     prefix_config = make_prefix_config(prefix_cache, estimator, space)
-    if storage is not None and strategy in ("random", "bayes") and random_state is None:
+    if storage is not None and strategy in ("random", "bayes", *adaptive.ADAPTIVE_STRATEGIES) and random_state is None:
         # the seed drawn for this search the first time, so that a rerun resumes it
         from .storage import stored_seed
 
@@ -218,17 +251,27 @@ def run_search(
         elif strategy == "random":
             distributions = _sampler_spec(space)
             ParameterSampler(distributions, check_n_iter(n_iter))  # its checks, before any work
-            search = RandomizedSearchCV(estimator, distributions, n_iter=n_iter, random_state=random_state, **common)
+            search = RandomizedSearchCV(estimator, distributions, n_iter=cast(int, n_iter), random_state=random_state, **common)
         elif strategy == "bayes":
             check_n_iter(n_iter)
             search = BayesSearchCV(
-                estimator, _bayes_spec(space), n_iter=n_iter, random_state=random_state, n_points=None, **common
+                estimator, _bayes_spec(space), n_iter=cast(int, n_iter), random_state=random_state, n_points=None, **common
             )
             search._strategies()  # the space's checks, before any work
-        else:
+        elif strategy not in adaptive.ADAPTIVE_STRATEGIES:
             raise InvalidParameterError(
                 f"unknown strategy {strategy!r}; use one of {list(_STRATEGIES)} or a Strategy object"
             )
+        if strategy in adaptive.ADAPTIVE_STRATEGIES:
+            from .adaptive_cv import AdaptiveSearchCV
+
+            search = AdaptiveSearchCV(
+                estimator, space, strategy, n_iter=n_iter, factor=factor, resource=resource,
+                min_resources=min_resources, max_resources=max_resources,
+                aggressive_elimination=aggressive_elimination, asynchronous=asynchronous, prune=prune,
+                random_state=random_state, **common,
+            )
+            search._check_options()  # before any work
     elif isinstance(strategy, Strategy):
         search = StrategySearchCV(estimator, strategy, **common)
     else:
@@ -246,6 +289,7 @@ def run_search(
     search._hpsearch_prefix_cache = prefix_config
     search._hpsearch_fit_timeout = None if fit_timeout is None else float(fit_timeout)
     search._hpsearch_max_task_deaths = int(max_task_deaths)
+    search._hpsearch_pruner = adaptive.check_prune(prune)  # folds dropped early, any strategy
     if storage is not None:
         from .storage import open_search_journal
 
@@ -254,7 +298,7 @@ def run_search(
 
         def open_journal(context: Any) -> Any:
             return open_search_journal(
-                storage, name, context, journal_space, strategy, n_iter, journal_random_state, seed=drawn_seed
+                storage, name, context, journal_space, strategy, cast(int, n_iter), journal_random_state, seed=drawn_seed
             )
 
         search._hpsearch_open_journal = open_journal
@@ -263,7 +307,10 @@ def run_search(
     finally:
         if bar is not None:
             bar.close()
-    return SearchResult.from_search(search)
+    result = SearchResult.from_search(search)
+    for attribute, value in getattr(search, "adaptive_attributes_", {}).items():
+        setattr(result, attribute, value)
+    return result
 
 
 # -- argument checks -------------------------------------------------------------------

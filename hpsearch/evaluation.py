@@ -50,6 +50,11 @@ class EvaluationContext:
     prefix_cache : PrefixCacheConfig or None
         Set when the pipeline prefixes candidates share are fitted once per fold
         and reused (see :mod:`hpsearch.prefix`); None fits every candidate from scratch.
+    subsample_offsets : dict of int -> int
+        Adaptive search on the number of samples appends, after the CV folds, one
+        subsampled copy of every fold per training-set size; this maps each size to
+        the index of its first split (0 for a size that is the whole data). A task
+        names the split it runs on, so workers need nothing more.
     """
 
     estimator: Any
@@ -62,10 +67,12 @@ class EvaluationContext:
     error_score: float | str = np.nan
     return_train_score: bool = False
     prefix_cache: Any = None
+    subsample_offsets: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_splits(self) -> int:
-        return len(self.splits)
+        """The number of CV folds (subsampled copies, if any, follow them in ``splits``)."""
+        return min((o for o in self.subsample_offsets.values() if o), default=len(self.splits))
 
 
 #: Longest error text a result carries over the wire (worker messages stay small).

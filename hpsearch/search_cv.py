@@ -74,6 +74,7 @@ class SearchCVMixin:
     # run_search's time limit per fit and deaths a task may survive
     _hpsearch_fit_timeout: float | None = None
     _hpsearch_max_task_deaths: int = 3
+    _hpsearch_pruner: Any = None  # run_search(prune=...): a PairedPruner, or None
 
     @_fit_context(prefer_skip_nested_validation=False)  # *SearchCV.estimator is not validated yet
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
@@ -132,6 +133,7 @@ class SearchCVMixin:
                 open_journal=search._hpsearch_open_journal,
                 fit_timeout=search._hpsearch_fit_timeout,
                 max_task_deaths=search._hpsearch_max_task_deaths,
+                pruner=search._hpsearch_pruner,
             )
         )
         try:

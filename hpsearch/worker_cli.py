@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .errors import VersionMismatchError
     from .workers.agent import WorkerAgent
-    from .workers.protocol import parse_token
+    from .workers.protocol import parse_token, server_key
 
     def fail(message: str, code: int) -> int:
         print(f"hpsearch-worker: error: {message}", file=sys.stderr)
@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("no token: pass --token hps1:... (printed by the master) or set HPSEARCH_TOKEN", EXIT_USAGE)
     try:
         secret = parse_token(args.token)
+        curve_server_key = server_key(args.token)
     except ValueError as exc:
         return fail(f"unreadable token: {exc}", EXIT_USAGE)
     if args.slots < 1:
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = WorkerAgent(args.connect, secret, slots=args.slots, name=args.name,
                         inner_threads=args.inner_threads, version_overrides=overrides,
                         heartbeat=args.heartbeat,
-                        parent_pid=args.parent_pid, owns_process=True)  # handles SIGINT/SIGTERM
+                        parent_pid=args.parent_pid, owns_process=True, server_key=curve_server_key)  # handles SIGINT/SIGTERM
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosis)
         import faulthandler
 

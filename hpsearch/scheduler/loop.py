@@ -34,9 +34,11 @@ from ..prefix import affinity_key, forget_context
 from ..strategies.base import Candidate, ListStrategy, Strategy
 from ..workers.base import SlotFreed, Task, Worker, WorkerLost, WorkerPool
 from ..workers.usage import claim_pools
+from .pruning import PairedPruner
+from .state import Abandon, Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
+
 if TYPE_CHECKING:
     from ..storage.journal import SearchJournal
-from .state import Abandon, Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +220,7 @@ def run_scheduler(
     journal: SearchJournal | None = None,
     fit_timeout: float | None = None,
     max_task_deaths: int = 3,
+    pruner: PairedPruner | None = None,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     """Run a whole search and return every candidate with its fold results, in id order.
 
@@ -234,12 +237,14 @@ def run_scheduler(
     running one is stopped), and the pools are released for the next search.
     ``fit_timeout`` (seconds) records a fit running longer as failed and abandons it;
     a task lost with ``max_task_deaths`` workers that were running it fails as data.
+
+    A ``pruner`` skips the remaining folds of candidates that cannot reach the best.
     """
     with claim_pools(pools):
         return _run(
             strategy, pools, context, score_key=score_key, on_candidate=on_candidate, clock=clock,
             poll_interval=poll_interval, journal=journal, fit_timeout=fit_timeout,
-            max_task_deaths=max_task_deaths,
+            max_task_deaths=max_task_deaths, pruner=pruner,
         )
 
 
@@ -255,6 +260,7 @@ def _run(
     journal: SearchJournal | None,
     fit_timeout: float | None,
     max_task_deaths: int,
+    pruner: PairedPruner | None,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     known_results = None
     if journal is not None:
@@ -281,6 +287,8 @@ def _run(
         # A strategy whose candidates do not depend on scores is asked further ahead when
         # prefixes are reused, so that the queue holds tasks of several prefixes to route.
         lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
+        split_offsets=context.subsample_offsets,
+        pruner=pruner,
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task

@@ -36,6 +36,13 @@ Rules it keeps:
   forgotten with it.
 * Time is passed in (``handle(event, now)``, ``Tick(now)``), never read here; time
   limits and stragglers are checked on ``Tick``.
+* A candidate with ``n_samples`` runs its folds on the context's subsampled splits of
+  that size: its tasks name the split (``split_offsets[n_samples] + fold``), so any
+  worker evaluates them with no change.
+* With a ``pruner``, a candidate whose completed folds show it cannot reach the best
+  candidate of its resource (:mod:`hpsearch.scheduler.pruning`) has its remaining
+  folds skipped: queued ones never run, results of running ones are ignored, and the
+  candidate is reported as ``pruned``.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import math
 import statistics
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 import numpy as np
@@ -53,6 +60,7 @@ import numpy as np
 from ..errors import FitFailedError, TaskFailedError
 from ..evaluation import FoldResult
 from ..strategies.base import Candidate
+from .pruning import PairedPruner
 from ..workers.base import (
     PoolFailed,
     SlotFreed,
@@ -156,6 +164,7 @@ class _Copy:
 @dataclass
 class _TaskState:
     task: Task
+    fold: int  # the CV fold (task.fold is the index of the split it runs on)
     copies: dict[str, _Copy] = field(default_factory=dict)  # worker name -> its copy
     deaths: int = 0
     dispatches: int = 0
@@ -238,6 +247,11 @@ class SchedulerState:
         duration of the finished tasks and ``straggler_min_seconds`` is started
         again on a worker with nothing else to do. ``straggler_factor=0`` turns
         this off.
+    split_offsets : mapping of int to int, optional
+        For each training-set size a candidate may ask for (``Candidate.n_samples``),
+        the index of its first fold among the context's splits.
+    pruner : PairedPruner, optional
+        Skip the remaining folds of candidates that cannot reach the best one.
     """
 
     def __init__(
@@ -256,6 +270,8 @@ class SchedulerState:
         fit_timeout: float | None = None,
         straggler_factor: float = 3.0,
         straggler_min_seconds: float = 0.5,
+        split_offsets: Mapping[int, int] | None = None,
+        pruner: PairedPruner | None = None,
     ) -> None:
         if score_names and score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
@@ -292,6 +308,12 @@ class SchedulerState:
         self.n_tasks_done = 0
         self.aborted: BaseException | None = None
         self.known_results = dict(known_results or {})
+        self.split_offsets = dict(split_offsets or {})
+        self.pruner = pruner
+        self.pruned: set[int] = set()
+        self._pruned_score: dict[int, float] = {}
+        self._best: dict[tuple[Any, Any], tuple[float, list[float]]] = {}  # per resource: mean, fold scores
+        self._open: dict[tuple[Any, Any], set[int]] = {}  # per resource: candidates not complete
 
     # -- queries ------------------------------------------------------------------------
 
@@ -325,7 +347,7 @@ class SchedulerState:
     def results(self) -> list[tuple[Candidate, list[FoldResult]]]:
         """Completed candidates in candidate-id order, with their fold results."""
         return [
-            (self.candidates[cid], list(self.fold_results[cid]))  # type: ignore[arg-type]
+            (self._reported(cid), list(self.fold_results[cid]))  # type: ignore[arg-type]
             for cid in sorted(self.completed)
         ]
 
@@ -338,6 +360,10 @@ class SchedulerState:
             for copy in ws.running.values()
             if copy.started is not None and not copy.abandoned
         ]
+
+    def _reported(self, cid: int) -> Candidate:
+        cand = self.candidates[cid]
+        return replace(cand, tags={**cand.tags, "pruned": True}) if cid in self.pruned else cand
 
     # -- transitions --------------------------------------------------------------------
 
@@ -395,21 +421,37 @@ class SchedulerState:
         # Ask went out: a Tell issued meanwhile reaches the strategy after that Ask.
         self.starved = not event.candidates and not event.finished and not self.told_since_ask
         commands: list[Command] = []
+        offsets: dict[int, int] = {}
         for cand in event.candidates:
             if cand.id in self.candidates:
                 raise ValueError(f"the strategy proposed candidate id {cand.id} twice")
+            if cand.n_samples is None:
+                offset = 0
+            elif cand.n_samples in self.split_offsets:
+                offset = self.split_offsets[cand.n_samples]
+            else:
+                raise ValueError(
+                    f"candidate {cand.id} asks for n_samples={cand.n_samples}, which the context "
+                    f"has no subsampled splits for (it has {sorted(self.split_offsets)})"
+                )
             self.candidates[cand.id] = cand
             self.fold_results[cand.id] = [None] * self.n_folds
+            self._open.setdefault(self._group(cand), set()).add(cand.id)
+            offsets[cand.id] = offset
         new_tasks = [(cand, fold) for cand in event.candidates for fold in range(self.n_folds)]
         if self.affinity is not None:
             # Group by prefix (in order of first appearance), then fold, then candidate:
             # the tasks sharing a (prefix, fold) follow each other.
             prefixes = {cand.id: self.affinity(cand.params) for cand in event.candidates}
             first = {p: i for i, p in reversed(list(enumerate(prefixes.values())))}
-            new_tasks.sort(key=lambda cf: (first[prefixes[cf[0].id]], cf[1]))
+            new_tasks.sort(key=lambda cf: (first[prefixes[cf[0].id]], offsets[cf[0].id] + cf[1]))
         for cand, fold in new_tasks:
             task_id = cand.id * self.n_folds + fold
-            ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, fold, cand.params))
+            split = offsets[cand.id] + fold  # the split it runs on (a subsampled copy, or the fold)
+            ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, split, cand.params), fold)
+            if cand.id in self.pruned:  # pruned by a known result recorded just before
+                commands += self._record(ts, self._skipped())
+                continue
             known = self.known_results.pop((cand.id, fold), None) if self.known_results else None
             if known is not None and self._malformed(known) is None:
                 if self.raise_on_error and known.error is not None:
@@ -417,7 +459,7 @@ class SchedulerState:
                 commands += self._record(ts, known)
                 continue
             if self.affinity is not None:
-                self.groups[task_id] = (prefixes[cand.id], fold)
+                self.groups[task_id] = (prefixes[cand.id], split)
             self.queue.append(task_id)
         return commands
 
@@ -473,8 +515,9 @@ class SchedulerState:
         return None
 
     def _record(self, ts: _TaskState, result: FoldResult) -> list[Command]:
-        # Other copies of the task (a straggler's twin) stay on their workers until
-        # they report: their slots are busy until then.
+        # Other copies of the task (a straggler's twin, a running fold of a pruned
+        # candidate) stay on their workers until they report: their slots are busy
+        # until then, and _release frees them as their (ignored) results arrive.
         ts.done = True
         try:
             self.queue.remove(ts.task.task_id)  # a requeued copy still waiting
@@ -483,15 +526,65 @@ class SchedulerState:
         self.n_tasks_done += 1
         cid = ts.task.candidate_id
         slots = self.fold_results[cid]
-        slots[ts.task.fold] = result
+        slots[ts.fold] = result
         if any(r is None for r in slots):
+            if self.pruner is not None and cid not in self.pruned:
+                return self._maybe_prune(cid)
             return []
         results: list[FoldResult] = slots  # type: ignore[assignment]
         self.completed.append(cid)
         self.starved = False  # the strategy hears a new score: it may have more to give
         self.told_since_ask = True
-        score = float(np.mean([r.test_scores.get(self.score_key, np.nan) for r in results]))
-        return [Tell(cid, score), CandidateDone(self.candidates[cid], results, score)]
+        group = self._group(self.candidates[cid])
+        self._open.get(group, set()).discard(cid)
+        commands: list[Command] = []
+        if cid in self.pruned:
+            score = self._pruned_score[cid]
+        else:
+            fold_scores = [r.test_scores.get(self.score_key, np.nan) for r in results]
+            score = float(np.mean(fold_scores))
+            if self.pruner is not None and score > self._best.get(group, (-math.inf, []))[0]:
+                self._best[group] = (score, fold_scores)
+                for other in sorted(self._open.get(group, ())):
+                    if other not in self.pruned:
+                        commands += self._maybe_prune(other)
+        return [Tell(cid, score), CandidateDone(self._reported(cid), results, score), *commands]
+
+    # -- pruning --------------------------------------------------------------------------
+
+    @staticmethod
+    def _group(cand: Candidate) -> tuple[Any, Any]:
+        """Candidates are compared only with others given the same resource."""
+        return cand.resource, cand.n_samples
+
+    def _maybe_prune(self, cid: int) -> list[Command]:
+        assert self.pruner is not None
+        best = self._best.get(self._group(self.candidates[cid]))
+        if best is None:
+            return []
+        scores = [None if r is None else r.test_scores.get(self.score_key, np.nan) for r in self.fold_results[cid]]
+        if not self.pruner.should_prune(scores, best[1]):
+            return []
+        done = [s for s in scores if s is not None]
+        logger.debug("candidate %d pruned after %d of %d folds", cid, len(done), self.n_folds)
+        self.pruned.add(cid)
+        self._pruned_score[cid] = float(np.mean(done))
+        commands: list[Command] = []
+        for fold in range(self.n_folds):
+            ts = self.tasks.get(cid * self.n_folds + fold)  # None: not yet made (see _on_proposed)
+            if ts is not None and not ts.done:  # a running task keeps its slot until its (ignored) result arrives
+                commands += self._record(ts, self._skipped())
+        return commands
+
+    def _skipped(self) -> FoldResult:
+        """The result of a fold skipped by pruning: no score, no error."""
+        return FoldResult(
+            test_scores=dict.fromkeys(self.score_names, np.nan),
+            train_scores=dict.fromkeys(self.score_names, np.nan) if self.return_train_score else None,
+            fit_time=0.0,
+            score_time=0.0,
+            n_test_samples=0,
+        )
 
     def _requeue(self, task_ids: list[int], reason: str, *, blame: set[int] | None = None) -> list[Command]:
         """Put tasks that are no longer running anywhere back at the front of the queue.
@@ -510,7 +603,7 @@ class SchedulerState:
                 continue
             if ts.deaths >= self.max_deaths:
                 error = TaskFailedError(
-                    f"task {task_id} (candidate {ts.task.candidate_id}, fold {ts.task.fold}, "
+                    f"task {task_id} (candidate {ts.task.candidate_id}, fold {ts.fold}, "
                     f"params {ts.task.params!r}) was lost {ts.deaths} times: {reason}. "
                     "It may crash the workers that run it (out of memory, a segfault in native code); "
                     "max_task_deaths sets how many times a task may be lost"
@@ -623,7 +716,7 @@ class SchedulerState:
                 continue
             text = (
                 f"FitTimeoutError: the fit of candidate {ts.task.candidate_id} (params "
-                f"{ts.task.params!r}) on fold {ts.task.fold} ran past fit_timeout="
+                f"{ts.task.params!r}) on fold {ts.fold} ran past fit_timeout="
                 f"{self.fit_timeout:g} s; it was stopped"
             )
             logger.warning("%s", text)
@@ -672,7 +765,7 @@ class SchedulerState:
     def _dispatch(self, ts: _TaskState, target: _WorkerState) -> Dispatch:
         task = ts.task
         if ts.dispatches:
-            task = Task(task.task_id, task.candidate_id, task.fold, task.params, attempt=ts.dispatches)
+            task = replace(task, attempt=ts.dispatches)  # every field kept: the split, the params
         ts.dispatches += 1
         copy = _Copy(target.worker.name, task, dispatched=self.now)
         ts.copies[target.worker.name] = copy

@@ -23,10 +23,21 @@ class Candidate:
 
     ``id`` numbers candidates 0, 1, 2, ... in the order the strategy proposed them;
     ``cv_results_`` lists candidates in that order.
+
+    Adaptive strategies (successive halving, Hyperband) evaluate a configuration
+    several times with more and more resource; each evaluation is a candidate of its
+    own. ``resource`` is the amount it gets (None: a plain full evaluation), and
+    candidates are only compared with others of the same ``resource``. When the resource
+    is the number of samples, ``n_samples`` is the training-set size: the scheduler
+    runs its folds on the context's subsampled splits of that size (None: whole folds).
+    ``tags`` become extra ``cv_results_`` columns (e.g. ``iter``, ``n_resources``).
     """
 
     id: int
     params: dict[str, Any] = field(hash=False)
+    resource: int | None = None
+    n_samples: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
 from ..evaluation import EvaluationContext, clip_text
-from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, host_name, local_versions
+from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, curve_keys, host_name, local_versions
 from .slots import SlotThreads, run_task
 from .transfer import ContextStore
 from .waker import Waker
@@ -83,6 +83,9 @@ class WorkerAgent:
         Full-jitter exponential backoff between connection attempts.
     cache_size : int
         Contexts kept in memory (least recently used dropped first).
+    server_key : bytes, optional
+        The master's CurveZMQ public key (Z85, from the join token): traffic is
+        encrypted; this worker presents the token's worker key.
     parent_pid : int, optional
         Exit (saying BYE) when this process is no longer our parent: workers started
         by :class:`~hpsearch.LocalProcesses` do not outlive a master that was killed.
@@ -113,8 +116,10 @@ class WorkerAgent:
         cache_size: int = 2,
         parent_pid: int | None = None,
         owns_process: bool = False,
+        server_key: bytes | None = None,
     ) -> None:
         self.address = address
+        self.server_key = server_key
         self.slots = slots
         self.name = name or f"{host_name()}-{os.getpid()}"
         self.worker_id = uuid.uuid4().hex
@@ -129,6 +134,7 @@ class WorkerAgent:
 
         self.inner_threads = inner_threads or max(1, available_cores() // slots)
         self.versions = local_versions(version_overrides)
+        self._secret = secret
         self._codec = Codec(secret, MASTER_TYPES)
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
@@ -223,6 +229,11 @@ class WorkerAgent:
         sock.immediate = 1
         sock.sndhwm = 10000
         sock.rcvhwm = 10000
+        if self.server_key is not None:
+            # The token's worker key: the master admits no other (CurveZMQ's short-term
+            # keys are still fresh per connection).
+            sock.curve_serverkey = self.server_key
+            sock.curve_publickey, sock.curve_secretkey = curve_keys(self._secret, "worker")
         sock.connect(self.address)  # raises ZMQError for a bad address
         self._sock = sock
         self._poller = zmq.Poller()
@@ -244,7 +255,7 @@ class WorkerAgent:
     def _connect(self) -> bool:
         """Open a socket, say HELLO, wait for WELCOME; False to back off and retry."""
         self._open_socket()
-        self._send("HELLO", {
+        hello = {
             "worker_id": self.worker_id,
             "name": self.name,
             "host": host_name(),
@@ -252,7 +263,9 @@ class WorkerAgent:
             "slots": self.slots,
             "versions": self.versions,
             "contexts": list(self._store.contexts),
-        })
+        }
+        self._send("HELLO", hello)
+        challenged = False
         deadline = time.monotonic() + self.hello_timeout
         while self._stop_reason is None and time.monotonic() < deadline:
             msg = self._poll_once(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -260,6 +273,12 @@ class WorkerAgent:
                 continue
             if msg.type == "REJECT":
                 raise VersionMismatchError(f"the master rejected this worker: {msg['reason']}")
+            if msg.type == "CHALLENGE" and not challenged:
+                # The master's nonce binds this HELLO to it: one recorded here cannot
+                # be replayed to another master, nor again to this one.
+                challenged = True
+                self._send("HELLO", {**hello, "nonce": msg["nonce"]})
+                continue
             if msg.type == "WELCOME":
                 self._timeout = float(msg["timeout"])
                 logger.info("joined %s as %s", self.address, msg["name"])

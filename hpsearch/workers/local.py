@@ -106,12 +106,13 @@ class LocalProcesses(RemoteWorkers):
         heartbeat: float = 1.0,
         heartbeat_timeout: float = 30.0,
         extra_args: list[str] | None = None,
+        encrypt: bool = False,
     ) -> None:
         for name, value in (("n", n), ("slots_per_process", slots_per_process)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
         super().__init__("tcp://127.0.0.1:*", min_workers=int(n), join_timeout=start_timeout,
-                         heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout)
+                         heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout, encrypt=encrypt)
         self.n = int(n)
         self.slots_per_process = int(slots_per_process)
         self.inner_threads = inner_threads or max(1, available_cores() // (self.n * self.slots_per_process))

@@ -11,14 +11,22 @@ table, and carries its answers out.
 Each connected worker session is a :class:`Peer` whose :class:`PeerState` tracks
 the current search::
 
-    HELLO ──► IDLE ──(search offered)──► ASKED ──NEED──► SENDING ──READY──► READY
-               │  └─(may hold it; id not known yet)─► WAITING ──sealed──► ASKED
+    HELLO ─► CHALLENGE ─► HELLO{nonce} ─► IDLE ─(search offered)─► ASKED ─NEED─► QUEUED
+               │  └─(may hold it; id not known yet)─► WAITING ──sealed──► ASKED     │ (turn)
+               │                                          READY ◄──READY── SENDING ◄┘
                └──────────────── end of search ◄── any state; READY(error) ► FAILED
 
+A HELLO is bound to this master by a nonce it sent for that session (one use), so a
+HELLO recorded elsewhere evicts nobody. A RESULT counts only for a task sent to that
+session (or to an earlier session of the same worker), once. Slots are capped, at
+most ``max_uploads`` context transfers run at once and each must keep moving, and
+per-session state (challenges, closed sessions) expires: the table stays bounded
+whatever token holders send.
+
 A peer leaves the table on BYE, silence, a dead process, an unreachable route, a
-second HELLO on its route or from its worker; a READY peer leaving is a
-``WorkerLost``, and its session is remembered so that a result it still sends is
-accepted for the search it served.
+stalled transfer, a second HELLO on its route or from its worker; a READY peer
+leaving is a ``WorkerLost``, and its session is remembered for a while so that a
+result it still sends for a task it held is accepted for the search it served.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import hmac
+import secrets
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -38,13 +48,22 @@ from .transfer import Offer, Upload
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_ACKS", "INLINE_PARAMS_BYTES", "Peer", "PeerState", "PeerTable", "Send", "Output"]
+__all__ = ["MAX_ACKS", "MAX_SLOTS", "MAX_UPLOADS", "INLINE_PARAMS_BYTES", "Peer", "PeerState", "PeerTable",
+           "Send", "Output"]
 
 #: Acknowledgements held for a worker before they go out on their own.
 MAX_ACKS = 256
 #: Serialized params up to this size (and without out-of-band buffers) ride in the
 #: TASK header as ``params: [header, pickle]`` instead of two payload frames.
 INLINE_PARAMS_BYTES = 64 * 1024
+#: The most slots a worker may announce; more are counted as this many.
+MAX_SLOTS = 256
+#: Context transfers in flight at once; further NEEDs wait their turn.
+MAX_UPLOADS = 4
+#: Challenges outstanding at once (HELLOs answered, not yet answered back); oldest dropped.
+MAX_CHALLENGES = 1024
+#: Closed sessions remembered (for a late result, and to refuse their replays); oldest dropped.
+MAX_CLOSED = 4096
 
 
 class PeerState(enum.Enum):
@@ -53,6 +72,7 @@ class PeerState(enum.Enum):
     IDLE = "idle"  # connected; no search offered
     WAITING = "waiting"  # may hold the context: offered once its content id is known
     ASKED = "asked"  # SEARCH sent: READY (held) or NEED (send it) expected
+    QUEUED = "queued"  # NEED received; waits for one of the MAX_UPLOADS transfer turns
     SENDING = "sending"  # context chunks flowing against the worker's credit
     READY = "ready"  # holds the context: takes tasks
     FAILED = "failed"  # could not load the context: not used in this search
@@ -91,6 +111,21 @@ class Peer:
     state: PeerState = PeerState.IDLE
     upload: Upload = field(default_factory=Upload)
     acks: list[list[int]] = field(default_factory=list)  # results recorded, not yet acknowledged
+    assigned: set[tuple[int, int]] = field(default_factory=set)  # (task_id, attempt) sent, no result yet
+    credit: int = 0  # asked for by a queued NEED
+    progress_at: float = 0.0  # SENDING: when the transfer last moved (NEED, CREDIT)
+
+
+@dataclass
+class _Closed:
+    """A session that left: refuses its replays; takes a late result of a task it held."""
+
+    name: str
+    worker_id: str
+    search: int | None
+    seq: int
+    since: float
+    assigned: set[tuple[int, int]]
 
 
 @dataclass
@@ -98,6 +133,8 @@ class _Search:
     offer: Offer
     joined: int = 0
     no_workers_since: float | None = None
+    waiting: collections.deque[str] = field(default_factory=collections.deque)  # QUEUED sessions, in order
+    sending: set[str] = field(default_factory=set)  # SENDING sessions (at most max_uploads)
 
 
 class PeerTable:
@@ -114,6 +151,12 @@ class PeerTable:
     min_workers, join_timeout : int, float
         A search that had ``min_workers`` and then none at all for ``join_timeout``
         seconds fails with :class:`~hpsearch.errors.NoWorkersError`.
+    max_slots, max_uploads : int
+        Slots counted at most per worker (:data:`MAX_SLOTS`); context transfers in
+        flight at once (:data:`MAX_UPLOADS`).
+    session_ttl : float
+        Seconds a closed session is remembered (default ``max(600, 4 * heartbeat_timeout)``);
+        at most :data:`MAX_CLOSED` are.
 
     Examples
     --------
@@ -132,6 +175,9 @@ class PeerTable:
         heartbeat_timeout: float = 30.0,
         min_workers: int = 1,
         join_timeout: float = 300.0,
+        max_slots: int = MAX_SLOTS,
+        max_uploads: int = MAX_UPLOADS,
+        session_ttl: float | None = None,
     ) -> None:
         self.versions = dict(versions)
         self.make_worker = make_worker
@@ -139,6 +185,9 @@ class PeerTable:
         self.heartbeat_timeout = heartbeat_timeout
         self.min_workers = min_workers
         self.join_timeout = join_timeout
+        self.max_slots = max_slots
+        self.max_uploads = max_uploads
+        self.session_ttl = max(600.0, 4 * heartbeat_timeout) if session_ttl is None else session_ttl
         #: Appended to the error of a search that lost every worker (how to start one).
         self.hint = ""
         self.stats: collections.Counter[str] = collections.Counter()
@@ -147,8 +196,13 @@ class PeerTable:
         self._by_route: dict[bytes, str] = {}
         self._by_worker: dict[str, str] = {}  # worker id -> its active session
         self._names: set[str] = set()  # of the active sessions
-        self._seen: dict[str, int] = {}  # every session ever accepted -> last seq
-        self._closed: dict[str, tuple[str, int]] = {}  # lost READY session -> (name, search)
+        # HELLO answered with CHALLENGE: session -> (nonce, when); consumed by the bound HELLO.
+        self._challenges: collections.OrderedDict[str, tuple[str, float, int]] = collections.OrderedDict()
+        self._closed: collections.OrderedDict[str, _Closed] = collections.OrderedDict()
+
+    def knows_route(self, route: bytes) -> bool:
+        """Whether ``route`` is a connected worker session's (its handshake completed)."""
+        return route in self._by_route
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -168,22 +222,24 @@ class PeerTable:
             self._by_route.pop(peer.route, None)
             peer.route = route
             self._by_route[route] = peer.session
-        peer.seq_in = self._seen[msg.session] = msg.seq
+        peer.seq_in = msg.seq
         peer.last_recv = now
         handler = self._handlers.get(msg.type)
         return handler(self, peer, msg, now) if handler is not None else []
 
     def _from_unknown(self, route: bytes, msg: Message) -> list[Output]:
         out: list[Output] = []
-        last = self._seen.get(msg.session)
-        if last is not None and msg.seq <= last:
-            raise ProtocolError(f"replayed {msg.type} of a closed session")
-        if last is not None:
-            self._seen[msg.session] = msg.seq
-            closed = self._closed.get(msg.session)
+        closed = self._closed.get(msg.session)
+        if closed is not None:
+            if msg.seq <= closed.seq:
+                raise ProtocolError(f"replayed {msg.type} of a closed session")
+            closed.seq = msg.seq
             search = self.search
-            if msg.type == "RESULT" and closed is not None and search is not None and search.offer.search == closed[1]:
-                out += self._result(route, msg.session, closed[0], msg, None)  # lost, yet it finished
+            if msg.type == "RESULT" and search is not None and search.offer.search == closed.search:
+                # lost, yet it finished: accepted for a task it held
+                out += self._result(route, msg.session, closed.name, msg, None, closed.assigned)
+        elif msg.session in self._challenges:
+            raise ProtocolError(f"{msg.type} from session {msg.session} before its bound HELLO")
         elif msg.type != "BYE":
             logger.info("a %s from unknown session %s; asking it to say HELLO again", msg.type, msg.session)
         if msg.type != "BYE":
@@ -193,17 +249,37 @@ class PeerTable:
         return out
 
     def _on_hello(self, route: bytes, msg: Message, now: float) -> list[Output]:
-        if msg.session in self._seen:
+        if msg.session in self.peers or msg.session in self._closed:
             raise ProtocolError(f"replayed HELLO (session {msg.session} already seen)")
-        self._seen[msg.session] = msg.seq
         header = msg.header
         mismatch = version_mismatch(self.versions, header["versions"])
         if mismatch is not None:
             logger.warning("rejected worker %s (%s): %s", header["name"], header["host"], mismatch)
             self.stats["rejected"] += 1
+            self._remember(msg.session, _Closed(header["name"], header["worker_id"], None, msg.seq, now, set()))
             return [Send(route, msg.session, "REJECT", {"reason": mismatch})]
         if header["slots"] < 1 or not all(isinstance(c, str) for c in header["contexts"]):
             raise ProtocolError("HELLO with bad slots or contexts")
+        nonce = header.get("nonce")
+        challenge = self._challenges.get(msg.session)
+        if nonce is None:
+            # The first HELLO of a connection: answered with a fresh nonce, which the
+            # second must carry. It binds the session to this master and this moment,
+            # so a HELLO recorded anywhere else (another master with the same token, an
+            # earlier connection) changes nothing here.
+            if challenge is not None:
+                raise ProtocolError(f"replayed HELLO (session {msg.session} already challenged)")
+            nonce = secrets.token_hex(16)
+            self._challenges[msg.session] = (nonce, now, msg.seq)
+            while len(self._challenges) > MAX_CHALLENGES:
+                self._challenges.popitem(last=False)
+            self.stats["challenges"] += 1
+            return [Send(route, msg.session, "CHALLENGE", {"nonce": nonce})]
+        if challenge is None or not hmac.compare_digest(challenge[0], nonce) or msg.seq <= challenge[2]:
+            self.stats["unbound_hellos"] += 1
+            raise ProtocolError(f"HELLO from {header['name']!r} not bound to this master: no challenge of "
+                                "ours for that session and nonce (a replay, or meant for another master)")
+        del self._challenges[msg.session]
         out: list[Output] = []
         old_session = self._by_route.get(route)
         if old_session is not None:
@@ -216,9 +292,21 @@ class PeerTable:
         while name in self._names:
             k += 1
             name = f"{base}#{k}"
-        worker = self.make_worker(msg.session, name, header["slots"])
-        peer = Peer(route, msg.session, header["worker_id"], name, header["slots"], header["pid"],
+        slots = header["slots"]
+        if slots > self.max_slots:
+            logger.warning("worker %s announced %d slots; counted as %d", name, slots, self.max_slots)
+            slots = self.max_slots
+        worker = self.make_worker(msg.session, name, slots)
+        peer = Peer(route, msg.session, header["worker_id"], name, slots, header["pid"],
                     header["host"], worker, last_recv=now, seq_in=msg.seq, contexts=set(header["contexts"]))
+        # Results that the worker's earlier sessions still owe (it offers them again on
+        # this one) stay acceptable, each once.
+        search = self.search
+        if search is not None:
+            for closed in self._closed.values():
+                if closed.worker_id == peer.worker_id and closed.search == search.offer.search:
+                    peer.assigned |= closed.assigned
+                    closed.assigned = set()
         self.peers[msg.session] = peer
         self._by_route[route] = msg.session
         self._by_worker[peer.worker_id] = msg.session
@@ -237,9 +325,10 @@ class PeerTable:
         return search
 
     def _on_ready(self, peer: Peer, msg: Message, now: float) -> list[Output]:
-        search = self._current(peer, msg, PeerState.ASKED, PeerState.SENDING)
+        search = self._current(peer, msg, PeerState.ASKED, PeerState.QUEUED, PeerState.SENDING)
         if search is None:
             return []
+        self._end_turn(peer, search)
         if msg["error"] is not None:
             peer.state = PeerState.FAILED
             logger.error("worker %s could not load the context; it will not be used:\n%s", peer.name, msg["error"])
@@ -249,23 +338,44 @@ class PeerTable:
         peer.state = PeerState.READY
         peer.contexts.add(msg["context_id"])
         search.joined += 1
-        return [WorkerJoined(peer.worker)]
+        return [WorkerJoined(peer.worker), *self._next_uploads(search, now)]
 
     def _on_need(self, peer: Peer, msg: Message, now: float) -> list[Output]:
         search = self._current(peer, msg, PeerState.ASKED)
         if search is None:
             return []
-        peer.state = PeerState.SENDING
-        peer.upload = Upload()
-        peer.upload.grant(max(1, msg["credit"]))
-        self.stats["contexts_sent"] += 1
-        self.stats["context_bytes_sent"] += search.offer.nbytes
-        return self._pump(peer, search.offer, now)
+        # At most max_uploads transfers at once, in the order asked: peers that take the
+        # data and never say READY cannot make the master send it to all of them at once.
+        peer.state = PeerState.QUEUED
+        peer.credit = max(1, msg["credit"])
+        search.waiting.append(peer.session)
+        return self._next_uploads(search, now)
+
+    def _next_uploads(self, search: _Search, now: float) -> list[Output]:
+        out: list[Output] = []
+        while search.waiting and len(search.sending) < self.max_uploads:
+            peer = self.peers.get(search.waiting.popleft())
+            if peer is None or peer.state is not PeerState.QUEUED or self.search is not search:
+                continue
+            peer.state = PeerState.SENDING
+            peer.progress_at = now
+            search.sending.add(peer.session)
+            peer.upload = Upload()
+            peer.upload.grant(peer.credit)
+            self.stats["contexts_sent"] += 1
+            self.stats["context_bytes_sent"] += search.offer.nbytes
+            out += self._pump(peer, search.offer, now)
+        return out
+
+    @staticmethod
+    def _end_turn(peer: Peer, search: _Search) -> None:
+        search.sending.discard(peer.session)
 
     def _on_credit(self, peer: Peer, msg: Message, now: float) -> list[Output]:
         search = self._current(peer, msg, PeerState.SENDING)
         if search is None:
             return []
+        peer.progress_at = now
         peer.upload.grant(msg["credit"])
         return self._pump(peer, search.offer, now)
 
@@ -276,13 +386,21 @@ class PeerTable:
         out: list[Output] = []
         if len(peer.acks) >= MAX_ACKS:  # the scheduler has had all of these
             out.append(self._acks(peer, now))
-        return out + self._result(peer.route, peer.session, peer.name, msg, peer)
+        return out + self._result(peer.route, peer.session, peer.name, msg, peer, peer.assigned)
 
-    def _result(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None) -> list[Output]:
+    def _result(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None,
+                assigned: set[tuple[int, int]]) -> list[Output]:
         search = self.search
         out: list[Output] = []
+        key = (msg["task_id"], msg["attempt"])
         if search is None or msg["search"] != search.offer.search:
             self.stats["stale_results"] += 1
+        elif key not in assigned:
+            # Only the session (or the worker's earlier session) that was sent this task
+            # can answer it, once: a token holder cannot score tasks it was never given.
+            # Acknowledged all the same, so that an honest duplicate is forgotten.
+            self.stats["unassigned_results"] += 1
+            logger.debug("ignored a result for task %d attempt %d not assigned to %s", *key, name)
         elif msg["failure"] is not None:
             out.append(TaskFailed(name, msg["task_id"], msg["attempt"], msg["failure"]))
         else:
@@ -292,6 +410,7 @@ class PeerTable:
                 raise ProtocolError(f"invalid result from {name}: {exc}") from None
             out.append(TaskFinished(name, msg["task_id"], msg["attempt"], result))
         self.stats["results"] += len(out)
+        assigned.discard(key)
         # Acks ride on the worker's next TASK, which the scheduler usually sends while
         # it handles this very result (else they leave on their own within the
         # housekeeping period): one message less per task for both sides to sign,
@@ -346,6 +465,7 @@ class PeerTable:
         out: list[Output] = []
         for peer in self.peers.values():
             peer.state = PeerState.IDLE
+            peer.assigned = set()
             if peer.acks:
                 out.append(self._acks(peer, now))
             out.append(self._send(peer, now, "CANCEL", {"search": search.offer.search}))
@@ -373,6 +493,7 @@ class PeerTable:
             fields["acks"], peer.acks = peer.acks, []
         self.stats["tasks_sent"] += 1
         self.stats[f"tasks_to:{peer.name}"] += 1
+        peer.assigned.add((task.task_id, task.attempt))
         if len(frames) == 2 and sum(memoryview(f).nbytes for f in frames) <= INLINE_PARAMS_BYTES:
             # Usual params (a few numbers and strings) travel inside the signed header:
             # two frames fewer, each a pyzmq call that gives up the GIL.
@@ -407,10 +528,13 @@ class PeerTable:
         self.stats["lost"] += 1
         logger.warning("worker %s lost: %s", peer.name, reason)
         search = self.search
-        if search is None or peer.state is not PeerState.READY:
-            return []
-        self._closed[peer.session] = (peer.name, search.offer.search)
-        return [WorkerLost(peer.name, reason)]
+        served = search is not None and peer.state is PeerState.READY
+        if search is not None:
+            self._end_turn(peer, search)  # the next transfer starts at the next tick
+        # Remembered a while (bounded), to refuse its replays and take a late result.
+        self._remember(peer.session, _Closed(peer.name, peer.worker_id, search.offer.search if served and search else None,
+                                             peer.seq_in, peer.last_recv, peer.assigned))
+        return [WorkerLost(peer.name, reason)] if served else []
 
     def tick(self, now: float, dead_pids: Collection[int] = (), busy: Collection[str] = ()) -> list[Output]:
         """Housekeeping: lose silent or dead peers, flush acks, heartbeat quiet ones.
@@ -424,11 +548,17 @@ class PeerTable:
                 out += self.lose(peer.session, f"process {peer.pid} exited")
             elif now - peer.last_recv > self.heartbeat_timeout:
                 out += self.lose(peer.session, f"silent for {now - peer.last_recv:.1f} s")
+            elif peer.state is PeerState.SENDING and now - peer.progress_at > 2 * self.heartbeat_timeout:
+                out += self.lose(peer.session, f"the context transfer made no progress (no CREDIT nor READY) "
+                                               f"for {now - peer.progress_at:.1f} s")
             elif peer.acks:
                 out.append(self._acks(peer, now))
             elif now - peer.last_send >= self.heartbeat and peer.session not in busy:
                 out.append(self._send(peer, now, "HEARTBEAT"))
+        self._expire(now)
         search = self.search
+        if search is not None:
+            out += self._next_uploads(search, now)
         if search is not None and search.joined >= self.min_workers:
             if any(p.state is PeerState.READY for p in self.peers.values()):
                 search.no_workers_since = None
@@ -439,6 +569,24 @@ class PeerTable:
                 out.append(PoolFailed(NoWorkersError(
                     f"every remote worker was lost and none joined for {self.join_timeout:g} s.{self.hint}")))
         return out
+
+    def _remember(self, session: str, closed: _Closed) -> None:
+        self._closed[session] = closed
+        while len(self._closed) > MAX_CLOSED:
+            self._closed.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        """Per-session state is bounded: challenges and closed sessions expire."""
+        while self._challenges:
+            session, (_, since, _) = next(iter(self._challenges.items()))
+            if now - since <= self.heartbeat_timeout:
+                break
+            del self._challenges[session]
+        while self._closed:
+            session, closed = next(iter(self._closed.items()))
+            if now - closed.since <= self.session_ttl:
+                break
+            del self._closed[session]
 
     def goodbye(self, now: float, exit: bool, reason: str) -> list[Output]:
         """End the search and send every peer SHUTDOWN; the table is empty afterwards."""

@@ -64,6 +64,9 @@ __all__ = [
     "Message",
     "make_token",
     "parse_token",
+    "curve_keys",
+    "with_server_key",
+    "server_key",
     "local_versions",
     "version_mismatch",
     "MASTER_TYPES",
@@ -73,9 +76,10 @@ __all__ = [
 PROTOCOL_MAJOR = 1
 # 1.1: CONTEXT chunks are signed by length and checked against the content id.
 # 1.2: every master message names the worker session it is for ("to").
+# 1.3: HELLO is bound to the master by a CHALLENGE nonce; RESULT only for assigned tasks.
 # While hpsearch is below 1.0, a minor step may be incompatible: HELLO compares
 # major.minor (see _MATCH_PARTS), so mismatched workers get a REJECT naming both.
-PROTOCOL_MINOR = 2
+PROTOCOL_MINOR = 3
 MAGIC = b"HPS" + bytes([PROTOCOL_MAJOR])
 #: Envelope modes: payload signed byte by byte, or by length (content-addressed).
 MODE_BYTES, MODE_CONTENT = b"B", b"C"
@@ -102,6 +106,8 @@ WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "HELLO": {
         "worker_id": _STR, "name": _STR, "host": _STR, "pid": _INT, "slots": _INT,
         "versions": _MAP, "contexts": _LIST,
+        # nil in the first HELLO of a connection; the second carries the CHALLENGE's nonce.
+        "nonce": _OPT_STR,
     },
     "READY": {"search": _INT, "context_id": _STR, "error": _OPT_STR},
     "NEED": {"search": _INT, "context_id": _OPT_STR, "credit": _INT},
@@ -114,6 +120,7 @@ WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
 
 #: Messages the master sends to a worker, with their required fields.
 MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "CHALLENGE": {"nonce": _STR},
     "WELCOME": {"name": _STR, "heartbeat": (float, int), "timeout": (float, int)},
     "REJECT": {"reason": _STR},
     # context_id is nil while the master is still hashing (sent only to workers that
@@ -153,13 +160,18 @@ def make_token(nbytes: int = 32) -> str:
 
 
 def parse_token(token: str) -> bytes:
-    """The secret inside a join token; raises ``ValueError`` with the rule broken."""
+    """The secret inside a join token; raises ``ValueError`` with the rule broken.
+
+    A join token is ``hps1:SECRET`` or, for a master that encrypts,
+    ``hps1:SECRET.KEY`` where ``KEY`` is its CurveZMQ public key (url-safe base64;
+    see :func:`server_key`).
+    """
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
         raise ValueError(
             f"a join token must start with {TOKEN_PREFIX!r} (as printed by the master), "
             f"got {_preview(token)}"
         )
-    body = token[len(TOKEN_PREFIX):].strip()
+    body = token[len(TOKEN_PREFIX):].strip().partition(".")[0]
     try:
         secret = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (ValueError, TypeError):
@@ -169,6 +181,67 @@ def parse_token(token: str) -> bytes:
             f"the join token holds a {len(secret)}-byte secret; at least 16 bytes are required"
         )
     return secret
+
+
+def curve_keys(secret: bytes, role: str = "master") -> tuple[bytes, bytes]:
+    """A CurveZMQ key pair ``(public, secret)`` (Z85) derived from the token's secret.
+
+    ``role`` is ``"master"`` (the server's pair) or ``"worker"`` (the one pair all
+    workers present; the master admits no other client key, so without the token
+    nothing gets past the handshake, not even a frame).
+
+    Derived, not drawn: a master restarted with the same token has the same keys, so
+    workers waiting with its join token reconnect. Only token holders can derive the
+    secret key, and they are trusted with the data anyway; CurveZMQ's short-term keys
+    per connection keep recorded traffic closed even to them.
+
+    Examples
+    --------
+    >>> public, secret = curve_keys(b"0" * 32)
+    >>> len(public), len(secret), curve_keys(b"0" * 32) == (public, secret)
+    (40, 40, True)
+    """
+    import zmq
+    from zmq.utils import z85
+
+    key = hashlib.blake2b(secret, digest_size=32, person=b"hpsearch-curve",
+                          salt=role.encode()[:16].ljust(16, b"\0")).digest()
+    secret_z85 = z85.encode(key)
+    return zmq.curve_public(secret_z85), secret_z85
+
+
+def with_server_key(token: str, public: bytes | None) -> str:
+    """``token`` carrying the master's CurveZMQ public key (``None``: carrying none).
+
+    Examples
+    --------
+    >>> token = make_token()
+    >>> joined = with_server_key(token, curve_keys(parse_token(token))[0])
+    >>> parse_token(joined) == parse_token(token), server_key(joined) is not None, server_key(token)
+    (True, True, None)
+    """
+    from zmq.utils import z85
+
+    base = token.strip().partition(".")[0]
+    if public is None:
+        return base
+    return base + "." + base64.urlsafe_b64encode(z85.decode(public)).decode("ascii").rstrip("=")
+
+
+def server_key(token: str) -> bytes | None:
+    """The master's CurveZMQ public key (Z85) a join token carries, or None (no encryption)."""
+    from zmq.utils import z85
+
+    key = token.strip().partition(".")[2]
+    if not key:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+    except (ValueError, TypeError):
+        raise ValueError("the join token's key part is not valid url-safe base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"the join token's key part holds {len(raw)} bytes, not a 32-byte CurveZMQ key")
+    return z85.encode(raw)
 
 
 def _preview(token: Any) -> str:
@@ -392,6 +465,10 @@ class MasterFilter:
             logger.warning("dropped a %s addressed to another worker session", msg.type)
             return False
         if self.master is None:
+            if msg.type == "CHALLENGE":
+                # Answered by the HELLO that binds this session to that master; it
+                # proves nothing about the master (the WELCOME that follows does).
+                return True
             if msg.type not in ("WELCOME", "REJECT"):
                 logger.warning("dropped %s: no WELCOME yet", msg.type)
                 return False

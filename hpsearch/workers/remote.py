@@ -28,7 +28,7 @@ from ..errors import InvalidParameterError, NoWorkersError
 from ..evaluation import EvaluationContext
 from .base import Emit, Task
 from .peers import PeerTable
-from .protocol import WORKER_TYPES, Codec, local_versions, make_token, parse_token
+from .protocol import WORKER_TYPES, Codec, curve_keys, local_versions, make_token, parse_token, with_server_key
 from .router import RouterLoop
 from .transfer import Offer, hash_frames
 
@@ -83,6 +83,18 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+class _WorkerKey:
+    """ZAP credentials check: only the client key derived from the token."""
+
+    def __init__(self, public: bytes) -> None:
+        self.key = public
+
+    def callback(self, domain: str, key: bytes) -> bool:  # key: Z85
+        import hmac
+
+        return hmac.compare_digest(key, self.key)
+
+
 class RemoteWorkers:
     """Worker processes on other machines, joining over ZeroMQ.
 
@@ -113,6 +125,13 @@ class RemoteWorkers:
         Inbound messages larger than this are refused by libzmq, which drops the
         connection. Workers only send small messages (no payload; headers up to
         1 MiB; error texts clipped to 32 KiB), so a larger one is not a worker's.
+    encrypt : bool, optional
+        Encrypt all traffic with CurveZMQ. Default: on unless ``address`` is a
+        loopback (or ipc) address. The master's public key, derived from the token,
+        is appended to the join token (``hps1:SECRET.KEY``), so joining is still the
+        one command of :attr:`join_command`; workers encrypt when their token carries
+        a key. Without encryption messages are signed (integrity) but readable on
+        the network.
 
     Attributes
     ----------
@@ -142,6 +161,7 @@ class RemoteWorkers:
         heartbeat: float = 1.0,
         heartbeat_timeout: float = 30.0,
         max_message_size: int = 2 * 1024 * 1024,
+        encrypt: bool | None = None,
     ) -> None:
         if not isinstance(address, str) or "://" not in address:
             raise InvalidParameterError(f"address must be a ZeroMQ endpoint such as 'tcp://0.0.0.0:5555', got {address!r}")
@@ -159,8 +179,17 @@ class RemoteWorkers:
             raise InvalidParameterError(f"token: {exc}") from None
         if min_workers < 0:
             raise InvalidParameterError(f"min_workers must be >= 0, got {min_workers!r}")
+        self.encrypt = not _is_loopback(address) if encrypt is None else bool(encrypt)
+        self._curve: tuple[bytes, bytes] | None = None
+        if self.encrypt:
+            if not zmq.has("curve"):
+                raise InvalidParameterError(
+                    "encrypt=True needs libzmq built with CURVE (libsodium); install pyzmq's wheels, "
+                    "or pass encrypt=False and use a private network or an SSH tunnel")
+            self._curve = curve_keys(secret)
         self.address = address
-        self.token = token
+        #: The join token workers need (it carries the public key when encrypting).
+        self.token = with_server_key(token, self._curve[0] if self._curve else None)
         self.min_workers = int(min_workers)
         self.join_timeout = float(join_timeout)
         self.heartbeat = float(heartbeat)
@@ -179,6 +208,7 @@ class RemoteWorkers:
         self._loop: RouterLoop | None = None
         self._ctx: zmq.Context | None = None
         self._implicit = False
+        self._auth: Any = None  # the ZAP handler's thread when encrypting
         # Random start: traffic recorded from another master with the same token names
         # search ids this master never uses, so it cannot be replayed into its searches.
         self._search_counter = secrets.randbits(48)
@@ -210,10 +240,22 @@ class RemoteWorkers:
         router.sndhwm = 100_000
         router.rcvhwm = 100_000
         router.tcp_keepalive = 1
+        if self._curve is not None:
+            router.curve_server = True
+            router.curve_publickey, router.curve_secretkey = self._curve
+            # ZAP: only the token's worker key completes a handshake, so a peer without
+            # the token cannot make libzmq buffer a single frame (a multipart message
+            # is held whole until its last frame, whatever MAXMSGSIZE says per frame).
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", _WorkerKey(curve_keys(self._secret, "worker")[0]))
         try:
             router.bind(self.address)
         except zmq.ZMQError as exc:
             router.close(linger=0)
+            self._stop_auth()
             self._ctx.term()
             self._ctx = None
             raise InvalidParameterError(f"cannot listen on {self.address!r}: {exc}") from None
@@ -240,9 +282,15 @@ class RemoteWorkers:
             return
         self._thread = None
         self._loop = None
+        self._stop_auth()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def __enter__(self) -> RemoteWorkers:
         return self.open()

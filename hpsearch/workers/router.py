@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -27,6 +26,7 @@ import zmq
 
 from ..errors import ProtocolError
 from .base import Emit, PoolFailed, Task, WorkerJoined
+from .gate import InboundGate
 from .peers import Output, PeerTable, Send
 from .protocol import Codec
 from .waker import Waker
@@ -61,6 +61,7 @@ class RouterLoop:
         self.codec = codec
         self.period = min(heartbeat / 2, 0.25)
         self.max_message_size = max_message_size
+        self.gate = InboundGate(max_message_size, frames=INBOUND_FRAMES)
         self.exit_on_close = exit_on_close
         self.on_joined = on_joined
         self.on_failure = on_failure
@@ -178,32 +179,49 @@ class RouterLoop:
                 self._emit(output)
 
     def _receive_all(self) -> None:
+        router, now = self.router, time.monotonic()
         for _ in range(10_000):
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                head = router.recv(zmq.NOBLOCK, copy=False)  # the routing id
             except zmq.Again:
                 return
+            # Frame by frame: only the first body frame is kept; any further frame (no
+            # worker sends one) is counted and let go at once, so a message of many
+            # frames holds at most one of them here, whatever its total.
+            body: Any = None
+            nframes = nbytes = 0
+            more = head.more
+            while more:
+                frame = router.recv(copy=False)
+                more = frame.more
+                nframes += 1
+                nbytes += len(frame)
+                if nframes == 1:
+                    body = frame
+            route = head.bytes
+            refused = self.gate.admit(route, nbytes, nframes, self.table.knows_route(route))
+            if refused is not None:  # before any signature check: junk costs a counter
+                self._drop(refused, now)
+                continue
             try:
-                self._receive(frames)
+                msg = self.codec.decode([body])  # checks the signature before decoding anything
+                self._execute(self.table.receive(route, msg, time.monotonic()))
             except ProtocolError as exc:
-                self._drop(str(exc))
+                self._drop("invalid", now, str(exc))
             except Exception:  # never let a message crash the I/O thread
-                self._drop("handler error:\n" + traceback.format_exc())
+                self._drop("handler error", now)
+                logger.exception("a worker message could not be handled")
 
-    def _drop(self, reason: str) -> None:
-        self.table.stats["dropped"] += 1
-        logger.warning("dropped a message: %s", reason)
-
-    def _receive(self, frames: list[Any]) -> None:
-        route = frames[0].bytes
-        body = frames[1:]
-        if len(body) != INBOUND_FRAMES:
-            raise ProtocolError(f"{len(body)} frame(s); worker messages have exactly {INBOUND_FRAMES}")
-        size = sum(len(f) for f in body)
-        if size > self.max_message_size:
-            raise ProtocolError(f"message of {size} bytes exceeds {self.max_message_size}")
-        msg = self.codec.decode(body)  # checks the signature before decoding anything
-        self._execute(self.table.receive(route, msg, time.monotonic()))
+    def _drop(self, reason: str, now: float, detail: str = "") -> None:
+        """Count a refused message; log a summary at most every ``gate.log_interval`` s."""
+        stats = self.table.stats
+        stats["dropped"] += 1
+        stats[f"dropped_{reason.replace(' ', '_')}"] += 1
+        line = self.gate.refuse(reason, now)
+        if line is not None:
+            logger.warning("%s%s", line, f" (latest: {detail})" if detail else "")
+        elif detail:
+            logger.debug("dropped a message: %s", detail)
 
     def _send(self, send: Send) -> None:
         """Queue a message for a peer (in order, never blocking); best effort for others."""

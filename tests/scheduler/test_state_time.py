@@ -159,3 +159,62 @@ def test_a_duplicated_task_times_out_once_from_its_first_start():
     assert sorted(c.worker.name for c in of(commands, Abandon)) == ["a", "b"]
     assert len(of(commands, Tell)) == 1 and state.done
     assert "fit_timeout=8 s" in state.fold_results[0][0].error
+
+
+# -- copies of subsampled and pruned tasks (fault tolerance meets adaptive search) --------
+
+
+def test_straggler_and_requeued_copies_keep_the_split_and_the_fold():
+    from hpsearch.scheduler.state import Proposed
+    from hpsearch.strategies.base import Candidate
+
+    a, b = FakeWorker("a"), FakeWorker("b")
+    state = SchedulerState(n_folds=2, lookahead=0, split_offsets={50: 10})
+    state.start(now=0.0)
+    for worker in (a, b):
+        state.handle(WorkerJoined(worker), now=0.0)
+    cands = [Candidate(i, {"x": i}, n_samples=50) for i in range(4)]
+    commands = state.handle(Proposed(cands, True), now=0.0)
+    first = {d.task.task_id: d.task for d in of(commands, Dispatch)}
+    assert first[0].fold == 10 and first[1].fold == 11  # task 1 is fold 1, on split 11
+    now = 0.0
+    for task_id in range(1, 8):  # b runs the rest, 1 s each, while a is stuck on task 0
+        now += 1.0
+        state.handle(TaskFinished("b", task_id, 0, ok()), now=now)
+    assert not state.queue
+    (dup,) = of(state.handle(Tick(now + 0.1)), Dispatch)
+    assert dup.worker is b and dup.task.task_id == 0 and dup.task.attempt == 1
+    assert (dup.task.fold, dup.task.candidate_id, dup.task.params) == (10, 0, {"x": 0})
+    # both copies die with their workers: the requeued task still runs on split 10
+    state.handle(WorkerLost("a", "killed"), now=now + 0.2)
+    state.handle(WorkerLost("b", "killed"), now=now + 0.3)
+    assert list(state.queue) == [0]
+    c = FakeWorker("c")
+    (again,) = of(state.handle(WorkerJoined(c), now=now + 0.4), Dispatch)
+    assert (again.task.task_id, again.task.fold, again.task.attempt) == (0, 10, 2)
+    (tell,) = of(state.handle(TaskFinished("c", 0, 2, ok(0.5)), now=now + 1), Tell)
+    assert tell.candidate_id == 0 and state.tasks[0].fold == 0
+    assert state.results()[0][1][0].test_scores["score"] == 0.5  # recorded in CV fold 0
+
+
+def test_a_running_fold_of_a_pruned_candidate_holds_its_copy_until_it_reports():
+    from hpsearch.scheduler.pruning import PairedPruner
+    from hpsearch.scheduler.state import Proposed
+    from hpsearch.strategies.base import Candidate
+
+    w = FakeWorker("w", slots=2)
+    state = SchedulerState(n_folds=4, lookahead=0, pruner=PairedPruner())
+    state.start(now=0.0)
+    state.handle(WorkerJoined(w), now=0.0)
+    state.handle(Proposed([Candidate(0, {"x": 0}), Candidate(1, {"x": 1})], True), now=0.0)
+    for task_id in range(4):
+        state.handle(TaskFinished("w", task_id, 0, ok(0.9 + task_id / 100)), now=1.0 + task_id)
+    state.handle(TaskFinished("w", 4, 0, ok(0.5)), now=6.0)  # task 6 starts
+    state.handle(TaskFinished("w", 5, 0, ok(0.52)), now=7.0)  # candidate 1 pruned
+    assert state.pruned == {1} and state.done
+    # task 6 is done as data, but its copy still holds its slot on w: a leftover
+    assert set(state.workers["w"].running) == {6} and state.in_flight == 1
+    assert [(wk.name, t.task_id) for wk, t in state.leftovers()] == [("w", 6)]
+    assert of(state.handle(Tick(100.0)), Dispatch) == []  # never a straggler copy of it
+    assert state.handle(TaskFinished("w", 6, 0, ok(0.99)), now=101.0) == []
+    assert state.in_flight == 0 and state.workers["w"].free == 2 and state.leftovers() == []

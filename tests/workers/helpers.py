@@ -63,11 +63,20 @@ class Rogue:
         return self.codec.encode(kind, fields, payload)
 
     def hello(self, name: str = "rogue", versions: dict[str, str] | None = None,
-              contexts: list[str] | None = None) -> list[Any]:
+              contexts: list[str] | None = None, nonce: str | None = None, slots: int = 1) -> list[Any]:
         return self.message("HELLO", {
-            "worker_id": "rogue-" + name, "name": name, "host": "nowhere", "pid": 1, "slots": 1,
-            "versions": versions or local_versions(), "contexts": contexts or [],
+            "worker_id": "rogue-" + name, "name": name, "host": "nowhere", "pid": 1, "slots": slots,
+            "versions": versions or local_versions(), "contexts": contexts or [], "nonce": nonce,
         })
+
+    def join(self, name: str = "rogue", **kwargs: Any) -> Any:
+        """HELLO, the master's CHALLENGE, the bound HELLO; the WELCOME (None if none came)."""
+        self.send_raw(self.hello(name, **kwargs))
+        challenge = self.next("CHALLENGE")
+        if challenge is None:
+            return None
+        self.send_raw(self.hello(name, nonce=challenge["nonce"], **kwargs))
+        return self.next("WELCOME")
 
     def receive(self, timeout: float = 5.0) -> Any:
         """The next message from the master, decoded, or None after ``timeout`` s."""
@@ -120,7 +129,11 @@ class FakeMaster:
         self.router.send_multipart([self.route, *envelope])
 
     def welcome(self) -> Any:
+        """HELLO, CHALLENGE, the HELLO bound to its nonce, WELCOME: that HELLO."""
+        self.next("HELLO")
+        self.send("CHALLENGE", {"nonce": "n" * 32})
         hello = self.next("HELLO")
+        assert hello["nonce"] == "n" * 32
         self.send("WELCOME", {"name": hello["name"], "heartbeat": 1.0, "timeout": 30.0})
         return hello
 

@@ -39,9 +39,16 @@ class Sim:
         self.seq += 1
         return Message(kind, self.session, self.seq, {"type": kind, **fields}, [])
 
-    def hello(self) -> Message:
-        return self.msg("HELLO", worker_id=self.worker_id, name=self.name, host="sim", pid=self.pid, slots=2,
-                        versions=self.versions, contexts=self.contexts)
+    def hello(self, nonce: str | None = None, slots: int = 2) -> Message:
+        return self.msg("HELLO", worker_id=self.worker_id, name=self.name, host="sim", pid=self.pid, slots=slots,
+                        versions=self.versions, contexts=self.contexts, nonce=nonce)
+
+    def join(self, t: PeerTable, now: float, slots: int = 2) -> list:
+        """HELLO, the master's CHALLENGE, HELLO with its nonce: the outputs of the last."""
+        out = t.receive(self.route, self.hello(slots=slots), now)
+        if sends(out) != [(self.session, "CHALLENGE")]:
+            return out  # a REJECT
+        return t.receive(self.route, self.hello(out[0].fields["nonce"], slots=slots), now)
 
     def result(self, task_id: int, search: int = SEARCH, failure: str | None = None) -> Message:
         return self.msg("RESULT", search=search, task_id=task_id, attempt=0,
@@ -71,15 +78,21 @@ def events(outputs) -> list:
 
 def ready(t: PeerTable, sim: Sim, now: float = 0.0) -> None:
     """Bring ``sim`` to READY in ``t``'s current search (the worker holds the context)."""
-    t.receive(sim.route, sim.hello(), now)
+    sim.join(t, now)
     out = t.receive(sim.route, sim.msg("READY", search=SEARCH, context_id=CID, error=None), now)
     assert events(out) == [WorkerJoined(f"worker:{sim.name}")]
+
+
+def assign(t: PeerTable, sim: Sim, *task_ids: int) -> None:
+    """Send ``sim`` these tasks (attempt 0): only then may it post their results."""
+    for task_id in task_ids:
+        assert sends(t.submit(sim.session, Task(task_id, task_id, 0, {"C": 1.0}), 0.0)) == [(sim.session, "TASK")]
 
 
 def test_hello_gets_welcome_then_the_search_and_the_context_flows_against_credit():
     t, w = table(), Sim("a")
     t.start_search(offer(chunks=5), 0.0)
-    out = t.receive(w.route, w.hello(), 0.0)
+    out = w.join(t, 0.0)
     assert sends(out) == [(w.session, "WELCOME"), (w.session, "SEARCH")]
     assert t.peers[w.session].state is PeerState.ASKED
     out = t.receive(w.route, w.msg("NEED", search=SEARCH, context_id=CID, credit=2), 0.1)
@@ -95,8 +108,8 @@ def test_hello_gets_welcome_then_the_search_and_the_context_flows_against_credit
 
 def test_the_last_chunk_and_holders_wait_for_the_content_id():
     t, fresh, holder = table(), Sim("fresh"), Sim("holder", contexts=["0" * 64])
-    t.receive(fresh.route, fresh.hello(), 0.0)
-    t.receive(holder.route, holder.hello(), 0.0)
+    fresh.join(t, 0.0)
+    holder.join(t, 0.0)
     out = t.start_search(offer(chunks=3, sealed=False), 0.0)
     assert sends(out) == [(fresh.session, "SEARCH")]  # the holder may hold it: asked later
     assert t.peers[holder.session].state is PeerState.WAITING
@@ -111,7 +124,7 @@ def test_the_last_chunk_and_holders_wait_for_the_content_id():
 def test_messages_about_another_search_or_out_of_turn_change_nothing():
     t, w = table(), Sim()
     t.start_search(offer(), 0.0)
-    t.receive(w.route, w.hello(), 0.0)
+    w.join(t, 0.0)
     assert t.receive(w.route, w.msg("CREDIT", search=SEARCH, context_id=CID, credit=5), 0.0) == []
     assert t.receive(w.route, w.msg("NEED", search=SEARCH + 1, context_id=CID, credit=5), 0.0) == []
     assert t.receive(w.route, w.msg("READY", search=SEARCH + 1, context_id=CID, error=None), 0.0) == []
@@ -123,17 +136,22 @@ def test_messages_about_another_search_or_out_of_turn_change_nothing():
 def test_a_worker_that_cannot_load_the_context_is_not_used():
     t, w = table(), Sim()
     t.start_search(offer(), 0.0)
-    t.receive(w.route, w.hello(), 0.0)
+    w.join(t, 0.0)
     out = t.receive(w.route, w.msg("READY", search=SEARCH, context_id="", error="Traceback: no module"), 0.0)
     assert out == [] and t.peers[w.session].state is PeerState.FAILED
 
 
 def test_replays_are_refused_whatever_their_type():
     t, w = table(), Sim()
-    hello = w.hello()
-    t.receive(w.route, hello, 0.0)
+    first = w.hello()
+    nonce = t.receive(w.route, first, 0.0)[0].fields["nonce"]
     with pytest.raises(ProtocolError, match="replayed HELLO"):
-        t.receive(w.route, hello, 1.0)
+        t.receive(w.route, first, 0.5)
+    bound = w.hello(nonce)
+    t.receive(w.route, bound, 0.5)
+    for replay in (first, bound):
+        with pytest.raises(ProtocolError, match="replayed HELLO"):
+            t.receive(w.route, replay, 1.0)
     heartbeat = w.msg("HEARTBEAT")
     t.receive(w.route, heartbeat, 1.0)
     with pytest.raises(ProtocolError, match="replayed HEARTBEAT"):
@@ -145,7 +163,7 @@ def test_replays_are_refused_whatever_their_type():
 
 def test_versions_that_differ_get_a_reject_and_no_peer():
     t, w = table(), Sim(versions={**local_versions(), "hpsearch": "0.0.0"})
-    out = t.receive(w.route, w.hello(), 0.0)
+    out = w.join(t, 0.0)
     assert sends(out) == [(w.session, "REJECT")] and "hpsearch" in out[0].fields["reason"]
     assert not t.peers and t.stats["rejected"] == 1
 
@@ -154,6 +172,7 @@ def test_a_result_is_an_event_and_its_ack_rides_on_the_next_task():
     t, w = table(), Sim()
     t.start_search(offer(), 0.0)
     ready(t, w)
+    assign(t, w, 4)
     out = t.receive(w.route, w.result(4), 1.0)
     assert [(type(e).__name__, e.task_id) for e in out] == [("TaskFinished", 4)]
     assert out[0].result.test_scores == {"score": 0.5}
@@ -170,6 +189,7 @@ def test_acks_never_pile_up_beyond_max_acks():
     t, w = table(), Sim()
     t.start_search(offer(), 0.0)
     ready(t, w)
+    assign(t, w, *range(MAX_ACKS + 1))
     for task_id in range(MAX_ACKS):
         assert sends(t.receive(w.route, w.result(task_id), 0.0)) == []
     out = t.receive(w.route, w.result(MAX_ACKS), 0.0)
@@ -189,7 +209,7 @@ def test_silent_peers_are_lost_and_quiet_ones_get_heartbeats_in_virtual_time():
     t, w, idle = table(heartbeat=1.0, heartbeat_timeout=10.0), Sim("w"), Sim("idle")
     t.start_search(offer(), 0.0)
     ready(t, w)
-    t.receive(idle.route, idle.hello(), 0.0)
+    idle.join(t, 0.0)
     assert sends(t.tick(0.5)) == []
     assert sends(t.tick(1.0)) == [(w.session, "HEARTBEAT"), (idle.session, "HEARTBEAT")]
     assert sends(t.tick(2.0, busy=[w.session])) == [(idle.session, "HEARTBEAT")]
@@ -211,6 +231,7 @@ def test_a_lost_peers_late_result_counts_for_its_search_only():
     t, w = table(), Sim()
     t.start_search(offer(), 0.0)
     ready(t, w)
+    assign(t, w, 3)
     t.receive(w.route, w.msg("BYE", reason="SIGTERM"), 1.0)
     out = t.receive(w.route, w.result(3), 2.0)
     assert [type(o).__name__ for o in out] == ["TaskFinished", "Send", "Send"]
@@ -232,7 +253,7 @@ def test_a_reconnected_worker_replaces_its_old_session():
     t.start_search(offer(), 0.0)
     ready(t, old)
     new = Sim("w", worker_id="same")
-    out = t.receive(new.route, new.hello(), 1.0)
+    out = new.join(t, 1.0)
     assert events(out) == [WorkerLost("w", "reconnected")]
     assert list(t.peers) == [new.session] and t.peers[new.session].name == "w"
     moved = t.receive(b"other-route", new.msg("HEARTBEAT"), 2.0)  # a ZeroMQ reconnect: new route
@@ -243,7 +264,7 @@ def test_names_are_unique_among_connected_peers():
     t = table()
     sims = [Sim("same") for _ in range(3)]
     for sim in sims:
-        t.receive(sim.route, sim.hello(), 0.0)
+        sim.join(t, 0.0)
     assert [t.peers[s.session].name for s in sims] == ["same", "same#2", "same#3"]
 
 
@@ -263,7 +284,8 @@ def test_ending_the_search_cancels_it_everywhere_and_flushes_acks():
     t, a, b = table(), Sim("a"), Sim("b")
     t.start_search(offer(), 0.0)
     ready(t, a)
-    t.receive(b.route, b.hello(), 0.0)
+    b.join(t, 0.0)
+    assign(t, a, 1)
     t.receive(a.route, a.result(1), 0.5)
     out = t.end_search(1.0)
     assert sends(out) == [(a.session, "RESULT_ACK"), (a.session, "CANCEL"), (b.session, "CANCEL")]
@@ -320,3 +342,111 @@ def test_a_context_altered_in_transit_is_refused_before_unpickling(tmp_path):
     kind, fields = replies[-1]
     assert kind == "READY" and "does not hash to its content id" in fields["error"]
     assert not marker.exists() and not store.contexts and store.assembly is None
+
+
+# -- the stricter rules: assignment, binding to this master, caps, expiry -------------------
+
+
+def test_results_count_only_for_tasks_assigned_to_that_session():
+    t, honest, forger = table(), Sim("honest"), Sim("forger")
+    t.start_search(offer(), 0.0)
+    ready(t, honest)
+    ready(t, forger)
+    t.submit(honest.session, Task(1, 0, 0, {"C": 1.0}), 0.0)
+    t.submit(forger.session, Task(2, 0, 1, {"C": 2.0}), 0.0)
+    # A token holder posting results for tasks it was never sent: no event at all.
+    for task_id in (1, 3, 4):
+        assert events(t.receive(forger.route, forger.result(task_id), 1.0)) == []
+    wrong_attempt = forger.msg("RESULT", search=SEARCH, task_id=2, attempt=5, result=RESULT, failure=None)
+    assert events(t.receive(forger.route, wrong_attempt, 1.0)) == []
+    assert t.stats["unassigned_results"] == 4 and t.stats["results"] == 0
+    # Its own task, once; the honest worker's, once.
+    own = forger.msg("RESULT", search=SEARCH, task_id=2, attempt=0, result=RESULT, failure=None)
+    assert [e.task_id for e in events(t.receive(forger.route, own, 1.0))] == [2]
+    assert [e.task_id for e in events(t.receive(honest.route, honest.result(1), 1.0))] == [1]
+    assert events(t.receive(honest.route, honest.result(1), 1.1)) == []  # a duplicate changes nothing
+    assert t.stats["results"] == 2
+
+
+def test_a_reconnected_worker_may_still_deliver_what_its_lost_session_held():
+    t, old = table(), Sim("w", worker_id="same")
+    t.start_search(offer(), 0.0)
+    ready(t, old)
+    t.submit(old.session, Task(7, 0, 0, {"C": 1.0}), 0.0)
+    t.receive(old.route, old.msg("BYE", reason="network"), 1.0)
+    new = Sim("w", worker_id="same")
+    new.join(t, 2.0)
+    assert [e.task_id for e in events(t.receive(new.route, new.result(7), 2.0))] == [7]
+    assert events(t.receive(old.route, old.result(7), 2.1)) == []  # once only
+
+
+def test_a_hello_from_another_master_evicts_nobody():
+    # The same token, an earlier master: everything it recorded, replayed here.
+    earlier, victim = table(), Sim("victim", worker_id="live")
+    first = victim.hello()
+    nonce = earlier.receive(victim.route, first, 0.0)[0].fields["nonce"]
+    bound = victim.hello(nonce)
+    earlier.receive(victim.route, bound, 0.0)
+
+    t, live = table(), Sim("victim", worker_id="live")
+    t.start_search(offer(), 0.0)
+    ready(t, live)
+    with pytest.raises(ProtocolError, match="not bound to this master"):
+        t.receive(live.route, bound, 1.0)  # on the live worker's route, with its worker id
+    assert sends(t.receive(live.route, first, 1.0)) == [(victim.session, "CHALLENGE")]  # only a challenge
+    assert list(t.peers) == [live.session] and t.stats["lost"] == 0
+    # A nonce from this master, for another session, binds nothing either.
+    other = Sim("x", worker_id="live")
+    mine = t.receive(other.route, other.hello(), 1.0)[0].fields["nonce"]
+    thief = Sim("x", worker_id="live")
+    t.receive(thief.route, thief.hello(), 1.0)
+    with pytest.raises(ProtocolError, match="not bound"):
+        t.receive(thief.route, thief.hello(mine), 1.0)
+    assert list(t.peers) == [live.session]
+
+
+def test_slots_are_capped():
+    t, greedy = table(max_slots=8), Sim("greedy")
+    greedy.join(t, 0.0, slots=1000)
+    assert t.peers[greedy.session].slots == 8
+
+
+def test_context_transfers_are_limited_to_max_uploads_at_once_and_must_progress():
+    t = table(max_uploads=2, heartbeat_timeout=10.0)
+    t.start_search(offer(chunks=3), 0.0)
+    takers = [Sim(f"taker{i}") for i in range(5)]
+    for sim in takers:
+        sim.join(t, 0.0)
+    chunks = []
+    for sim in takers:
+        chunks += [o.to for o in t.receive(sim.route, sim.msg("NEED", search=SEARCH, context_id=CID, credit=64), 0.0)]
+    assert sorted(set(chunks)) == sorted([takers[0].session, takers[1].session])  # two at once
+    assert [t.peers[s.session].state for s in takers[2:]] == [PeerState.QUEUED] * 3
+    # The takers never say READY (heartbeats keep them alive): their turn ends anyway.
+    for now in (5.0, 10.0, 15.0, 20.0):
+        for sim in takers:
+            t.receive(sim.route, sim.msg("HEARTBEAT"), now)
+        t.tick(now)
+    out = t.tick(20.5)
+    assert takers[0].session not in t.peers and takers[1].session not in t.peers
+    assert sorted({o.to for o in out if isinstance(o, Send) and o.kind == "CONTEXT"}) == \
+        sorted([takers[2].session, takers[3].session])
+    assert t.stats["contexts_sent"] == 4  # never all five at once
+
+
+def test_per_session_state_expires():
+    t = table(heartbeat_timeout=10.0, session_ttl=100.0)
+    sims = [Sim() for _ in range(50)]
+    for sim in sims:
+        sim.join(t, 0.0)
+        t.receive(sim.route, sim.msg("BYE", reason="x"), 0.0)
+    half = [Sim() for _ in range(50)]
+    for sim in half:
+        t.receive(sim.route, sim.hello(), 0.0)  # challenged, never answered
+    assert len(t._closed) == 50 and len(t._challenges) == 50
+    t.tick(11.0)
+    assert len(t._challenges) == 0 and len(t._closed) == 50
+    t.tick(101.0)
+    assert len(t._closed) == 0
+    # An expired session's message is a stranger's: told to say HELLO, nothing else.
+    assert sends(t.receive(sims[0].route, sims[0].msg("HEARTBEAT"), 102.0)) == [(sims[0].session, "SHUTDOWN")]

@@ -64,9 +64,8 @@ def test_an_empty_worker_receives_data_while_the_master_hashes(monkeypatch):
         fresh, holder = Rogue(pool.endpoint, secret), Rogue(pool.endpoint, secret)
         starter = threading.Thread(target=pool.start, args=(context, events.append))
         try:
-            fresh.send_raw(fresh.hello("fresh"))
-            holder.send_raw(holder.hello("holder", contexts=["0" * 64]))  # holds some context
-            assert fresh.next("WELCOME") is not None and holder.next("WELCOME") is not None
+            assert fresh.join("fresh") is not None
+            assert holder.join("holder", contexts=["0" * 64]) is not None  # holds some context
             starter.start()
             search = fresh.next("SEARCH")
             assert search is not None and search["context_id"] is None  # not known yet
