@@ -364,6 +364,9 @@ class EvaluationSetup:
     prefix_cache: Any = None
     #: ``open_journal(context)``: the storage journal of this search (:mod:`hpsearch.storage`)
     open_journal: Callable[[EvaluationContext], Any] | None = None
+    #: seconds a fit may run (None: no limit), and deaths a task may survive
+    fit_timeout: float | None = None
+    max_task_deaths: int = 3
     #: folds dropped early (:mod:`hpsearch.scheduler.pruning`), None for none
     pruner: Any = None
 
@@ -493,6 +496,7 @@ class CandidateEvaluator:
                 return run_scheduler(
                     tagged, setup.pools, context,
                     score_key=score_key, on_candidate=setup.on_candidate, journal=journal,
+                    fit_timeout=setup.fit_timeout, max_task_deaths=setup.max_task_deaths,
                     pruner=setup.pruner,
                 )
 

@@ -63,6 +63,8 @@ def run_search(
     storage: str | os.PathLike[str] | None = None,
     name: str | None = None,
     prefix_cache: bool | int = True,
+    fit_timeout: float | None = None,
+    max_task_deaths: int = 3,
     factor: float = 3,
     resource: str = "n_samples",
     min_resources: int | Literal["exhaust", "smallest"] = "exhaust",
@@ -138,6 +140,16 @@ def run_search(
         bounds each worker process's cache by the default (1 GiB, at most an eighth of
         the machine's memory), an int by that many bytes; False refits every candidate
         from scratch.
+    fit_timeout : float or None
+        Seconds one fit (and its scoring) may take. A fit past it is recorded as a
+        failed fit (its scores are ``error_score``, its error says
+        ``FitTimeoutError``) and abandoned: a worker process running it is stopped
+        and replaced, a thread is left to end in the background while a new one
+        takes its place. None (default): no limit.
+    max_task_deaths : int
+        Times a (candidate, fold) task may die with the worker process running it
+        before it fails as data (``TaskFailedError`` in its error). Only tasks that
+        were running count a death, not those queued on that worker.
     factor, resource, min_resources, max_resources, aggressive_elimination
         The adaptive strategies' settings, as in scikit-learn's ``HalvingGridSearchCV``:
         each step keeps ``1/factor`` of the candidates and gives them ``factor`` times
@@ -177,7 +189,17 @@ def run_search(
     Whatever ends a search early — Ctrl-C (KeyboardInterrupt), a failed fit with
     ``error_score="raise"``, :class:`~hpsearch.errors.NoWorkersError` when every remote
     worker is gone — keeps the candidates completed so far: the exception's
-    ``partial_result`` is a :class:`SearchResult` of them (without refit).
+    ``partial_result`` is a :class:`SearchResult` of them (without refit). So does a
+    refit that raises (the refit callable, or the final fit): its exception's
+    ``partial_result`` holds every candidate.
+
+    Notes
+    -----
+    Stragglers: when a worker has nothing to do and nothing is queued, a task that
+    has run (or waited in a worker's queue) longer than 3 times the median duration
+    of the search's finished tasks, and at least 0.5 s, is started again on that
+    worker; the first result wins. A worker that slows down mid-search so does not
+    hold up the end of the search.
 
     Examples
     --------
@@ -197,6 +219,14 @@ def run_search(
         )
     if error_score != "raise" and not isinstance(error_score, numbers.Number):
         raise InvalidParameterError(f"error_score must be 'raise' or a number, got {error_score!r}")
+    if fit_timeout is not None and (
+        isinstance(fit_timeout, bool) or not isinstance(fit_timeout, numbers.Real) or not fit_timeout > 0
+    ):
+        raise InvalidParameterError(
+            f"fit_timeout must be a number of seconds > 0, or None for no limit; got {fit_timeout!r}"
+        )
+    if isinstance(max_task_deaths, bool) or not isinstance(max_task_deaths, numbers.Integral) or max_task_deaths < 1:
+        raise InvalidParameterError(f"max_task_deaths must be an integer >= 1, got {max_task_deaths!r}")
     check_workers(workers)
     _check_scoring(scoring)
     _check_data(X, y, groups)
@@ -259,6 +289,8 @@ def run_search(
     bar = _ProgressBar.maybe(progress)
     search._hpsearch_on_candidate = None if bar is None else bar.update
     search._hpsearch_prefix_cache = prefix_config
+    search._hpsearch_fit_timeout = None if fit_timeout is None else float(fit_timeout)
+    search._hpsearch_max_task_deaths = int(max_task_deaths)
     search._hpsearch_pruner = adaptive.check_prune(prune)  # folds dropped early, any strategy
     if storage is not None:
         from .storage import open_search_journal

@@ -167,13 +167,15 @@ class SearchResult:
         )
 
     @classmethod
-    def from_results(cls, search: Any, cv_results: dict[str, Any], fit_failures: Sequence[str] = ()) -> SearchResult:
+    def from_results(cls, search: Any, cv_results: dict[str, Any], fit_failures: Sequence[str] = (),
+                     best: bool = True) -> SearchResult:
         """The result of a search that ended early: ``cv_results_`` of its completed
-        candidates, the best of them per the refit rule, nothing refit."""
+        candidates, the best of them per the refit rule (unless ``best`` is False),
+        nothing refit."""
         metric = _refit_metric(search, cv_results)
         multimetric = f"mean_test_{metric}" in cv_results and "mean_test_score" not in cv_results
         optional: dict[str, Any] = {}
-        if search.refit or not multimetric:
+        if best and (search.refit or not multimetric):
             index = search._select_best_index(search.refit, metric, cv_results)
             optional["best_index_"] = int(index)
             optional["best_params_"] = cv_results["params"][index]

@@ -27,6 +27,7 @@ How a search class is made (the pattern to follow for any other one):
 from __future__ import annotations
 
 import copy
+import logging
 import numbers
 import time
 from collections.abc import Mapping
@@ -49,6 +50,8 @@ from .prefix import make_prefix_config
 from .space import Categorical, Integer, Real, Space
 from .strategies.base import Strategy
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["BayesSearchCV", "GridSearchCV", "RandomizedSearchCV", "SearchCVMixin"]
 
 _WORKERS_DOC = """workers : int, WorkerPool, list of them, or None, default=None
@@ -68,6 +71,9 @@ class SearchCVMixin:
     # the default cache (a Pipeline's shared leading steps fitted once per fold)
     _hpsearch_prefix_cache: Any = "default"
     _hpsearch_open_journal: Any = None
+    # run_search's time limit per fit and deaths a task may survive
+    _hpsearch_fit_timeout: float | None = None
+    _hpsearch_max_task_deaths: int = 3
     _hpsearch_pruner: Any = None  # run_search(prune=...): a PairedPruner, or None
 
     @_fit_context(prefer_skip_nested_validation=False)  # *SearchCV.estimator is not validated yet
@@ -125,6 +131,8 @@ class SearchCVMixin:
                 on_candidate=search._hpsearch_on_candidate,
                 prefix_cache=_prefix_config(search),
                 open_journal=search._hpsearch_open_journal,
+                fit_timeout=search._hpsearch_fit_timeout,
+                max_task_deaths=search._hpsearch_max_task_deaths,
                 pruner=search._hpsearch_pruner,
             )
         )
@@ -143,31 +151,35 @@ class SearchCVMixin:
             search._check_refit_for_multimetric(first_test_score)
             refit_metric = search.refit
 
-        if search.refit or not search.multimetric_:
-            search.best_index_ = search._select_best_index(search.refit, refit_metric, results)
-            if not callable(search.refit):
-                search.best_score_ = results[f"mean_test_{refit_metric}"][search.best_index_]
-            search.best_params_ = results["params"][search.best_index_]
+        try:
+            if search.refit or not search.multimetric_:
+                search.best_index_ = search._select_best_index(search.refit, refit_metric, results)
+                if not callable(search.refit):
+                    search.best_score_ = results[f"mean_test_{refit_metric}"][search.best_index_]
+                search.best_params_ = results["params"][search.best_index_]
 
-        if search.refit:
-            # the parameters are cloned too: they may be estimators (pipeline steps)
-            search.best_estimator_ = clone(base_estimator).set_params(
-                **clone(search.best_params_, safe=False)
-            )
-            refit_subctx = root_callback_ctx.subcontext(task_name="refit-with-best-params")
-            with refit_subctx.propagate_callback_context(search.best_estimator_):
-                refit_subctx.call_on_fit_task_begin(estimator=search, X=X, y=y, metadata=metadata_callbacks)
-                refit_start_time = time.time()
-                if y is not None:
-                    search.best_estimator_.fit(X, y, **routed_params.estimator.fit)
-                else:
-                    search.best_estimator_.fit(X, **routed_params.estimator.fit)
-                refit_end_time = time.time()
-            search.refit_time_ = refit_end_time - refit_start_time
-            if hasattr(search.best_estimator_, "feature_names_in_"):
-                search.feature_names_in_ = search.best_estimator_.feature_names_in_
-            refit_subctx.call_on_fit_task_end(estimator=search, X=X, y=y, metadata=metadata_callbacks)
+            if search.refit:
+                # the parameters are cloned too: they may be estimators (pipeline steps)
+                search.best_estimator_ = clone(base_estimator).set_params(
+                    **clone(search.best_params_, safe=False)
+                )
+                refit_subctx = root_callback_ctx.subcontext(task_name="refit-with-best-params")
+                with refit_subctx.propagate_callback_context(search.best_estimator_):
+                    refit_subctx.call_on_fit_task_begin(estimator=search, X=X, y=y, metadata=metadata_callbacks)
+                    refit_start_time = time.time()
+                    if y is not None:
+                        search.best_estimator_.fit(X, y, **routed_params.estimator.fit)
+                    else:
+                        search.best_estimator_.fit(X, **routed_params.estimator.fit)
+                    refit_end_time = time.time()
+                search.refit_time_ = refit_end_time - refit_start_time
+                if hasattr(search.best_estimator_, "feature_names_in_"):
+                    search.feature_names_in_ = search.best_estimator_.feature_names_in_
+                refit_subctx.call_on_fit_task_end(estimator=search, X=X, y=y, metadata=metadata_callbacks)
 
+        except BaseException as exc:  # a refit callable or the refit itself raised
+            _keep_every_result(exc, search, results, self._fit_failures)
+            raise
         search.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
         search.cv_results_ = results
         root_callback_ctx.call_on_fit_task_end(estimator=search, X=X, y=y, metadata=metadata_callbacks)
@@ -196,6 +208,21 @@ class SearchCVMixin:
             kept = [w for w in workers if _only_ints(w)] if isinstance(workers, (list, tuple)) else []
             state["workers"] = kept or None
         return state
+
+
+def _keep_every_result(exc: BaseException, search: Any, results: dict[str, Any], failures: list[str]) -> None:
+    """Give the error of a refit that raised a ``partial_result`` of every candidate
+    (with the best one, unless choosing it is what raised); never hide the error."""
+    from .results import SearchResult
+
+    try:
+        try:
+            partial = SearchResult.from_results(search, results, fit_failures=failures)
+        except Exception:  # a refit callable that raises: the results, without best_*
+            partial = SearchResult.from_results(search, results, fit_failures=failures, best=False)
+        exc.partial_result = partial  # type: ignore[attr-defined]
+    except Exception:
+        logger.debug("no partial result", exc_info=True)
 
 
 def _only_ints(workers: Any) -> bool:

@@ -86,3 +86,33 @@ def test_ctrl_c_in_the_callers_thread_keeps_the_completed_candidates():
     check_partial(partial, reference, expect_at_least=12)
     assert len(partial.cv_results_["params"]) == 12  # sequential: exactly those before c=12
     assert not hasattr(search, "cv_results_")
+
+
+def test_a_refit_callable_that_raises_keeps_every_result():
+    def broken_refit(cv_results):
+        raise RuntimeError("the refit callable broke")
+
+    reference = run_search(Interrupting(), SPACE, X, cv=3, workers=1, progress=False)
+    with pytest.raises(RuntimeError, match="refit callable broke") as info:
+        run_search(Interrupting(), SPACE, X, cv=3, workers=1, refit=broken_refit, progress=False)
+    partial = info.value.partial_result
+    assert partial.cv_results_["params"] == reference.cv_results_["params"]
+    np.testing.assert_array_equal(partial.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"])
+    assert not hasattr(partial, "best_estimator_") and not hasattr(partial, "best_params_")  # not refit, no best
+
+
+class FailsOnAllData(Interrupting):
+    """Fits every fold, but not the refit on the whole data set."""
+
+    def fit(self, X, y=None):
+        if len(X) == 60:
+            raise ValueError("the refit cannot be done")
+        return super().fit(X, y)
+
+
+def test_a_refit_that_raises_keeps_every_result_and_the_best():
+    with pytest.raises(ValueError, match="refit cannot be done") as info:
+        run_search(FailsOnAllData(), SPACE, X, cv=3, workers=1, progress=False)
+    partial = info.value.partial_result
+    assert len(partial.cv_results_["params"]) == len(SPACE["c"])
+    assert partial.best_params_ == {"c": 3.0} and not hasattr(partial, "best_estimator_")

@@ -10,9 +10,10 @@ queued and handled next, never by recursion; another thread waits for the lock, 
 handles its own.
 
 The caller's thread only waits: it runs the progress callback for each finished
-candidate, sends a ``Tick`` when nothing has happened for a while, and raises the
-search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits a
-surrogate for a second does not stop tasks from being dispatched meanwhile. Asks and
+candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are
+checked then), and raises the search's error. The strategy runs on its own thread: a
+Bayesian ``tell`` that refits a surrogate for a second does not stop tasks from being
+dispatched meanwhile. Asks and
 tells reach the strategy in the order the state machine issued them, so results do
 not depend on timing.
 """
@@ -31,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 from ..evaluation import EvaluationContext, FoldResult
 from ..prefix import affinity_key, forget_context
 from ..strategies.base import Candidate, ListStrategy, Strategy
-from ..workers.base import WorkerLost, WorkerPool
+from ..workers.base import SlotFreed, Task, Worker, WorkerLost, WorkerPool
+from ..workers.usage import claim_pools
 from .pruning import PairedPruner
-from .state import Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
+from .state import Abandon, Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
 
 if TYPE_CHECKING:
     from ..storage.journal import SearchJournal
@@ -106,8 +108,9 @@ class _Driver:
     thread must do (progress callbacks, ending the search) goes to ``notices``.
     """
 
-    def __init__(self, state: SchedulerState, strategy_name: str) -> None:
+    def __init__(self, state: SchedulerState, strategy_name: str, clock: Callable[[], float]) -> None:
         self._state = state
+        self._clock = clock
         self._strategy_name = strategy_name
         self._lock = threading.RLock()
         self._pending: collections.deque[Any] = collections.deque()
@@ -120,7 +123,7 @@ class _Driver:
         with self._lock:
             self._draining = True
             try:
-                self._execute(self._state.start())
+                self._execute(self._state.start(self._clock()))
                 self._drain()
             finally:
                 self._draining = False
@@ -162,7 +165,7 @@ class _Driver:
                         "pending and it is not finished; it would wait forever"
                     ))
                 elif self._pending:
-                    self._execute(state.handle(self._pending.popleft()))
+                    self._execute(state.handle(self._pending.popleft(), self._clock()))
                 else:
                     return
         except Exception as exc:
@@ -186,9 +189,23 @@ class _Driver:
                 self.runner.submit(command)
             elif isinstance(command, CandidateDone):
                 self.notices.put((command, state.n_tasks_done, len(state.completed)))
+            elif isinstance(command, Abandon):
+                abandon(command.worker, command.task, self._pending.append)
             elif isinstance(command, Abort):
                 self.close(command.error)
                 return
+
+
+def abandon(worker: Worker, task: Task, emit: Callable[[Any], None]) -> None:
+    """Tell ``worker`` to give ``task`` up, if it can (see :mod:`hpsearch.workers.base`)."""
+    method = getattr(worker, "abandon", None)
+    if method is None:
+        return
+    try:
+        if method(task):
+            emit(SlotFreed(worker.name, task.task_id))
+    except Exception:  # a worker that cannot stop a task keeps its slot busy
+        logger.exception("worker %s could not abandon task %d", worker.name, task.task_id)
 
 
 def run_scheduler(
@@ -201,6 +218,8 @@ def run_scheduler(
     clock: Callable[[], float] = time.monotonic,
     poll_interval: float = 0.5,
     journal: SearchJournal | None = None,
+    fit_timeout: float | None = None,
+    max_task_deaths: int = 3,
     pruner: PairedPruner | None = None,
 ) -> list[tuple[Candidate, list[FoldResult]]]:
     """Run a whole search and return every candidate with its fold results, in id order.
@@ -214,8 +233,35 @@ def run_scheduler(
     and a stored search resumes: the strategy replays its history and the stored
     results are not run again.
 
+    However the search ends, tasks of it still running are abandoned (a process
+    running one is stopped), and the pools are released for the next search.
+    ``fit_timeout`` (seconds) records a fit running longer as failed and abandons it;
+    a task lost with ``max_task_deaths`` workers that were running it fails as data.
+
     A ``pruner`` skips the remaining folds of candidates that cannot reach the best.
     """
+    with claim_pools(pools):
+        return _run(
+            strategy, pools, context, score_key=score_key, on_candidate=on_candidate, clock=clock,
+            poll_interval=poll_interval, journal=journal, fit_timeout=fit_timeout,
+            max_task_deaths=max_task_deaths, pruner=pruner,
+        )
+
+
+def _run(
+    strategy: Strategy,
+    pools: Sequence[WorkerPool],
+    context: EvaluationContext,
+    *,
+    score_key: str,
+    on_candidate: Callable[[SearchProgress], None] | None,
+    clock: Callable[[], float],
+    poll_interval: float,
+    journal: SearchJournal | None,
+    fit_timeout: float | None,
+    max_task_deaths: int,
+    pruner: PairedPruner | None,
+) -> list[tuple[Candidate, list[FoldResult]]]:
     known_results = None
     if journal is not None:
         tasks: dict[int, Any] = {}
@@ -236,6 +282,8 @@ def run_scheduler(
         return_train_score=context.return_train_score,
         known_results=known_results,
         affinity=affinity,
+        max_deaths=max_task_deaths,
+        fit_timeout=fit_timeout,
         # A strategy whose candidates do not depend on scores is asked further ahead when
         # prefixes are reused, so that the queue holds tasks of several prefixes to route.
         lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
@@ -244,23 +292,29 @@ def run_scheduler(
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task
-    driver = _Driver(state, type(strategy).__name__)
+    driver = _Driver(state, type(strategy).__name__, clock)
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
     total = strategy.total
     tasks_total = None if total is None else total * context.n_splits
     best = float("-inf")
     started: list[WorkerPool] = []
+    interrupted = False
     try:
         driver.start()
         emit = driver.emit if journal is None else journal.recording(driver.emit)
         for pool in pools:
             pool.start(context, emit)
             started.append(pool)
+        next_tick = clock() + poll_interval
         while True:
             try:
-                notice = driver.notices.get(timeout=poll_interval)
+                notice = driver.notices.get(timeout=max(0.0, next_tick - clock()))
             except queue.Empty:
+                notice = None
+            if clock() >= next_tick:  # also while results keep coming: time limits are checked
                 driver.emit(Tick(clock()))
+                next_tick = clock() + poll_interval
+            if notice is None:
                 continue
             if isinstance(notice, _Over):
                 if notice.error is not None:
@@ -272,6 +326,7 @@ def run_scheduler(
             if on_candidate is not None:
                 on_candidate(SearchProgress(tasks_done, tasks_total, candidates_done, best, done))
     except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
         driver.close()  # from here on, no thread changes the state
         try:
             exc.completed_candidates = state.results()  # type: ignore[attr-defined]
@@ -283,12 +338,16 @@ def run_scheduler(
         outcome = None
     finally:
         driver.close()
-        runner.close()
+        runner.close(2.0 if interrupted else 30.0)
         for pool in reversed(started):
             try:
                 pool.stop()
             except Exception:
                 logger.exception("stopping worker pool %r failed", pool)
+        # After the pools stopped (a closed thread worker starts no replacement): a
+        # process still running a task of this search is stopped, not left busy.
+        for worker, task in state.leftovers():
+            abandon(worker, task, lambda event: None)
         forget_context(context)  # this process's cached prefixes (thread workers)
         if journal is not None:
             journal.end(outcome)

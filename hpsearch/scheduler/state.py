@@ -10,8 +10,23 @@ Rules it keeps:
 
 * Candidates are asked for ahead of need, so a free slot never waits on the strategy
   while another candidate could run.
+* A worker runs the tasks it is given in the order it gets them, ``slots`` at a time:
+  of its unfinished tasks, the ``slots`` oldest are running, the others wait in its
+  prefetch queue. A task starts (for its time limit and its duration) when it is
+  dispatched to a free slot or when the task ahead of it finishes.
 * A lost worker's unfinished tasks go back to the front of the queue with the next
-  attempt number; a task whose workers were lost ``max_deaths`` times fails.
+  attempt number. Only a task that was *running* there counts a death (a prefetched
+  task that never started counts none); a task that died ``max_deaths`` times fails
+  as data. A worker the scheduler asked to stop a task is not blamed on its tasks.
+* ``fit_timeout``: a task running longer (since its first running copy started) is
+  recorded as a failed fit, and the workers running it are told to abandon it
+  (``Abandon``: a process is stopped and replaced, a thread is left behind and
+  replaced).
+* Stragglers: when a worker has a free slot and nothing is queued, a task that has
+  run (or, not started, waited) longer than ``straggler_factor`` times the median
+  duration of the search's finished tasks, and at least ``straggler_min_seconds``,
+  is started again on that worker, those waiting unstarted first. At most two copies
+  of a task run at once; the first result wins.
 * The first result of a task is recorded; duplicates and late attempts are ignored.
 * With an ``affinity`` function (pipeline prefix reuse), new tasks are queued grouped by
   (prefix, fold), and a free worker takes first a queued task whose (prefix, fold) it
@@ -19,6 +34,8 @@ Rules it keeps:
   was sent (so workers compute different prefixes), and only then one another worker
   holds (computing it again beats waiting idle). A lost worker's prefixes are
   forgotten with it.
+* Time is passed in (``handle(event, now)``, ``Tick(now)``), never read here; time
+  limits and stragglers are checked on ``Tick``.
 * A candidate with ``n_samples`` runs its folds on the context's subsampled splits of
   that size: its tasks name the split (``split_offsets[n_samples] + fold``), so any
   worker evaluates them with no change.
@@ -32,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +63,7 @@ from ..strategies.base import Candidate
 from .pruning import PairedPruner
 from ..workers.base import (
     PoolFailed,
+    SlotFreed,
     Task,
     TaskFailed,
     TaskFinished,
@@ -65,6 +84,7 @@ __all__ = [
     "Tell",
     "CandidateDone",
     "Abort",
+    "Abandon",
 ]
 
 
@@ -118,22 +138,52 @@ class Abort:
     error: BaseException
 
 
-Command = Union[Dispatch, Ask, Tell, CandidateDone, Abort]
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """Give up ``task`` on ``worker`` (it ran past ``fit_timeout``): the worker stops it
+    if it can (a process is killed and replaced) or leaves it behind (a thread)."""
+
+    worker: Worker
+    task: Task
+
+
+Command = Union[Dispatch, Ask, Tell, CandidateDone, Abort, Abandon]
+
+
+@dataclass
+class _Copy:
+    """One dispatch of a task to one worker."""
+
+    worker: str
+    task: Task  # with this dispatch's attempt number
+    dispatched: float
+    started: float | None = None
+    abandoned: bool = False
 
 
 @dataclass
 class _TaskState:
     task: Task
     fold: int  # the CV fold (task.fold is the index of the split it runs on)
-    worker: str | None = None
+    copies: dict[str, _Copy] = field(default_factory=dict)  # worker name -> its copy
     deaths: int = 0
+    dispatches: int = 0
     done: bool = False
+
+    @property
+    def worker(self) -> str | None:
+        """The worker of the latest copy, if any."""
+        return next(reversed(self.copies), None)
+
+    def live_copies(self) -> int:
+        return sum(not c.abandoned for c in self.copies.values())
 
 
 @dataclass
 class _WorkerState:
     worker: Worker
-    running: set[int] = field(default_factory=set)
+    running: dict[int, _Copy] = field(default_factory=dict)  # task id -> copy, dispatch order
+    stopping: bool = False  # told to abandon a task: its loss is not its tasks' fault
     held: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)  # (prefix, fold) sent to it
 
     @property
@@ -143,6 +193,18 @@ class _WorkerState:
     @property
     def free(self) -> int:
         return self.capacity - len(self.running)
+
+    @property
+    def idle_slots(self) -> int:
+        return self.worker.slots - len(self.running)
+
+    def mark_started(self, now: float) -> None:
+        """The ``slots`` oldest copies are running (a worker runs its tasks in order)."""
+        for i, copy in enumerate(self.running.values()):
+            if i >= self.worker.slots:
+                return
+            if copy.started is None:
+                copy.started = now
 
 
 class SchedulerState:
@@ -163,7 +225,9 @@ class SchedulerState:
     return_train_score : bool
         Whether results carry train scores.
     max_deaths : int
-        Lost workers a task survives before it fails.
+        Times a task may die with the worker running it (or fail to run at all)
+        before it fails as data: a task that crashes every worker it runs on (a
+        segfault, out of memory) does not stop the search.
     lookahead : int
         Tasks kept queued beyond the free slots, so workers never wait on the strategy.
     known_results : mapping of (candidate_id, fold) -> FoldResult, optional
@@ -175,6 +239,14 @@ class SchedulerState:
     affinity_memory : int
         (prefix, fold) pairs remembered per worker (the most recent), about what its
         cache can hold.
+    fit_timeout : float or None
+        Seconds a task may run; past that it is recorded as a failed fit and
+        abandoned. None: no limit.
+    straggler_factor, straggler_min_seconds : float
+        A task running longer than both ``straggler_factor`` times the median
+        duration of the finished tasks and ``straggler_min_seconds`` is started
+        again on a worker with nothing else to do. ``straggler_factor=0`` turns
+        this off.
     split_offsets : mapping of int to int, optional
         For each training-set size a candidate may ask for (``Candidate.n_samples``),
         the index of its first fold among the context's splits.
@@ -195,6 +267,9 @@ class SchedulerState:
         known_results: Mapping[tuple[int, int], FoldResult] | None = None,
         affinity: Callable[[Mapping[str, Any]], Hashable] | None = None,
         affinity_memory: int = 1024,
+        fit_timeout: float | None = None,
+        straggler_factor: float = 3.0,
+        straggler_min_seconds: float = 0.5,
         split_offsets: Mapping[int, int] | None = None,
         pruner: PairedPruner | None = None,
     ) -> None:
@@ -211,6 +286,11 @@ class SchedulerState:
         self.affinity = affinity
         self.affinity_memory = affinity_memory
         self.groups: dict[int, Hashable] = {}  # task id -> (prefix, fold), with affinity
+        self.fit_timeout = fit_timeout
+        self.straggler_factor = straggler_factor
+        self.straggler_min_seconds = straggler_min_seconds
+        self.now = 0.0
+        self.durations: deque[float] = deque(maxlen=256)  # of recent successful tasks
         self.candidates: dict[int, Candidate] = {}
         self.fold_results: dict[int, list[FoldResult | None]] = {}
         self.tasks: dict[int, _TaskState] = {}
@@ -271,16 +351,31 @@ class SchedulerState:
             for cid in sorted(self.completed)
         ]
 
+    def leftovers(self) -> list[tuple[Worker, Task]]:
+        """Started copies still on a worker (stragglers' losers, tasks of an aborted
+        search): what to abandon when the search ends, so no work of it runs on."""
+        return [
+            (ws.worker, copy.task)
+            for ws in self.workers.values()
+            for copy in ws.running.values()
+            if copy.started is not None and not copy.abandoned
+        ]
+
     def _reported(self, cid: int) -> Candidate:
         cand = self.candidates[cid]
         return replace(cand, tags={**cand.tags, "pruned": True}) if cid in self.pruned else cand
 
     # -- transitions --------------------------------------------------------------------
 
-    def start(self) -> list[Command]:
+    def start(self, now: float | None = None) -> list[Command]:
+        if now is not None:
+            self.now = max(self.now, now)
         return self._refill()
 
-    def handle(self, event: Any) -> list[Command]:
+    def handle(self, event: Any, now: float | None = None) -> list[Command]:
+        """Apply ``event``, which happened at ``now`` (default: the last time seen)."""
+        if now is not None:
+            self.now = max(self.now, now)
         if self.aborted is not None:
             return []
         if isinstance(event, TaskFinished):
@@ -295,12 +390,17 @@ class SchedulerState:
             commands = self._on_task_failed(event)
         elif isinstance(event, PoolFailed):
             commands = self._abort(event.error)
+        elif isinstance(event, SlotFreed):
+            commands = self._on_slot_freed(event)
         elif isinstance(event, Tick):
-            commands = []
+            self.now = max(self.now, event.now)
+            commands = self._check_time_limits()
         else:
             raise TypeError(f"unknown scheduler event {event!r}")
         if self.aborted is None:
             commands += self._refill()
+            if isinstance(event, Tick):
+                commands += self._duplicate_stragglers()
         return commands
 
     def _on_joined(self, event: WorkerJoined) -> list[Command]:
@@ -363,15 +463,23 @@ class SchedulerState:
             self.queue.append(task_id)
         return commands
 
-    def _release(self, worker: str | None, task_id: int) -> None:
-        state = self.workers.get(worker) if worker is not None else None
-        if state is not None and task_id in state.running:
-            state.running.discard(task_id)
+    def _release(self, worker: str, task_id: int, attempt: int) -> _Copy | None:
+        """Forget the copy of ``task_id`` that ``worker`` held (if that attempt); the
+        tasks waiting behind it on that worker start."""
+        ts = self.tasks.get(task_id)
+        copy = ts.copies.get(worker) if ts is not None else None
+        if ts is None or copy is None or copy.task.attempt != attempt:
+            return None
+        del ts.copies[worker]
+        state = self.workers.get(worker)
+        if state is not None and state.running.pop(task_id, None) is not None:
             self._in_flight -= 1
             self._free.update(state.worker.name, state.free)
+            state.mark_started(self.now)
+        return copy
 
     def _on_finished(self, event: TaskFinished) -> list[Command]:
-        self._release(event.worker, event.task_id)
+        copy = self._release(event.worker, event.task_id, event.attempt)
         ts = self.tasks.get(event.task_id)
         if ts is None:
             logger.warning("result for unknown task %d from %s ignored", event.task_id, event.worker)
@@ -382,7 +490,7 @@ class SchedulerState:
         problem = self._malformed(event.result)
         if problem is not None:  # a worker bug or a hostile peer: never a crash of the search
             logger.error("result for task %d from %s ignored: %s", event.task_id, event.worker, problem)
-            if ts.worker == event.worker:
+            if copy is not None:
                 return self._requeue([event.task_id], f"worker {event.worker} sent a malformed result")
             return []
         if self.raise_on_error and event.result.error is not None:
@@ -392,6 +500,8 @@ class SchedulerState:
                     f"a fit failed and error_score='raise':\n{event.result.error}"
                 )
             return self._abort(exc)
+        if copy is not None and copy.started is not None and event.result.error is None:
+            self.durations.append(self.now - copy.started)
         return self._record(ts, event.result)
 
     def _malformed(self, result: FoldResult) -> str | None:
@@ -404,10 +514,11 @@ class SchedulerState:
             return "train scores missing"
         return None
 
-    def _record(self, ts: _TaskState, result: FoldResult, release: bool = True) -> list[Command]:
+    def _record(self, ts: _TaskState, result: FoldResult) -> list[Command]:
+        # Other copies of the task (a straggler's twin, a running fold of a pruned
+        # candidate) stay on their workers until they report: their slots are busy
+        # until then, and _release frees them as their (ignored) results arrive.
         ts.done = True
-        if ts.worker is not None and release:
-            self._release(ts.worker, ts.task.task_id)
         try:
             self.queue.remove(ts.task.task_id)  # a requeued copy still waiting
         except ValueError:
@@ -462,7 +573,7 @@ class SchedulerState:
         for fold in range(self.n_folds):
             ts = self.tasks.get(cid * self.n_folds + fold)  # None: not yet made (see _on_proposed)
             if ts is not None and not ts.done:  # a running task keeps its slot until its (ignored) result arrives
-                commands += self._record(ts, self._skipped(), release=False)
+                commands += self._record(ts, self._skipped())
         return commands
 
     def _skipped(self) -> FoldResult:
@@ -475,19 +586,27 @@ class SchedulerState:
             n_test_samples=0,
         )
 
-    def _requeue(self, task_ids: list[int], reason: str) -> list[Command]:
+    def _requeue(self, task_ids: list[int], reason: str, *, blame: set[int] | None = None) -> list[Command]:
+        """Put tasks that are no longer running anywhere back at the front of the queue.
+
+        Each one in ``blame`` (default: all) counts a death; a task at ``max_deaths``
+        fails as data instead. A task with a copy still running elsewhere is left to it.
+        """
         commands: list[Command] = []
         for task_id in sorted(task_ids, reverse=True):  # keep their order at the front
             ts = self.tasks[task_id]
             if ts.done:
                 continue
-            ts.deaths += 1
-            ts.worker = None
+            if blame is None or task_id in blame:
+                ts.deaths += 1
+            if ts.live_copies() or task_id in self.queue:
+                continue
             if ts.deaths >= self.max_deaths:
                 error = TaskFailedError(
                     f"task {task_id} (candidate {ts.task.candidate_id}, fold {ts.fold}, "
                     f"params {ts.task.params!r}) was lost {ts.deaths} times: {reason}. "
-                    "It may crash the workers that run it (out of memory, a segfault in native code)"
+                    "It may crash the workers that run it (out of memory, a segfault in native code); "
+                    "max_task_deaths sets how many times a task may be lost"
                 )
                 if self.raise_on_error:
                     return self._abort(error)
@@ -509,18 +628,35 @@ class SchedulerState:
         self._in_flight -= len(state.running)
         self._capacity -= state.capacity
         self._free.remove(event.worker)
+        # Only tasks that were running there may have killed it; tasks waiting in its
+        # prefetch queue go back without a death, and so does everything of a worker
+        # the scheduler itself asked to stop a task.
+        blame = set() if state.stopping else {
+            task_id for task_id, copy in state.running.items() if copy.started is not None and not copy.abandoned
+        }
+        for task_id in state.running:
+            self.tasks[task_id].copies.pop(event.worker, None)
         logger.warning(
-            "worker %s lost (%s); requeueing %d task(s)", event.worker, event.reason, len(state.running)
+            "worker %s lost (%s); requeueing %d task(s), %d of them running",
+            event.worker, event.reason, len(state.running), len(blame),
         )
-        return self._requeue(list(state.running), f"worker {event.worker} lost ({event.reason})")
+        return self._requeue(list(state.running), f"worker {event.worker} lost ({event.reason})", blame=blame)
 
     def _on_task_failed(self, event: TaskFailed) -> list[Command]:
-        self._release(event.worker, event.task_id)
-        ts = self.tasks.get(event.task_id)
-        if ts is None or ts.done or ts.worker != event.worker or event.attempt != ts.deaths:
+        if self._release(event.worker, event.task_id, event.attempt) is None:
             return []  # stale: that attempt was already requeued (its worker was lost)
+        ts = self.tasks[event.task_id]
+        if ts.done:
+            return []
         logger.warning("worker %s could not run task %d: %s", event.worker, event.task_id, event.error)
         return self._requeue([event.task_id], f"worker {event.worker} could not run it: {event.error}")
+
+    def _on_slot_freed(self, event: SlotFreed) -> list[Command]:
+        ts = self.tasks.get(event.task_id)
+        copy = ts.copies.get(event.worker) if ts is not None else None
+        if copy is not None and copy.abandoned:
+            self._release(event.worker, event.task_id, copy.task.attempt)
+        return []
 
     def _abort(self, error: BaseException) -> list[Command]:
         self.aborted = error
@@ -554,6 +690,93 @@ class SchedulerState:
         while len(worker.held) > self.affinity_memory:
             worker.held.popitem(last=False)
 
+    # -- time -----------------------------------------------------------------------------
+
+    def _check_time_limits(self) -> list[Command]:
+        """A task running past ``fit_timeout`` (since its first running copy started) is
+        recorded as a failed fit and every copy of it is abandoned."""
+        if self.fit_timeout is None:
+            return []
+        commands: list[Command] = []
+        late: list[_TaskState] = []
+        for ws in self.workers.values():
+            for task_id, copy in ws.running.items():
+                if copy.abandoned or copy.started is None or self.now - copy.started <= self.fit_timeout:
+                    continue
+                ts = self.tasks[task_id]
+                if not any(ts is t for t in late):
+                    late.append(ts)
+        for ts in late:
+            for name, copy in ts.copies.items():
+                if copy.started is not None and not copy.abandoned:
+                    copy.abandoned = True
+                    self.workers[name].stopping = True
+                    commands.append(Abandon(self.workers[name].worker, copy.task))
+            if ts.done:
+                continue
+            text = (
+                f"FitTimeoutError: the fit of candidate {ts.task.candidate_id} (params "
+                f"{ts.task.params!r}) on fold {ts.fold} ran past fit_timeout="
+                f"{self.fit_timeout:g} s; it was stopped"
+            )
+            logger.warning("%s", text)
+            if self.raise_on_error:
+                return commands + self._abort(FitFailedError(f"a fit failed and error_score='raise':\n{text}"))
+            commands += self._record(ts, self._failure(ts.task, text))
+        return commands
+
+    def straggler_threshold(self) -> float | None:
+        """Seconds after which a task counts as a straggler (None: not known yet)."""
+        if self.straggler_factor <= 0 or len(self.durations) < 5:
+            return None
+        return max(self.straggler_factor * statistics.median(self.durations), self.straggler_min_seconds)
+
+    def _duplicate_stragglers(self) -> list[Command]:
+        """Start a second copy of the slowest tasks on workers that have nothing to do."""
+        if self.queue or not any(ws.idle_slots > 0 for ws in self.workers.values()):
+            return []
+        threshold = self.straggler_threshold()
+        if threshold is None:
+            return []
+        late = []
+        for ws in self.workers.values():
+            for task_id, copy in ws.running.items():
+                waited = self.now - (copy.started if copy.started is not None else copy.dispatched)
+                ts = self.tasks[task_id]
+                if waited > threshold and not copy.abandoned and not ts.done and len(ts.copies) == 1:
+                    late.append((copy.started is not None, -waited, task_id))
+        commands: list[Command] = []
+        # Tasks stuck in a slow worker's queue first (moving them costs nothing; a task
+        # running long may itself be the trouble), then the longest wait, the oldest task.
+        for _, minus_waited, task_id in sorted(late):
+            waited = -minus_waited
+            ts = self.tasks[task_id]
+            idle = [ws for ws in self.workers.values() if ws.idle_slots > 0 and ws.worker.name not in ts.copies]
+            if not idle:
+                continue
+            target = max(idle, key=lambda w: w.idle_slots)
+            logger.info("task %d has waited %.1f s (straggler after %.1f s): starting it again on %s",
+                        task_id, waited, threshold, target.worker.name)
+            commands.append(self._dispatch(ts, target))
+        return commands
+
+    # -- dispatching ------------------------------------------------------------------------
+
+    def _dispatch(self, ts: _TaskState, target: _WorkerState) -> Dispatch:
+        task = ts.task
+        if ts.dispatches:
+            task = replace(task, attempt=ts.dispatches)  # every field kept: the split, the params
+        ts.dispatches += 1
+        copy = _Copy(target.worker.name, task, dispatched=self.now)
+        ts.copies[target.worker.name] = copy
+        target.running[task.task_id] = copy
+        self._in_flight += 1
+        self._free.update(target.worker.name, target.free)
+        if self.affinity is not None and task.task_id in self.groups:
+            self._hold(target, self.groups[task.task_id])
+        target.mark_started(self.now)
+        return Dispatch(target.worker, task)
+
     def _refill(self) -> list[Command]:
         commands: list[Command] = []
         # Dispatch: one task at a time to the worker with the most free capacity.
@@ -562,20 +785,9 @@ class SchedulerState:
             if pick is None:
                 break
             target, index = pick
-            name = target.worker.name
             task_id = self.queue[index]
             del self.queue[index]
-            ts = self.tasks[task_id]
-            if self.affinity is not None:
-                self._hold(target, self.groups[task_id])
-            ts.worker = name
-            target.running.add(ts.task.task_id)
-            self._in_flight += 1
-            self._free.update(name, target.free)
-            task = ts.task
-            if ts.deaths:
-                task = Task(task.task_id, task.candidate_id, task.fold, task.params, attempt=ts.deaths)
-            commands.append(Dispatch(target.worker, task))
+            commands.append(self._dispatch(self.tasks[task_id], target))
         # Ask ahead, so that the queue covers every free slot plus some lookahead.
         if not (self.asking or self.strategy_finished or self.starved):
             wanted = max(self._capacity, 1) + self.lookahead - self.in_flight - len(self.queue)
@@ -584,4 +796,3 @@ class SchedulerState:
                 self.told_since_ask = False
                 commands.append(Ask(math.ceil(wanted / self.n_folds)))
         return commands
-

@@ -3,6 +3,7 @@
 from .base import (
     Emit,
     PoolFailed,
+    SlotFreed,
     Task,
     TaskFailed,
     TaskFinished,
@@ -25,6 +26,7 @@ __all__ = [
     "PoolFailed",
     "RemoteWorker",
     "RemoteWorkers",
+    "SlotFreed",
     "Task",
     "TaskFailed",
     "TaskFinished",

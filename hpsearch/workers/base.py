@@ -11,6 +11,12 @@ I/O thread then sends the next task in the same pass), so ``submit`` must also b
 callable from any thread, including from inside ``emit``. So never call ``emit``
 while holding a lock that ``submit`` takes: that thread would wait for itself. Workers
 never import the scheduler.
+
+A worker may also have ``abandon(task)``: the scheduler gave up on a task it started
+(it ran past ``fit_timeout``, or the search ended while it ran). A worker that can
+stop it does (a process is killed, and the pool replaces it); one that can only
+leave it behind (a thread) starts a replacement and reports ``SlotFreed``. Without
+``abandon``, the task's slot stays busy until the task ends.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "TaskFailed",
     "WorkerLost",
     "PoolFailed",
+    "SlotFreed",
     "WorkerEvent",
 ]
 
@@ -112,7 +119,15 @@ class PoolFailed:
     error: BaseException
 
 
-WorkerEvent = Union[WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed]
+@dataclass(frozen=True, slots=True)
+class SlotFreed:
+    """A worker left an abandoned task behind and can run another in its place."""
+
+    worker: str
+    task_id: int
+
+
+WorkerEvent = Union[WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed, SlotFreed]
 Emit = Callable[[Any], None]
 
 

@@ -3,14 +3,22 @@
 They connect over loopback TCP with a fresh token, exactly as remote workers do, so
 every search run on them exercises the whole wire protocol. Use them for
 pure-Python estimators whose fits hold the GIL (threads would take turns).
+
+The pool supervises its processes: one that dies (a fit that segfaults, the OOM
+killer, a stray ``kill``) is replaced, with a backoff when they keep dying before
+they join (:class:`~hpsearch.workers.supervisor.Supervisor` decides; the I/O
+thread's housekeeping spawns). A task past its time limit is stopped by killing
+its process.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import numbers
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +27,9 @@ import time
 from typing import Any
 
 from ..errors import InvalidParameterError, NoWorkersError
+from .base import PoolFailed, Task
 from .remote import RemoteWorkers
+from .supervisor import Supervisor
 from .threads import available_cores
 
 logger = logging.getLogger(__name__)
@@ -55,11 +65,22 @@ class LocalProcesses(RemoteWorkers):
     inner_threads : int, optional
         BLAS/OpenMP threads per fit; default ``max(1, cores // (n * slots_per_process))``.
     start_timeout : float
-        Seconds for every process to start and join.
+        Seconds for every process to start and join (processes that die meanwhile
+        are replaced).
     heartbeat_timeout : float
-        A process silent this long is lost (one that exits is lost at once).
+        A process silent this long is lost (one that exits is lost at once, and
+        replaced).
     extra_args : list of str, optional
         More ``hpsearch-worker`` arguments (for tests).
+
+    Notes
+    -----
+    A process that dies is replaced at once; when they keep dying before they
+    join, each replacement waits twice as long as the last, from 0.25 s up to
+    10 s. A task that kills the process running it is retried elsewhere and fails
+    as data after ``run_search``'s ``max_task_deaths``; the pool stays full. A
+    process that exits with an error before joining 3 times in a row (a broken
+    environment) fails the pool, showing its output.
 
     Examples
     --------
@@ -97,71 +118,156 @@ class LocalProcesses(RemoteWorkers):
         self.slots_per_process = int(slots_per_process)
         self.inner_threads = inner_threads or max(1, available_cores() // (self.n * self.slots_per_process))
         self.extra_args = list(extra_args or [])
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[subprocess.Popen[bytes]] = []  # slot -> its current process
         self._logs: list[Any] = []
+        self._dead: collections.deque[tuple[int, int | None, str]] = collections.deque(maxlen=4)
+        self._exited: collections.deque[int] = collections.deque(maxlen=1024)  # pids, newest last
+        self._stopped: set[int] = set()  # pids this pool killed on purpose
+        self._handled: set[subprocess.Popen[bytes]] = set()  # exited, seen by the supervisor
+        self._procs_lock = threading.Lock()  # the process table: the caller's and the I/O thread
+        self._supervisor = Supervisor(self.n)
+        self._failure_reported = False
 
     def open(self) -> LocalProcesses:
         """Bind, spawn the processes and wait until every one has said HELLO."""
         if self._thread is not None:
             return self
+        self._supervisor = Supervisor(self.n)
+        self._failure_reported = False
+        self.processes = []
+        self._logs = []
+        self._handled = set()
         super().open()
         try:
-            self._spawn()
+            self._supervise(time.monotonic())
             self._wait_joined()
         except BaseException:
             self.close()
             raise
         return self
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int, now: float) -> None:
         env = child_environment(HPSEARCH_TOKEN=self.token)
         threads = str(self.inner_threads)
         port = str(self.endpoint).rsplit(":", 1)[-1]
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = threads
-        for i in range(self.n):
-            log = tempfile.TemporaryFile()
-            command = [
-                sys.executable, "-m", "hpsearch.worker_cli",
-                "--connect", str(self.endpoint), "--slots", str(self.slots_per_process),
-                # The port keeps names unique when several pools serve one search.
-                "--name", f"local-{port}-{i}", "--inner-threads", threads,
-                "--heartbeat", str(self.heartbeat), "--log-level", "WARNING",
-                "--parent-pid", str(os.getpid()),  # a master killed outright leaves no worker behind
-                *self.extra_args,
-            ]
+        log = tempfile.TemporaryFile()
+        command = [
+            sys.executable, "-m", "hpsearch.worker_cli",
+            "--connect", str(self.endpoint), "--slots", str(self.slots_per_process),
+            # The port keeps names unique when several pools serve one search.
+            "--name", f"local-{port}-{slot}", "--inner-threads", threads,
+            "--heartbeat", str(self.heartbeat), "--log-level", "WARNING",
+            "--parent-pid", str(os.getpid()),  # a master killed outright leaves no worker behind
+            *self.extra_args,
+        ]
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if proc.pid in self._exited:  # a pid used again: this process is alive
+            self._exited.remove(proc.pid)
+        if slot < len(self.processes):
+            self.processes[slot], self._logs[slot] = proc, log
+            self.stats["restarts"] += 1
+        else:
+            self.processes.append(proc)
             self._logs.append(log)
-            self.processes.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                                   stdout=log, stderr=subprocess.STDOUT))
+        self._supervisor.started(slot, proc.pid, now)
+
+    def _supervise(self, now: float) -> None:
+        """Note joins and exits, and start the processes the supervisor says are due."""
+        with self._procs_lock:
+            if self._loop is None:
+                return
+            joined = {peer.pid for peer in list(self._table.peers.values())}
+            for pid in joined:
+                self._supervisor.joined(pid)
+            for slot, proc in enumerate(self.processes):
+                code = proc.poll()
+                if code is None or proc in self._handled:
+                    continue
+                self._handled.add(proc)  # until it is replaced
+                self._exited.append(proc.pid)
+                stopped = proc.pid in self._stopped
+                self._stopped.discard(proc.pid)
+                self._dead.append((proc.pid, code, self._log_tail(self._logs[slot])))
+                self._supervisor.exited(proc.pid, code, now, stopped=stopped)
+                if not stopped:
+                    logger.warning("worker process %d (slot %d) exited with code %s; it will be replaced",
+                                   proc.pid, slot, code)
+            for slot in self._supervisor.due(now):
+                if slot < len(self._logs):
+                    self._logs[slot].close()
+                    self._handled.discard(self.processes[slot])
+                self._spawn(slot, now)
+            failure = self._supervisor.failure
+        loop = self._loop
+        if failure is not None and not self._failure_reported and loop is not None and loop.searching:
+            self._failure_reported = True
+            loop.emit(PoolFailed(NoWorkersError(f"{self!r}: {failure}.{self._no_workers_hint()}")))
+
+    def _housekeeping(self, now: float) -> None:
+        """On the I/O thread: note exits and joins, and replace dead processes."""
+        self._supervise(now)
+
+    def _abandon(self, session: str, task: Task) -> bool:
+        """Stop the process running ``task``: kill it (the supervisor replaces it)."""
+        peer = self._table.peers.get(session)
+        if peer is None:
+            return False
+        with self._procs_lock:
+            proc = next((p for p in self.processes if p.pid == peer.pid and p.poll() is None), None)
+            if proc is None:
+                return False
+            self._stopped.add(proc.pid)
+            logger.warning("stopping worker process %d (%s) to abandon task %d", proc.pid, peer.name, task.task_id)
+            proc.send_signal(signal.SIGKILL)
+        return False
+
+    def _ready_to_start(self, joined: int) -> bool:
+        # Every process, or (some being replaced) every one connected now: a search
+        # does not wait for processes that are still starting.
+        return joined >= self.min_workers or 1 <= self.n_workers <= joined
+
+    def _join_advice(self) -> str:
+        alive = sum(p.poll() is None for p in list(self.processes))
+        return f"{alive} of its {self.n} worker processes are running; each one that dies is replaced"
 
     def _wait_joined(self) -> None:
         deadline = time.monotonic() + self.join_timeout
-        while self.stats["hellos"] < self.n:
-            exited = [p for p in self.processes if p.poll() is not None]
-            if exited or time.monotonic() > deadline:
-                what = (f"worker process {exited[0].pid} exited with code {exited[0].returncode}"
-                        if exited else f"only {self.stats['hellos']} of {self.n} joined within {self.join_timeout:g} s")
+        while self.n_workers < self.n:
+            failure = self._supervisor.failure
+            if failure is not None or time.monotonic() > deadline:
+                what = failure or f"only {self.n_workers} of {self.n} joined within {self.join_timeout:g} s"
                 raise NoWorkersError(f"LocalProcesses({self.n}): {what}.{self._no_workers_hint()}")
             time.sleep(0.05)
 
+    @staticmethod
+    def _log_tail(log: Any) -> str:
+        try:
+            log.seek(0)
+            return str(log.read()[-2000:].decode(errors="replace").strip())
+        except (OSError, ValueError):
+            return ""
+
     def _no_workers_hint(self) -> str:
         tails = []
-        for proc, log in zip(self.processes, self._logs):
-            try:
-                log.seek(0)
-                text = log.read()[-2000:].decode(errors="replace").strip()
-            except (OSError, ValueError):
-                continue
+        shown = set()
+        for pid, code, text in list(self._dead):
+            shown.add(pid)
+            if text:
+                tails.append(f"--- worker pid {pid} (exit code {code}):\n{text}")
+        for proc, log in zip(list(self.processes), list(self._logs)):
+            text = self._log_tail(log) if proc.pid not in shown else ""
             if text:
                 tails.append(f"--- worker pid {proc.pid} (exit code {proc.poll()}):\n{text}")
         return ("\n" + "\n".join(tails)) if tails else ""
 
     def _dead_pids(self) -> set[int]:
-        return {p.pid for p in self.processes if p.poll() is not None}
+        return set(self._exited)
 
     def close(self) -> None:
         """Tell the processes to exit, then terminate or kill any that do not; reap all."""
-        super().close()  # sends SHUTDOWN
+        super().close()  # sends SHUTDOWN; the I/O thread, which replaces processes, is gone
         # One shared grace period, then SIGTERM (a worker says BYE and exits 0), then SIGKILL.
         for action, grace in ((None, 2.0), ("terminate", 3.0), ("kill", 5.0)):
             alive = [p for p in self.processes if p.poll() is None]

@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RemoteWorker", "RemoteWorkers"]
 
+#: A search waiting for workers says so at WARNING after this many seconds, and again
+#: every ``WAITING_WARNING_EVERY`` seconds.
+WAITING_WARNING_AFTER = 5.0
+WAITING_WARNING_EVERY = 30.0
+
 class RemoteWorker:
     """One connected ``hpsearch-worker`` process, as the scheduler sees it."""
 
@@ -55,6 +60,12 @@ class RemoteWorker:
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connection."""
+
+    def abandon(self, task: Task) -> bool:
+        """Give up ``task`` (past its time limit): the pool stops the process if it owns
+        it; a remote machine's task runs on, its slot busy until it ends. True when
+        the slot is free at once."""
+        return self._pool._abandon(self.session, task)
 
     def __repr__(self) -> str:
         return f"RemoteWorker({self.name!r}, slots={self.slots})"
@@ -252,7 +263,8 @@ class RemoteWorkers:
         self._table.hint = f" Start workers with:\n  {self.join_command}"
         self._loop = RouterLoop(router, self._table, Codec(self._secret, WORKER_TYPES), heartbeat=self.heartbeat,
                                 max_message_size=self.max_message_size, exit_on_close=self._exit_on_close,
-                                on_joined=self._on_joined, on_failure=self._on_failure, dead_pids=self._dead_pids)
+                                on_joined=self._on_joined, on_failure=self._on_failure, dead_pids=self._dead_pids,
+                                housekeeping=self._housekeeping)
         self._thread = threading.Thread(target=self._loop.run, name="hpsearch-remote-io", daemon=True)
         self._thread.start()
         logger.info("listening on %s; start workers with:\n  %s", self.endpoint, self.join_command)
@@ -316,23 +328,47 @@ class RemoteWorkers:
         except BaseException:
             self._end_search()
             raise
-        deadline = time.monotonic() + self.join_timeout
+        start = time.monotonic()
+        deadline = start + self.join_timeout
+        next_warning = start + WAITING_WARNING_AFTER
         with self._cond:
-            while self._joined < self.min_workers and self._failure is None:
-                left = deadline - time.monotonic()
+            while not self._ready_to_start(self._joined) and self._failure is None:
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     break
-                self._cond.wait(min(left, 1.0))
+                if now >= next_warning:
+                    logger.warning(
+                        "waiting for workers: %d of min_workers=%d ready after %.0f s (gives up after "
+                        "join_timeout=%g s). %s", self._joined, self.min_workers, now - start,
+                        self.join_timeout, self._join_advice())
+                    next_warning = now + WAITING_WARNING_EVERY
+                self._cond.wait(max(0.01, min(left, 1.0, next_warning - now)))
             if self._failure is not None:
                 raise NoWorkersError(f"the remote-workers I/O thread failed: {self._failure!r}")
             joined = self._joined
-        if joined < self.min_workers:
+            ready = self._ready_to_start(joined)
+        if not ready:
             self._end_search()
             raise NoWorkersError(
                 f"only {joined} of min_workers={self.min_workers} worker(s) joined {self.endpoint} "
                 f"within join_timeout={self.join_timeout:g} s{self._no_workers_hint()}. "
                 f"Start workers with:\n  {self.join_command}"
             )
+
+    def _ready_to_start(self, joined: int) -> bool:
+        """Whether a search with ``joined`` workers ready may start."""
+        return joined >= self.min_workers
+
+    def _join_advice(self) -> str:
+        return f"Start workers with:\n  {self.join_command}"
+
+    def _abandon(self, session: str, task: Task) -> bool:
+        """A remote machine's fit cannot be stopped from here: its slot stays busy."""
+        return False
+
+    def _housekeeping(self, now: float) -> None:
+        """Run on the I/O thread before each liveness check (see :class:`RouterLoop`)."""
 
     def _no_workers_hint(self) -> str:
         return ""

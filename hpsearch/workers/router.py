@@ -46,13 +46,16 @@ class RouterLoop:
     ``on_joined`` is called for each worker ready for the search, ``on_failure`` if
     the loop itself fails (a bug), both on this thread; ``dead_pids`` names worker
     processes known to have exited; ``exit_on_close`` is what the goodbye SHUTDOWN
-    tells workers (exit, or wait for the next master).
+    tells workers (exit, or wait for the next master); ``housekeeping(now)``, if
+    given, runs on this thread before each liveness check (a pool that supervises its
+    processes replaces dead ones there).
     """
 
     def __init__(self, router: zmq.Socket, table: PeerTable, codec: Codec, *, heartbeat: float,
                  max_message_size: int, exit_on_close: bool, on_joined: Callable[[], None],
                  on_failure: Callable[[BaseException], None],
-                 dead_pids: Callable[[], Collection[int]] = frozenset) -> None:
+                 dead_pids: Callable[[], Collection[int]] = frozenset,
+                 housekeeping: Callable[[float], None] | None = None) -> None:
         self.router = router
         self.table = table
         self.codec = codec
@@ -63,6 +66,7 @@ class RouterLoop:
         self.on_joined = on_joined
         self.on_failure = on_failure
         self.dead_pids = dead_pids
+        self.housekeeping = housekeeping
         self.ident: int | None = None
         self.waker = Waker()
         self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -85,6 +89,16 @@ class RouterLoop:
             self.command("task", session, task)
 
     # -- the loop's thread ------------------------------------------------------------------
+
+    @property
+    def searching(self) -> bool:
+        """Whether a search is being served (its ``emit`` is set)."""
+        return self._emit is not None
+
+    def emit(self, event: Any) -> None:
+        """Hand ``event`` to the current search, if any (this thread only)."""
+        if self._emit is not None:
+            self._emit(event)
 
     def run(self) -> None:
         self.ident = threading.get_ident()
@@ -117,6 +131,8 @@ class RouterLoop:
                 self._receive_all()
             now = time.monotonic()
             if now >= next_housekeeping:
+                if self.housekeeping is not None:
+                    self.housekeeping(now)
                 busy = [session for session, box in self._outboxes.items() if box]
                 self._execute(self.table.tick(now, self.dead_pids(), busy))
                 for session in [s for s in self._outboxes if s not in self.table.peers]:

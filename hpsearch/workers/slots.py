@@ -10,9 +10,11 @@ queues results for its socket's thread.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -66,12 +68,22 @@ class SlotThreads(Generic[J]):
 
     def __init__(self, n: int, handle: Callable[[J], None], *, name: str, inner_threads: int = 1) -> None:
         self._handle = handle
+        self._name = name
         self._inner_threads = inner_threads
         self._jobs: queue.SimpleQueue[J | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"hpsearch-{name}-{i}", daemon=True)
-                         for i in range(n)]
-        for thread in self._threads:
-            thread.start()
+        self._lock = threading.Lock()
+        self._running: dict[int, J] = {}  # thread ident -> the job it runs
+        self._abandoned: set[int] = set()  # thread idents left behind
+        self._closed = False
+        self._count = itertools.count()
+        self._threads: list[threading.Thread] = []
+        for _ in range(n):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"hpsearch-{self._name}-{next(self._count)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def put(self, job: J) -> None:
         """Queue a job (any thread; never blocks)."""
@@ -82,12 +94,40 @@ class SlotThreads(Generic[J]):
 
         # OpenMP's thread count is a per-thread setting: set it in each slot thread.
         with threadpool_limits(limits=self._inner_threads, user_api="openmp"):
+            ident = threading.get_ident()
             while (job := self._jobs.get()) is not None:
+                with self._lock:
+                    self._running[ident] = job
                 self._handle(job)
+                with self._lock:
+                    del self._running[ident]
+                    if ident in self._abandoned:  # replaced: its slot is another thread's now
+                        self._abandoned.discard(ident)
+                        return
+
+    def abandon(self, job: J) -> bool:
+        """Leave the thread running ``job`` behind (a thread cannot be stopped) and start
+        another in its place; True when a slot was freed so."""
+        with self._lock:
+            ident = next((i for i, j in self._running.items() if j == job and i not in self._abandoned), None)
+            if ident is None or self._closed:
+                return False
+            self._abandoned.add(ident)
+            self._threads = [t for t in self._threads if t.ident != ident]
+            self._start_thread()
+        return True
+
+    def left_behind(self) -> bool:
+        """Whether the calling slot thread was abandoned (its job's result is stale)."""
+        with self._lock:
+            return threading.get_ident() in self._abandoned
 
     def close(self, timeout: float = 0.0) -> None:
         """Drop the queued jobs and stop each thread after its running job; wait up to
-        ``timeout`` seconds for them (0: do not wait, the threads are daemons)."""
+        ``timeout`` seconds in all for them (0: do not wait, the threads are daemons);
+        a job that runs on is left to end in the background."""
+        with self._lock:
+            self._closed = True
         while True:
             try:
                 self._jobs.get_nowait()
@@ -95,8 +135,10 @@ class SlotThreads(Generic[J]):
                 break
         for _ in self._threads:
             self._jobs.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if timeout > 0:
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
-                    logger.warning("thread %s still running a fit after %.0f s", thread.name, timeout)
+                    logger.warning("thread %s is still running a fit; it is left to end in the background",
+                                   thread.name)

@@ -34,7 +34,12 @@ def available_cores() -> int:
 
 
 class ThreadWorker:
-    """``slots`` threads in this process, seen by the scheduler as one worker."""
+    """``slots`` threads in this process, seen by the scheduler as one worker.
+
+    A thread cannot be stopped: a task the scheduler abandons (past its time limit)
+    is left to finish in the background, its result dropped, and a new thread takes
+    its slot at once.
+    """
 
     prefetch = 0
 
@@ -49,15 +54,27 @@ class ThreadWorker:
     def submit(self, task: Task) -> None:
         self._slots.put(task)
 
+    def abandon(self, task: Task) -> bool:
+        """Leave the thread running ``task`` behind and start another in its place;
+        True when a slot was freed so."""
+        if not self._slots.abandon(task):
+            return False
+        logger.warning("thread worker %s leaves task %d behind; a new thread takes its slot",
+                       self.name, task.task_id)
+        return True
+
     def _run(self, task: Task) -> None:
         result = run_task(self._context, task.params, task.fold)
+        if self._slots.left_behind():  # abandoned: its result is stale, its slot gone
+            return
         if isinstance(result, str):  # evaluate keeps fit errors as data; this is a bug
             self._emit(TaskFailed(self.name, task.task_id, task.attempt, result))
         else:
             self._emit(TaskFinished(self.name, task.task_id, task.attempt, result))
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Stop after the running fits; tasks still queued are dropped."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Drop the queued tasks and stop the threads once their fit ends, waiting at
+        most ``timeout`` seconds in all: a fit that runs on is left behind."""
         self._slots.close(timeout)
 
 
