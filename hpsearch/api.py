@@ -295,7 +295,7 @@ def run_search(
     if storage is not None:
         from .storage import open_search_journal
 
-        journal_space = space if isinstance(space, Space) else _journal_space(space, strategy)
+        journal_space = space if isinstance(space, Space) else _journal_space(space)
         journal_random_state = None if drawn_seed is not None else random_state
 
         def open_journal(context: Any) -> Any:
@@ -318,7 +318,7 @@ def run_search(
 # -- argument checks -------------------------------------------------------------------
 
 
-def _journal_space(space: SpaceSpec, strategy: Any) -> Any:
+def _journal_space(space: SpaceSpec) -> Any:
     """The space as the journal describes it (its fingerprint); the search checks it."""
     try:
         return Space.from_spec(space)
