@@ -29,7 +29,7 @@ from sklearn.utils.validation import _num_samples, indexable
 
 from .adaptive import AdaptiveOptions, check_prune, make_adaptive_strategy, search_attributes
 from .api import run_search
-from .search_cv import SearchCVMixin
+from .search_cv import _STORAGE_CONSTRAINTS, SearchCVMixin
 from .space import Space
 
 __all__ = ["AdaptiveSearchCV", "HalvingGridSearchCV", "HalvingRandomSearchCV", "HyperbandSearchCV"]
@@ -50,6 +50,8 @@ class _HalvingFit:
     workers: Any
     asynchronous: bool
     prune: Any
+    storage: Any
+    name: str | None
 
     def _hpsearch_kwargs(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -90,6 +92,8 @@ class _HalvingFit:
             error_score=self.error_score,  # type: ignore[attr-defined]
             return_train_score=self.return_train_score,  # type: ignore[attr-defined]
             workers=self.workers,
+            storage=self.storage,
+            name=self.name,
         )
         if groups is not None:
             params["groups"] = groups
@@ -120,6 +124,14 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         candidates then differ from scikit-learn's.
     prune : bool or PairedPruner
         Skip the remaining folds of candidates that cannot reach the best one.
+    storage : str or path, default=None
+        An SQLite file that records the search as it runs; fitting the same search
+        again with it resumes: stored fits are not run again, the halving is brought
+        back to the rung it had reached, and ``cv_results_`` equal an uninterrupted
+        run's. With ``random_state=None`` the seed drawn the first time is stored and
+        reused. See :class:`~hpsearch.GridSearchCV` and :mod:`hpsearch.storage`.
+    name : str, default=None
+        The search's name in ``storage`` (None: ``"default"``).
 
     Examples
     --------
@@ -138,6 +150,7 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         "workers": "no_validation",
         "asynchronous": ["boolean"],
         "prune": "no_validation",
+        **_STORAGE_CONSTRAINTS,
     }
 
     def __init__(
@@ -161,6 +174,8 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         workers: Any = None,
         asynchronous: bool = False,
         prune: Any = False,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             estimator, param_grid, factor=factor, resource=resource, max_resources=max_resources,
@@ -171,6 +186,8 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         self.workers = workers
         self.asynchronous = asynchronous
         self.prune = prune
+        self.storage = storage
+        self.name = name
 
     def _hpsearch_kwargs(self) -> dict[str, Any]:
         return {"space": self.param_grid, "strategy": "halving"}
@@ -179,8 +196,8 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
 class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
     """scikit-learn's ``HalvingRandomSearchCV``, evaluated by hpsearch's workers.
 
-    Parameters are scikit-learn's, plus ``workers``, ``asynchronous`` and ``prune``
-    (see :class:`HalvingGridSearchCV`).
+    Parameters are scikit-learn's, plus ``workers``, ``asynchronous``, ``prune``,
+    ``storage`` and ``name`` (see :class:`HalvingGridSearchCV`).
 
     Examples
     --------
@@ -200,6 +217,7 @@ class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
         "workers": "no_validation",
         "asynchronous": ["boolean"],
         "prune": "no_validation",
+        **_STORAGE_CONSTRAINTS,
     }
 
     def __init__(
@@ -224,6 +242,8 @@ class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
         workers: Any = None,
         asynchronous: bool = False,
         prune: Any = False,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             estimator, param_distributions, n_candidates=n_candidates, factor=factor, resource=resource,
@@ -235,6 +255,8 @@ class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
         self.workers = workers
         self.asynchronous = asynchronous
         self.prune = prune
+        self.storage = storage
+        self.name = name
 
     def _hpsearch_kwargs(self) -> dict[str, Any]:
         return {"space": self.param_distributions, "strategy": "halving_random", "n_iter": self.n_candidates}
@@ -269,6 +291,11 @@ class HyperbandSearchCV(BaseSearchCV):
         As in scikit-learn's search estimators.
     workers : int, WorkerPool or list of them, default=1
     prune : bool or PairedPruner, default=False
+    storage : str or path, default=None
+        An SQLite file that records the search; fitting it again resumes it (see
+        :class:`HalvingGridSearchCV`).
+    name : str, default=None
+        The search's name in ``storage`` (None: ``"default"``).
 
     Examples
     --------
@@ -294,6 +321,7 @@ class HyperbandSearchCV(BaseSearchCV):
         "random_state": ["random_state"],
         "workers": "no_validation",
         "prune": "no_validation",
+        **_STORAGE_CONSTRAINTS,
     }
 
     def __init__(
@@ -314,6 +342,8 @@ class HyperbandSearchCV(BaseSearchCV):
         random_state: Any = None,
         workers: Any = 1,
         prune: Any = False,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, error_score=error_score,
                          return_train_score=return_train_score)
@@ -326,6 +356,8 @@ class HyperbandSearchCV(BaseSearchCV):
         self.random_state = random_state
         self.workers = workers
         self.prune = prune
+        self.storage = storage
+        self.name = name
 
     def fit(self, X: Any, y: Any = None, **params: Any) -> HyperbandSearchCV:
         """Run Hyperband; ``params`` go to ``fit`` (``groups`` to the CV splitter)."""
@@ -337,7 +369,7 @@ class HyperbandSearchCV(BaseSearchCV):
             error_score=self.error_score, return_train_score=self.return_train_score,
             random_state=self.random_state, progress=False, factor=self.factor, resource=self.resource,
             min_resources=self.min_resources, max_resources=self.max_resources,
-            asynchronous=self.asynchronous, prune=self.prune,
+            asynchronous=self.asynchronous, prune=self.prune, storage=self.storage, name=self.name,
         )
         _copy_fitted(self, result, _FITTED + ("n_brackets_", "n_candidates_", "min_resources_", "max_resources_"))
         return self
@@ -375,6 +407,7 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
              "aggressive_elimination", "asynchronous", "prune", "random_state", "workers"),
             "no_validation",
         ),
+        **_STORAGE_CONSTRAINTS,
     }
 
     def __init__(
@@ -400,6 +433,8 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: Any = None,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             estimator=estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -417,6 +452,8 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         self.prune = prune
         self.random_state = random_state
         self.workers = workers
+        self.storage = storage
+        self.name = name
 
     def _check_options(self) -> tuple[Space, AdaptiveOptions]:
         """The space and options, checked before any work (errors name the fix)."""
@@ -439,16 +476,28 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         self.adaptive_attributes_ = search_attributes(self._strategy, self.cv_results_)
         return self
 
+    def _journal_definition(self) -> tuple[Any, Any, bool]:
+        space, _ = self._check_options()
+        settings = ", ".join(
+            f"{key}={getattr(self, key)!r}"
+            for key in ("n_iter", "factor", "resource", "min_resources", "max_resources",
+                        "aggressive_elimination", "asynchronous")
+        )
+        # every adaptive search draws random numbers: candidates (halving_random,
+        # hyperband) or subsamples of the folds (resource="n_samples")
+        return space, f"{self.kind}({settings})", True
+
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
         space, options = self._check_options()
         setup = evaluate_candidates.setup
+        random_state = self._fit_random_state()
         strategy = make_adaptive_strategy(
             self.kind, space, self.estimator, options, n_iter=self.n_iter, n_samples=_num_samples(setup.X),
-            n_splits=self.n_splits_, y=setup.y, cv=self._checked_cv_orig, random_state=self.random_state,
+            n_splits=self.n_splits_, y=setup.y, cv=self._checked_cv_orig, random_state=random_state,
         )
         self._strategy = strategy
         evaluate_candidates.run_strategy(
-            strategy, callback_ctx=callback_ctx, subsample=(strategy.n_samples_levels, self.random_state)
+            strategy, callback_ctx=callback_ctx, subsample=(strategy.n_samples_levels, random_state)
         )
 
     def _select_best_index(self, refit: Any, refit_metric: str, results: dict[str, Any]) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
@@ -230,19 +229,14 @@ def run_search(
     check_workers(workers)
     _check_scoring(scoring)
     _check_data(X, y, groups)
-    prefix_config = make_prefix_config(prefix_cache, estimator, space)
-    if storage is not None and strategy in ("random", "bayes", *adaptive.ADAPTIVE_STRATEGIES) and random_state is None:
-        # the seed drawn for this search the first time, so that a rerun resumes it
-        from .storage import stored_seed
+    if storage is not None:
+        from .storage import check_storage
 
-        seed = stored_seed(storage, name)
-        random_state = seed if seed is not None else random.SystemRandom().randrange(2**31 - 1)
-        drawn_seed: int | None = random_state
-    else:
-        drawn_seed = None
+        check_storage(storage, name)  # the search checks it again; here before any other work
+    prefix_config = make_prefix_config(prefix_cache, estimator, space)
     common = dict(
         scoring=scoring, refit=refit, cv=cv, error_score=error_score,
-        return_train_score=return_train_score, workers=workers, verbose=verbose,
+        return_train_score=return_train_score, workers=workers, verbose=verbose, storage=storage, name=name,
     )
     search: Any
     if isinstance(strategy, str):
@@ -292,18 +286,6 @@ def run_search(
     search._hpsearch_fit_timeout = None if fit_timeout is None else float(fit_timeout)
     search._hpsearch_max_task_deaths = int(max_task_deaths)
     search._hpsearch_pruner = adaptive.check_prune(prune)  # folds dropped early, any strategy
-    if storage is not None:
-        from .storage import open_search_journal
-
-        journal_space = space if isinstance(space, Space) else _journal_space(space)
-        journal_random_state = None if drawn_seed is not None else random_state
-
-        def open_journal(context: Any) -> Any:
-            return open_search_journal(
-                storage, name, context, journal_space, strategy, cast(int, n_iter), journal_random_state, seed=drawn_seed
-            )
-
-        search._hpsearch_open_journal = open_journal
     try:
         search.fit(X, y, **params)
     finally:
@@ -316,20 +298,6 @@ def run_search(
 
 
 # -- argument checks -------------------------------------------------------------------
-
-
-def _journal_space(space: SpaceSpec) -> Any:
-    """The space as the journal describes it (its fingerprint); the search checks it."""
-    try:
-        return Space.from_spec(space)
-    except Exception:  # a space only scikit-learn's grid accepts: described as given
-        from types import SimpleNamespace
-
-        raw: Any = space
-        subs = [raw] if isinstance(raw, Mapping) else list(raw)
-        return SimpleNamespace(subspaces=[dict(sub) for sub in subs])
-
-
 
 
 def _grid_spec(space: SpaceSpec) -> Any:

@@ -29,14 +29,17 @@ from __future__ import annotations
 import copy
 import logging
 import numbers
+import random
 import time
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from sklearn.base import _fit_context, clone, is_classifier
 from sklearn.metrics._scorer import _BaseScorer, _MultimetricScorer, _PassthroughScorer
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
+from sklearn.model_selection import ParameterSampler
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._split import check_cv
@@ -61,16 +64,47 @@ _WORKERS_DOC = """workers : int, WorkerPool, list of them, or None, default=None
         threads (None: one, -1: one per core). Clones of the search share the
         pools given here."""
 
+#: The ``storage`` and ``name`` parameters, as every search class documents them.
+STORAGE_DOC = """storage : str or path, default=None
+        An SQLite file that records the search as it runs (created if needed; see
+        :mod:`hpsearch.storage`). Fitting again with the same storage and ``name`` —
+        this instance, a new one, or the same script after a crash — resumes: fits
+        whose results are stored are not run again, and ``cv_results_`` equal an
+        uninterrupted run's. A search whose definition (estimator, space, settings,
+        seed, CV splits, data, scoring) differs from the one stored under ``name`` is
+        refused before any fit, with what differs. With ``random_state=None`` a seed
+        is drawn the first time and stored, and reruns use it (``random_state``
+        itself stays None). ``hpsearch status FILE`` and ``hpsearch dashboard
+        FILE`` show the search while it runs. None: nothing is recorded.
+    name : str, default=None
+        The search's name in ``storage`` (None: ``"default"``); one file holds
+        several searches. Clones share the name: give each search fitted on other
+        data (an outer cross-validation) its own."""
+
+
+#: ``storage`` is checked by hpsearch (:func:`hpsearch.storage.check_storage`: a path in
+#: a writable directory, a file that is hpsearch's); ``name`` by scikit-learn's rules.
+_STORAGE_CONSTRAINTS: dict[str, Any] = {"storage": "no_validation", "name": [str, None]}
+
 
 class SearchCVMixin:
-    """Runs a scikit-learn ``BaseSearchCV`` subclass's fits on hpsearch workers."""
+    """Runs a scikit-learn ``BaseSearchCV`` subclass's fits on hpsearch workers.
+
+    With ``storage`` set, ``fit`` records the search in a journal and resumes a stored
+    one: each class names its space and settings for the journal
+    (:meth:`_journal_definition`) and draws its random numbers from
+    :meth:`_fit_random_state`, the seed stored for ``random_state=None``.
+    """
 
     workers: WorkersSpec
+    storage: Any = None
+    name: str | None = None
     _hpsearch_on_candidate: Any = None  # run_search's progress bar
-    # run_search's prefix reuse and storage journal; the classes reuse prefixes with
-    # the default cache (a Pipeline's shared leading steps fitted once per fold)
+    # run_search's prefix reuse; the classes reuse prefixes with the default cache (a
+    # Pipeline's shared leading steps fitted once per fold)
     _hpsearch_prefix_cache: Any = "default"
-    _hpsearch_open_journal: Any = None
+    # the seed drawn (or read back from storage) for random_state=None, during fit
+    _hpsearch_seed: int | None = None
     # run_search's time limit per fit and deaths a task may survive
     _hpsearch_fit_timeout: float | None = None
     _hpsearch_max_task_deaths: int = 3
@@ -98,6 +132,7 @@ class SearchCVMixin:
         """
         search: Any = self
         check_workers(search.workers)
+        open_journal = search._journal_opener()  # storage checked before anything else
         scorers, refit_metric = search._get_scorers()
 
         X, y = indexable(X, y)
@@ -130,7 +165,7 @@ class SearchCVMixin:
                 pools=pools,
                 on_candidate=search._hpsearch_on_candidate,
                 prefix_cache=_prefix_config(search),
-                open_journal=search._hpsearch_open_journal,
+                open_journal=open_journal,
                 fit_timeout=search._hpsearch_fit_timeout,
                 max_task_deaths=search._hpsearch_max_task_deaths,
                 pruner=search._hpsearch_pruner,
@@ -184,6 +219,61 @@ class SearchCVMixin:
         search.cv_results_ = results
         root_callback_ctx.call_on_fit_task_end(estimator=search, X=X, y=y, metadata=metadata_callbacks)
         return search
+
+    # -- storage ------------------------------------------------------------------------
+
+    def _journal_definition(self) -> tuple[Any, Any, bool]:
+        """What the journal records of this search: its space (an object with
+        ``subspaces``), its strategy (a text naming it with the settings that change
+        its candidates, or the strategy object), and whether it draws random numbers
+        (then ``random_state=None`` gets a stored seed)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record its search in storage")
+
+    def _fit_random_state(self) -> Any:
+        """The ``random_state`` this fit draws from: the seed stored for
+        ``random_state=None`` with storage, else the parameter (never changed)."""
+        seed = self._hpsearch_seed
+        return getattr(self, "random_state", None) if seed is None else seed
+
+    def _journal_opener(self) -> Any:
+        """``open_journal(context)`` for the engine, or None without storage.
+
+        Checks ``storage`` and ``name`` first, and settles the seed of a search that
+        draws random numbers with ``random_state=None``: the one stored under
+        ``name``, or a new one (stored when the journal opens).
+        """
+        self._hpsearch_seed = None
+        storage, name = self.storage, self.name
+        if storage is None:
+            if name is not None:
+                raise InvalidParameterError(f"name={name!r} needs storage=: the file the search is recorded in")
+            return None
+        from .storage import DEFAULT_NAME, check_storage, open_search_journal, stored_seed
+        from .storage.fingerprint import describe
+
+        check_storage(storage, name)
+        space, strategy, draws = self._journal_definition()
+        random_state = getattr(self, "random_state", None)
+        seed = None
+        if draws and random_state is None:
+            seed = stored_seed(storage, name)
+            if seed is None:
+                seed = random.SystemRandom().randrange(2**31 - 1)
+            self._hpsearch_seed = seed
+        pruner = self._hpsearch_pruner
+        if pruner is not None and isinstance(strategy, str):
+            strategy = f"{strategy}, pruned by {describe(pruner)}"
+        opened = 0
+
+        def open_journal(context: Any) -> Any:
+            # A search that runs several strategies one after the other (BayesSearchCV
+            # with several sub-spaces) records each under a name of its own.
+            nonlocal opened
+            opened += 1
+            part = name if opened == 1 else f"{name or DEFAULT_NAME} (part {opened})"
+            return open_search_journal(storage, part, context, space, strategy, random_state, seed=seed)
+
+        return open_journal
 
     def __sklearn_clone__(self) -> Any:
         """scikit-learn's clone, except that worker pools (live resources) are shared."""
@@ -256,7 +346,8 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     fitting on hpsearch workers.
 
     Every parameter, attribute and method is scikit-learn's
-    (:class:`sklearn.model_selection.GridSearchCV`); ``workers`` is added.
+    (:class:`sklearn.model_selection.GridSearchCV`); ``workers``, ``storage`` and
+    ``name`` are added.
 
     Parameters
     ----------
@@ -265,6 +356,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
         ``workers`` is None; ``pre_dispatch`` is accepted and not used (hpsearch
         queues tasks by each worker's free slots).
     {workers}
+    {storage}
 
     Examples
     --------
@@ -277,9 +369,19 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     {{'C': 10}}
     >>> round(float(search.best_score_), 3)
     0.973
+
+    Recorded in a storage file, a second fit of the same search resumes it (here:
+    every fit is stored, so none runs again):
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "search.db")
+    >>> first = GridSearchCV(SVC(), {{"C": [0.1, 1, 10]}}, cv=3, storage=path, name="svc").fit(X, y)
+    >>> again = GridSearchCV(SVC(), {{"C": [0.1, 1, 10]}}, cv=3, storage=path, name="svc").fit(X, y)
+    >>> again.best_params_, list(again.cv_results_["mean_test_score"]) == list(first.cv_results_["mean_test_score"])
+    ({{'C': 10}}, True)
     """
 
-    _parameter_constraints: dict = {**_SkGridSearchCV._parameter_constraints, "workers": "no_validation"}
+    _parameter_constraints: dict = {**_SkGridSearchCV._parameter_constraints, **_STORAGE_CONSTRAINTS, "workers": "no_validation"}
 
     def __init__(
         self,
@@ -295,6 +397,8 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             estimator=estimator,
@@ -309,6 +413,11 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
             return_train_score=return_train_score,
         )
         self.workers = workers
+        self.storage = storage
+        self.name = name
+
+    def _journal_definition(self) -> tuple[Any, Any, bool]:
+        return journal_space(self.param_grid), "grid", False
 
 
 class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
@@ -316,7 +425,8 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     fitting on hpsearch workers.
 
     Every parameter, attribute and method is scikit-learn's
-    (:class:`sklearn.model_selection.RandomizedSearchCV`); ``workers`` is added.
+    (:class:`sklearn.model_selection.RandomizedSearchCV`); ``workers``, ``storage``
+    and ``name`` are added.
     hpsearch's :class:`~hpsearch.Real` and :class:`~hpsearch.Integer` work as
     distributions.
 
@@ -325,6 +435,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     estimator, param_distributions, n_iter, scoring, n_jobs, refit, cv, verbose, pre_dispatch, random_state, error_score, return_train_score
         As in scikit-learn (``n_jobs`` and ``pre_dispatch``: see :class:`GridSearchCV`).
     {workers}
+    {storage}
 
     Examples
     --------
@@ -339,7 +450,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     4
     """
 
-    _parameter_constraints: dict = {**_SkRandomizedSearchCV._parameter_constraints, "workers": "no_validation"}
+    _parameter_constraints: dict = {**_SkRandomizedSearchCV._parameter_constraints, **_STORAGE_CONSTRAINTS, "workers": "no_validation"}
 
     def __init__(
         self,
@@ -357,6 +468,8 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             estimator=estimator,
@@ -373,10 +486,47 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
             return_train_score=return_train_score,
         )
         self.workers = workers
+        self.storage = storage
+        self.name = name
+
+    def _journal_definition(self) -> tuple[Any, Any, bool]:
+        return journal_space(self.param_distributions), f"random(n_iter={self.n_iter})", True
+
+    def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
+        """scikit-learn's, drawing from the stored seed when ``random_state`` is None
+        with storage (see :meth:`SearchCVMixin._fit_random_state`)."""
+        candidate_params = ParameterSampler(
+            self.param_distributions, self.n_iter, random_state=self._fit_random_state()
+        )
+        search_ctx = callback_ctx.subcontext(
+            task_name="search",
+            max_subtasks=len(candidate_params) * self.n_splits_,
+            sequential_subtasks=False,
+        ).call_on_fit_task_begin(estimator=self)
+        evaluate_candidates(candidate_params, callback_ctx=search_ctx)
+        search_ctx.call_on_fit_task_end(estimator=self)
 
 
-GridSearchCV.__doc__ = (GridSearchCV.__doc__ or "").format(workers=_WORKERS_DOC)
-RandomizedSearchCV.__doc__ = (RandomizedSearchCV.__doc__ or "").format(workers=_WORKERS_DOC)
+def journal_space(space: Any) -> Any:
+    """A space (``param_grid``, ``param_distributions``) as the storage journal
+    describes it: an object with ``subspaces``. The search itself checks the space.
+
+    Examples
+    --------
+    >>> journal_space({"C": [1, 10]}).subspaces[0]
+    {'C': Categorical(choices=(1, 10))}
+    """
+    if isinstance(space, Space):
+        return space
+    try:
+        return Space.from_spec(space)
+    except Exception:  # a space only scikit-learn accepts (a scipy distribution): as given
+        subs = [space] if isinstance(space, Mapping) else list(space)
+        return SimpleNamespace(subspaces=[dict(sub) for sub in subs])
+
+
+GridSearchCV.__doc__ = (GridSearchCV.__doc__ or "").format(workers=_WORKERS_DOC, storage=STORAGE_DOC)
+RandomizedSearchCV.__doc__ = (RandomizedSearchCV.__doc__ or "").format(workers=_WORKERS_DOC, storage=STORAGE_DOC)
 
 
 # -- Bayesian search ----------------------------------------------------------------------
@@ -468,6 +618,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         Seed of the optimizer: with an int, the candidates do not depend on the
         workers.
     {workers}
+    {storage}
 
     Attributes
     ----------
@@ -497,6 +648,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         "iid": "no_validation",
         "random_state": ["random_state"],
         "workers": "no_validation",
+        **_STORAGE_CONSTRAINTS,
     }
 
     def __init__(
@@ -518,6 +670,8 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = "raise",
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         self.search_spaces = search_spaces
         self.optimizer_kwargs = optimizer_kwargs
@@ -527,6 +681,8 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         self.iid = iid
         self.random_state = random_state
         self.workers = workers
+        self.storage = storage
+        self.name = name
         super().__init__(
             estimator=estimator,
             scoring=scoring,
@@ -562,7 +718,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
             raise InvalidParameterError(
                 f"optimizer_kwargs['base_estimator'] must be 'GP', 'RF' or 'ET', got {surrogate!r}"
             )
-        rng = check_random_state(self.random_state)
+        rng = check_random_state(self._fit_random_state())
         strategies: list[Strategy] = []
         for space, n_iter in _bayes_subspaces(self.search_spaces, self.n_iter):
             seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -571,6 +727,18 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
                 batch_size=self.n_points, **kwargs,
             ))
         return strategies
+
+    def _journal_definition(self) -> tuple[Any, Any, bool]:
+        from .storage.fingerprint import describe
+
+        pairs = _bayes_subspaces(self.search_spaces, self.n_iter)
+        space = SimpleNamespace(subspaces=[sub for sub_space, _ in pairs for sub in sub_space.subspaces])
+        n_iter = pairs[0][1] if len(pairs) == 1 else [n for _, n in pairs]
+        text = (
+            f"bayes(n_iter={n_iter}, n_points={self.n_points!r}, "
+            f"optimizer_kwargs={describe(dict(self.optimizer_kwargs or {}))})"
+        )
+        return space, text, True
 
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
         strategies = self._strategies()
@@ -591,13 +759,25 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         return sum(n for _, n in _bayes_subspaces(self.search_spaces, self.n_iter))
 
 
-BayesSearchCV.__doc__ = (BayesSearchCV.__doc__ or "").format(workers=_WORKERS_DOC)
+BayesSearchCV.__doc__ = (BayesSearchCV.__doc__ or "").format(workers=_WORKERS_DOC, storage=STORAGE_DOC)
 
 
 class StrategySearchCV(SearchCVMixin, BaseSearchCV):
     """A search driven by any :class:`~hpsearch.strategies.base.Strategy` object
     (``ask``/``tell``), with scikit-learn's search semantics; what
     :func:`hpsearch.run_search` uses for ``strategy=<object>``.
+
+    Parameters
+    ----------
+    estimator, scoring, n_jobs, refit, cv, verbose, pre_dispatch, error_score, return_train_score
+        As in :class:`GridSearchCV`.
+    strategy : Strategy
+        Proposes the candidates (``ask``), learns their scores (``tell``). With
+        ``storage``, a resumed search replays the stored asks and tells into the
+        strategy given to it, which must propose the same candidates again (a
+        deterministic strategy: a fixed seed of its own if it draws random numbers).
+    {workers}
+    {storage}
 
     Examples
     --------
@@ -606,15 +786,16 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
     >>> from hpsearch.search_cv import StrategySearchCV
     >>> from hpsearch.strategies import GridStrategy
     >>> X, y = load_iris(return_X_y=True)
-    >>> s = StrategySearchCV(DecisionTreeClassifier(random_state=0), GridStrategy({"max_depth": [1, 3]}), cv=3)
+    >>> s = StrategySearchCV(DecisionTreeClassifier(random_state=0), GridStrategy({{"max_depth": [1, 3]}}), cv=3)
     >>> s.fit(X, y).best_params_
-    {'max_depth': 3}
+    {{'max_depth': 3}}
     """
 
     _parameter_constraints: dict = {
         **BaseSearchCV._parameter_constraints,
         "strategy": "no_validation",
         "workers": "no_validation",
+        **_STORAGE_CONSTRAINTS,
     }
 
     def __init__(
@@ -631,9 +812,13 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        storage: Any = None,
+        name: str | None = None,
     ) -> None:
         self.strategy = strategy
         self.workers = workers
+        self.storage = storage
+        self.name = name
         super().__init__(
             estimator=estimator,
             scoring=scoring,
@@ -646,8 +831,19 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
             return_train_score=return_train_score,
         )
 
+    def _journal_definition(self) -> tuple[Any, Any, bool]:
+        # the strategy is described as a whole (its class and settings); a seed of its
+        # own is part of that description
+        space = getattr(self.strategy, "space", None)
+        if not hasattr(space, "subspaces"):
+            space = SimpleNamespace(subspaces=[])
+        return space, self.strategy, False
+
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
         _run_strategy(self, evaluate_candidates, self.strategy, callback_ctx, "search")
+
+
+StrategySearchCV.__doc__ = (StrategySearchCV.__doc__ or "").format(workers=_WORKERS_DOC, storage=STORAGE_DOC)
 
 
 def _run_strategy(search: Any, evaluate_candidates: Any, strategy: Strategy, parent_ctx: Any, name: str) -> None:

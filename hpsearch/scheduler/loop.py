@@ -268,7 +268,7 @@ def _run(
         try:
             strategy, known_results = journal.begin(
                 strategy, score_key=score_key, score_names=list(context.scorers),
-                task_of=lambda task_id: getattr(tasks.get(task_id), "task", None),
+                task_of=lambda task_id: _candidate_fold(tasks.get(task_id)),
             )
         except BaseException:
             journal.end(None)
@@ -352,3 +352,10 @@ def _run(
         if journal is not None:
             journal.end(outcome)
     return state.results()
+
+
+def _candidate_fold(task_state: Any) -> tuple[int, int] | None:
+    """A task's (candidate id, CV fold), as the journal stores its result."""
+    if task_state is None:
+        return None
+    return task_state.task.candidate_id, task_state.fold

@@ -47,6 +47,7 @@ __all__ = [
     "SearchJournal",
     "StorageError",
     "StoredSearch",
+    "check_storage",
     "list_searches",
     "load_search",
     "open_search_journal",
@@ -60,20 +61,59 @@ def open_search_journal(
     context: Any,
     space: Any,
     strategy: Any,
-    n_iter: int,
     random_state: Any,
     *,
     seed: int | None = None,
 ) -> SearchJournal:
-    """The journal of the search that :func:`hpsearch.run_search` is about to run.
+    """The journal of the search a search estimator's ``fit`` is about to run.
 
-    Raises :class:`StorageError` (before any fit) when the file cannot be used or holds
-    another search under ``name``. ``seed``: the seed the search draws from in place of
-    ``random_state=None`` (see :func:`stored_seed`), stored with a new search.
+    ``strategy`` is the text that names the strategy and its settings (``"grid"``,
+    ``"random(n_iter=10)"``), or the strategy object itself; ``space`` has
+    ``subspaces`` (a :class:`~hpsearch.Space`). ``seed``: the seed the search draws
+    from in place of ``random_state=None`` (see :func:`stored_seed`), stored with a
+    new search and checked against a stored one. Raises :class:`StorageError` (before
+    any fit) when the file cannot be used or holds another search under ``name``.
     """
-    definition = search_definition(context, space, strategy, n_iter, random_state)
-    seeded = isinstance(strategy, str) and strategy in ("random", "bayes") and random_state is None
-    return open_journal(storage, name, definition, n_splits=context.n_splits, seeded=seeded, seed=seed)
+    definition = search_definition(context, space, strategy, random_state)
+    return open_journal(storage, name, definition, n_splits=context.n_splits, seeded=seed is not None, seed=seed)
+
+
+def check_storage(storage: Any, name: str | None) -> None:
+    """Raise :class:`StorageError` if ``storage`` and ``name`` cannot hold a search.
+
+    The checks a search runs before anything else (no file is created): the path is a
+    file in an existing, writable directory, an existing file is an hpsearch storage
+    file (not corrupt, not another program's), and ``name`` is a non-empty string or
+    None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> check_storage(os.path.join(folder, "search.db"), "svc")  # a new file: nothing to say
+    >>> check_storage(folder, "svc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    hpsearch.storage._db.StorageError: storage path ... is a directory; give the path of a file inside it, ...
+    """
+    import sqlite3
+
+    from ._db import _check_format, _check_writable, _describe_error, check_path
+
+    if name is not None and (not isinstance(name, str) or not name):
+        raise StorageError(f"name must be a non-empty string (or None for {DEFAULT_NAME!r}), got {name!r}")
+    path = check_path(storage)
+    _check_writable(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        try:
+            _check_format(conn, path)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(_describe_error(path, exc)) from None
 
 
 def stored_seed(storage: Any, name: str | None) -> int | None:

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..evaluation import EvaluationContext, FoldResult
 from ..strategies.base import Candidate, ListStrategy, Strategy
-from ..workers.base import Task, TaskFinished, WorkerJoined, WorkerLost
+from ..workers.base import TaskFinished, WorkerJoined, WorkerLost
 from ._db import StorageError, connect_writer
 from .fingerprint import Definition, data_digest, describe
 
@@ -65,10 +65,12 @@ _MAX_BATCH = 5000
 _SEEDED = ("random", "bayes")
 
 
-def search_definition(
-    context: EvaluationContext, space: Any, strategy: Any, n_iter: int, random_state: Any
-) -> Definition:
-    """The components that decide a search's results (see :mod:`.fingerprint`)."""
+def search_definition(context: EvaluationContext, space: Any, strategy: Any, random_state: Any) -> Definition:
+    """The components that decide a search's results (see :mod:`.fingerprint`).
+
+    ``strategy``: the text that names the strategy and its settings, as each search
+    class writes it (``"grid"``, ``"random(n_iter=10)"``...), or a strategy object.
+    """
     from ..space import Categorical
 
     subspaces = []
@@ -80,7 +82,7 @@ def search_definition(
         )
         subspaces.append("{" + dims + "}")
     if isinstance(strategy, str):
-        strategy_text = strategy if strategy == "grid" else f"{strategy}(n_iter={n_iter})"
+        strategy_text = strategy
     else:
         strategy_text = f"{describe(type(strategy))}: {describe(strategy)}"
     X, y = context.X, context.y
@@ -149,12 +151,6 @@ def open_journal(
             logger.info("new search %r in %s", name, path)
         else:
             search_id, stored_json, stored_splits, stored_seed = row
-            if seeded and seed is not None and stored_seed != seed:
-                raise StorageError(
-                    f"the search {name!r} in {str(path)!r} was stored with seed {stored_seed}, not {seed}; "
-                    "another process created it meanwhile: run the call again"
-                )
-            seed = stored_seed
             stored = Definition.from_json(stored_json)
             differences = stored.differences(definition)
             if differences:
@@ -165,6 +161,12 @@ def open_journal(
                     f"To start a new search in the same file, pass another name "
                     f"(searches in this file: {others}); or use another storage file"
                 )
+            if seeded and seed is not None and stored_seed != seed:
+                raise StorageError(
+                    f"the search {name!r} in {str(path)!r} was stored with seed {stored_seed}, not {seed}; "
+                    "another process created it meanwhile: run the call again"
+                )
+            seed = stored_seed
             if seeded and seed is None:  # cannot happen unless the file was edited
                 raise StorageError(f"the search {name!r} in {str(path)!r} has no stored seed")
             logger.info("resuming search %r from %s", name, path)
@@ -201,7 +203,7 @@ class SearchJournal:
         self._stopped = threading.Event()  # the end of the run is committed
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._task_of: Callable[[int], Task | None] = lambda task_id: None
+        self._task_of: Callable[[int], tuple[int, int] | None] = lambda task_id: None
         self._seq = 0
 
     # -- the scheduler's side ----------------------------------------------------------
@@ -212,9 +214,13 @@ class SearchJournal:
         *,
         score_key: str,
         score_names: list[str],
-        task_of: Callable[[int], Task | None],
+        task_of: Callable[[int], tuple[int, int] | None],
     ) -> tuple[Strategy, dict[tuple[int, int], FoldResult]]:
         """Start a run: replay the stored history into ``strategy``, start the writer.
+
+        ``task_of(task_id)`` names a task's ``(candidate_id, fold)``: the CV fold, not
+        the split it ran on (an adaptive search's subsampled copies of the folds follow
+        them), as results are stored and recovered by CV fold.
 
         Returns the strategy to use (it hands out the stored candidates first and
         records what it is asked and told) and the stored fold results by
@@ -439,9 +445,10 @@ class SearchJournal:
                 task = self._task_of(event.task_id)
                 if task is None:
                     continue
+                candidate_id, fold = task
                 r = event.result
                 results.append((
-                    sid, task.candidate_id, task.fold, run, event.worker, event.attempt, when,
+                    sid, candidate_id, fold, run, event.worker, event.attempt, when,
                     r.fit_time, r.score_time, r.n_test_samples, _scores_json(r.test_scores),
                     None if r.train_scores is None else _scores_json(r.train_scores), r.error,
                 ))
