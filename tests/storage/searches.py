@@ -1,7 +1,7 @@
 """The searches the storage tests run, in this process or in a master subprocess.
 
-``python -m tests.storage.searches DB STRATEGY [NAME]`` runs one with ``storage=DB``
-and two thread workers. The estimator logs ``start``/``end`` of each fit to
+``python -m tests.storage.searches DB STRATEGY [NAME [WORKERS]]`` runs one with
+``storage=DB`` and two thread workers (or WORKERS). The estimator logs ``start``/``end`` of each fit to
 ``$HPSEARCH_TEST_LOG`` and sleeps ``$HPSEARCH_TEST_DELAY`` seconds in between, so a
 test can count the fits each run makes, and kill the master while fits run.
 """
@@ -111,7 +111,21 @@ def start_gated_search(db, name: str) -> tuple[threading.Thread, list[BaseExcept
         time.sleep(0.05)
 
 
+#: Adaptive searches: synchronous halving over the grid (16 candidates, 5 rungs of
+#: subsampled folds), and Hyperband run as ASHA (asynchronous brackets).
+ADAPTIVE = {
+    "halving": dict(space=SPACES["grid"], strategy="halving", factor=2),
+    "asha": dict(space=SPACES["random"], strategy="hyperband", asynchronous=True, n_iter=N_ITER,
+                 min_resources=6, factor=2),
+}
+
+
 def search(strategy: str, **kwargs):
+    if strategy in ADAPTIVE:
+        options = dict(ADAPTIVE[strategy])
+        space = options.pop("space")
+        return run_search(Quadratic(), space, X, Y, cv=CV, random_state=0, refit=False, progress=False,
+                          **options, **kwargs)
     return run_search(Quadratic(), SPACES[strategy], X, Y, strategy=strategy, n_iter=N_ITER, cv=CV,
                       random_state=0, refit=False, progress=False, **kwargs)
 
@@ -119,6 +133,7 @@ def search(strategy: str, **kwargs):
 if __name__ == "__main__":
     db, strategy = sys.argv[1], sys.argv[2]
     name = sys.argv[3] if len(sys.argv) > 3 else None
+    workers = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     from tests.storage import searches  # this module by its name, not as __main__, like the tests
 
-    searches.search(strategy, storage=db, name=name, workers=2)
+    searches.search(strategy, storage=db, name=name, workers=workers)
