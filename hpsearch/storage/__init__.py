@@ -1,7 +1,9 @@
 """Durable searches: an SQLite journal that a rerun resumes from.
 
-``run_search(..., storage="search.db", name="svc")`` records the search in the file as
-it runs: its definition, every candidate the strategy proposed and every fold result.
+``run_search(..., storage="search.db", name="svc")``, or ``storage=`` and ``name=`` on
+any search class (``GridSearchCV(..., storage="search.db")``), records the search in
+the file as it runs: its definition, every candidate the strategy proposed and every
+fold result.
 If the process running the search dies, rerunning the same call resumes it: the
 strategy is brought back to the state it had, finished fits are not run again, and
 the final ``cv_results_`` equal those of a run that was never interrupted. One file

@@ -120,7 +120,16 @@ ADAPTIVE = {
 }
 
 
+def grid_search_cv(**kwargs):
+    """The grid search as a ``GridSearchCV`` (``storage=`` and ``name=`` in ``kwargs``)."""
+    from hpsearch import GridSearchCV
+
+    return GridSearchCV(Quadratic(), SPACES["grid"], cv=CV, refit=False, **kwargs)
+
+
 def search(strategy: str, **kwargs):
+    if strategy == "grid_search_cv":  # the class, fitted: its fitted attributes as a result's
+        return grid_search_cv(**kwargs).fit(X, Y)
     if strategy in ADAPTIVE:
         options = dict(ADAPTIVE[strategy])
         space = options.pop("space")
