@@ -387,7 +387,8 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
     optimizer. The strategy is made once the data is known (its resources depend on
     the number of samples); the best candidate is the strategy's (scikit-learn's rule
     for synchronous halving), and its fitted attributes (``n_resources_``,
-    ``n_candidates_``, ...) are in ``adaptive_attributes_``.
+    ``n_candidates_``, ...) are in ``adaptive_attributes_``. ``storage`` and ``name``
+    record and resume the search as in :class:`HalvingGridSearchCV`.
 
     Examples
     --------
