@@ -482,9 +482,7 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
         """Run the adaptive search (see :class:`~hpsearch.search_cv.SearchCVMixin`)."""
         self._check_options()
-        pruner = check_prune(self.prune)
-        if pruner is not None:
-            self._hpsearch_pruner = pruner
+        check_prune(self.prune)  # before any work (SearchCVMixin.fit uses it)
         self._strategy: Any = None
         super().fit(X, y, **params)
         metric = self.refit if isinstance(self.refit, str) else "score"

@@ -59,7 +59,13 @@ _WORKERS_DOC = """workers : int, WorkerPool, list of them, or None, default=None
         ``LocalProcesses(n)`` or ``RemoteWorkers(address)`` runs them in processes
         or on other machines; a list combines them. None runs ``n_jobs`` local
         threads (None: one, -1: one per core). Clones of the search share the
-        pools given here."""
+        pools given here.
+    prune : bool or PairedPruner, default=False
+        Skip the remaining folds of a candidate once a paired comparison of its
+        completed folds with the best candidate's on the same folds shows it is
+        worse (:class:`~hpsearch.PairedPruner`; True is ``PairedPruner()``). Its
+        skipped folds are nan in ``cv_results_``, and ``cv_results_["pruned"]``
+        marks it."""
 
 
 class SearchCVMixin:
@@ -116,6 +122,11 @@ class SearchCVMixin:
         search._check_input_parameters(X=X, y=y, split_params=routed_params.splitter.split)
         search.n_splits_ = search._checked_cv_orig.get_n_splits(X, y, **routed_params.splitter.split)
 
+        pruner = search._hpsearch_pruner  # run_search's, else the class's own prune
+        if pruner is None:
+            from .adaptive import check_prune
+
+            pruner = check_prune(getattr(search, "prune", False))
         base_estimator = clone(search.estimator)
         pools, owned = make_pools(search.workers, search.n_jobs)
         evaluate_candidates = CandidateEvaluator(
@@ -133,7 +144,7 @@ class SearchCVMixin:
                 open_journal=search._hpsearch_open_journal,
                 fit_timeout=search._hpsearch_fit_timeout,
                 max_task_deaths=search._hpsearch_max_task_deaths,
-                pruner=search._hpsearch_pruner,
+                pruner=pruner,
             )
         )
         try:
@@ -256,7 +267,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     fitting on hpsearch workers.
 
     Every parameter, attribute and method is scikit-learn's
-    (:class:`sklearn.model_selection.GridSearchCV`); ``workers`` is added.
+    (:class:`sklearn.model_selection.GridSearchCV`); ``workers`` and ``prune`` are added.
 
     Parameters
     ----------
@@ -279,7 +290,9 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     0.973
     """
 
-    _parameter_constraints: dict = {**_SkGridSearchCV._parameter_constraints, "workers": "no_validation"}
+    _parameter_constraints: dict = {
+        **_SkGridSearchCV._parameter_constraints, "workers": "no_validation", "prune": "no_validation",
+    }
 
     def __init__(
         self,
@@ -295,6 +308,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
     ) -> None:
         super().__init__(
             estimator=estimator,
@@ -309,6 +323,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
             return_train_score=return_train_score,
         )
         self.workers = workers
+        self.prune = prune
 
 
 class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
@@ -316,7 +331,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     fitting on hpsearch workers.
 
     Every parameter, attribute and method is scikit-learn's
-    (:class:`sklearn.model_selection.RandomizedSearchCV`); ``workers`` is added.
+    (:class:`sklearn.model_selection.RandomizedSearchCV`); ``workers`` and ``prune`` are added.
     hpsearch's :class:`~hpsearch.Real` and :class:`~hpsearch.Integer` work as
     distributions.
 
@@ -339,7 +354,9 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     4
     """
 
-    _parameter_constraints: dict = {**_SkRandomizedSearchCV._parameter_constraints, "workers": "no_validation"}
+    _parameter_constraints: dict = {
+        **_SkRandomizedSearchCV._parameter_constraints, "workers": "no_validation", "prune": "no_validation",
+    }
 
     def __init__(
         self,
@@ -357,6 +374,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
     ) -> None:
         super().__init__(
             estimator=estimator,
@@ -373,6 +391,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
             return_train_score=return_train_score,
         )
         self.workers = workers
+        self.prune = prune
 
 
 GridSearchCV.__doc__ = (GridSearchCV.__doc__ or "").format(workers=_WORKERS_DOC)
@@ -497,6 +516,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         "iid": "no_validation",
         "random_state": ["random_state"],
         "workers": "no_validation",
+        "prune": "no_validation",
     }
 
     def __init__(
@@ -518,6 +538,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = "raise",
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
     ) -> None:
         self.search_spaces = search_spaces
         self.optimizer_kwargs = optimizer_kwargs
@@ -527,6 +548,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         self.iid = iid
         self.random_state = random_state
         self.workers = workers
+        self.prune = prune
         super().__init__(
             estimator=estimator,
             scoring=scoring,
@@ -615,6 +637,7 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
         **BaseSearchCV._parameter_constraints,
         "strategy": "no_validation",
         "workers": "no_validation",
+        "prune": "no_validation",
     }
 
     def __init__(
@@ -631,9 +654,11 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
     ) -> None:
         self.strategy = strategy
         self.workers = workers
+        self.prune = prune
         super().__init__(
             estimator=estimator,
             scoring=scoring,
