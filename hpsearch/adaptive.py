@@ -184,11 +184,26 @@ def make_adaptive_strategy(
         configs = [dict(p) for p in ParameterSampler(space.sampler_spec(), int(n_iter), random_state=random_state)]
     if not configs:
         raise SearchSpaceError("the search space has no candidate")
+    if opts.asynchronous and kind == "halving":
+        configs = _shuffled(configs, random_state)
     plan = halving_plan(len(configs), factor=opts.factor, min_resources_=min_r, max_resources_=max_r,
                         exhaust=opts.min_resources == "exhaust",
                         aggressive_elimination=opts.aggressive_elimination)
     return SuccessiveHalvingStrategy(configs, plan, factor=opts.factor, resource=opts.resource,
                                      asynchronous=opts.asynchronous)
+
+
+def _shuffled(configs: list[dict[str, Any]], random_state: Any) -> list[dict[str, Any]]:
+    """The grid in a random order, for ASHA: it promotes what ranks high among the
+    results *so far*, so a grid whose scores trend along its order (a grid is sorted by
+    parameter value) would promote most of its configurations. The search's
+    ``random_state`` is not advanced (a copy draws the order)."""
+    import copy
+
+    from sklearn.utils import check_random_state
+
+    rng = check_random_state(copy.deepcopy(random_state))
+    return [configs[i] for i in rng.permutation(len(configs))]
 
 
 def _sample(space: Space, n: int, random_state: Any) -> list[dict[str, Any]]:
