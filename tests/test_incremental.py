@@ -135,3 +135,24 @@ def test_an_incremental_search_that_cannot_continue_is_refused_before_any_fit(kw
     with pytest.raises(InvalidParameterError, match=match), warnings.catch_warnings():
         warnings.simplefilter("error")  # not even a warning first
         run_search(NoPartialFit(), {"alpha": [1e-4, 1e-3]}, X, y, progress=False, **kwargs)
+
+
+def test_drop_in_halving_incremental_keeps_scikit_learns_candidates(data):
+    # A forest grown by warm start equals one fitted at once: synchronous halving keeps
+    # scikit-learn's candidates and scores, and the history lists every step.
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV as SkHalving
+
+    from hpsearch import HalvingGridSearchCV
+
+    X, y = data
+    kwargs = dict(resource="n_estimators", max_resources=24, factor=2, cv=3, random_state=0)
+    space = {"max_depth": [2, 3, 4, None]}
+    ours = HalvingGridSearchCV(RandomForestClassifier(random_state=0), space, incremental=True, n_jobs=2,
+                               **kwargs).fit(X, y)
+    theirs = SkHalving(RandomForestClassifier(random_state=0), space, **kwargs).fit(X, y)
+    assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    np.testing.assert_array_equal(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"])
+    assert ours.best_params_ == theirs.best_params_ and ours.n_resources_ == theirs.n_resources_
+    assert len(ours.model_history_) == 4
+    assert sum(len(v) for v in ours.model_history_.values()) == len(ours.history_) == len(ours.cv_results_["params"])
