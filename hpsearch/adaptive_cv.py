@@ -13,6 +13,7 @@ candidate equal scikit-learn's.
 
 from __future__ import annotations
 
+from numbers import Integral
 from types import SimpleNamespace
 from typing import Any
 
@@ -328,7 +329,7 @@ class HyperbandSearchCV(BaseSearchCV):
         "asynchronous": ["boolean"],
         "incremental": ["boolean"],
         "random_state": ["random_state"],
-        "n_jobs": [int, None],
+        "n_jobs": [Integral, None],
         "workers": "no_validation",
         "prune": "no_validation",
     }
