@@ -14,11 +14,16 @@ Every method runs in the same process, interleaved ``--repeat`` times (medians):
 
 A method *reaches* when the candidate it picks has a full-grid CV score within 0.5%
 of the best one; its time is its whole run (the time to know its answer). A second
-part measures idle worker time with 4 workers: synchronous halving waits at every
-rung, ASHA does not. Idle = 4 x span - busy, where busy sums every task's fit and
-score time and span is the run's wall time without the final refit.
+part measures idle worker time with 4 thread workers, between the first task's start
+and the last task's end: synchronous halving waits at every rung, ASHA does not.
+Idle = 4 x span - busy, where busy sums the wall time of every task (the benchmark
+wraps the slot threads' ``evaluate`` to time them) and span runs from the first
+task's start to the last task's end. It is measured twice: with the SGD fits, and with
+``SleepFit``, whose fit sleeps as long as an SGD fit of that size would take on one
+free core, so four of them run at once whatever the machine's load: idle time then
+comes from the search alone, not from fits waiting for a core.
 
-    python benchmarks/bench_adaptive.py [--rows 20000] [--repeat 3]   # after pip install .[test]
+    python benchmarks/bench_adaptive.py [--rows 20000] [--repeat 3] [--idle-only]   # after pip install .[test]
 
 Targets: hpsearch's adaptive searches at least 5x faster than the full grid, and
 hpsearch's halving at least 1.3x faster than scikit-learn's on 2 workers.
@@ -28,12 +33,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -69,10 +76,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n-iter", type=int, default=48, help="random search's candidates")
     parser.add_argument("--no-dask", action="store_true", help="skip dask-ml")
+    parser.add_argument("--idle-only", action="store_true", help="only the idle-time part")
     args = parser.parse_args()
     warnings.simplefilter("ignore", ConvergenceWarning)
     X, y = make_classification(args.rows, 20, n_informative=10, random_state=0)
     est = SGDClassifier(max_iter=20, random_state=0)  # bounded epochs: no fit runs for minutes
+    if args.idle_only:
+        print_idle(idle_time(est, X, y, args.repeat))
+        return
     w = args.workers
     common = dict(cv=5, workers=w, progress=False, random_state=0)
 
@@ -137,24 +148,91 @@ def main() -> None:
     ours = statistics.median(times["hpsearch halving"])
     print(f"  scikit-learn halving / hpsearch halving = {sk / ours:.2f}x (target >= 1.3)")
     print(f"  scikit-learn halving / hpsearch ASHA    = {sk / statistics.median(times['hpsearch ASHA']):.2f}x")
-    print("Idle worker time, 4 workers, first task to last (median over runs):")
-    for name, (fraction, seconds) in idle.items():
-        print(f"  {name:40s} idle {fraction:6.1%} of worker time ({seconds:.2f} worker-s)")
+    print_idle(idle)
 
 
-def idle_time(est: Any, X: Any, y: Any, repeat: int) -> dict[str, tuple[float, float]]:
-    out: dict[str, list[tuple[float, float]]] = {"synchronous halving": [], "ASHA": []}
-    for _ in range(repeat):
-        for name, asynchronous in (("synchronous halving", False), ("ASHA", True)):
+def print_idle(idle: dict[str, tuple[float, float, int]]) -> None:
+    print("Idle worker time, 4 thread workers, first task's start to last task's end (median over runs):")
+    for name, (fraction, seconds, tasks) in idle.items():
+        print(f"  {name:40s} idle {fraction:6.1%} of worker time ({seconds:.2f} worker-s, {tasks} tasks)")
+    for label in ("SGD", "SleepFit"):
+        sync, asha = idle[f"{label}: synchronous halving"][1], idle[f"{label}: ASHA"][1]
+        print(f"  {label}: ASHA idle / synchronous idle = {asha / sync:.2f}")
+
+
+class SleepFit(ClassifierMixin, BaseEstimator):
+    """Fits that take ``seconds_per_row`` per training row (plus 1 ms) without using a
+    core, scored by a fixed function of the parameters plus fold noise that shrinks
+    with the training size (so successive halving has something to rank)."""
+
+    def __init__(self, alpha: float = 1e-4, loss: str = "hinge", penalty: str = "l2",
+                 seconds_per_row: float = 2e-6, max_iter: int = 20, random_state: Any = None) -> None:
+        self.alpha = alpha
+        self.loss = loss
+        self.penalty = penalty
+        self.seconds_per_row = seconds_per_row
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> SleepFit:
+        time.sleep(0.001 + self.seconds_per_row * len(X))
+        self.classes_ = np.unique(y)
+        self.n_rows_ = len(X)
+        return self
+
+    def score(self, X: Any, y: Any) -> float:
+        quality = -abs(np.log10(self.alpha) + 4) / 3 + 0.01 * GRID["loss"].index(self.loss)
+        noise = np.sin(float(np.sum(X[:3])) * 1000) * (1000 / self.n_rows_) ** 0.5
+        return float(quality + 0.05 * noise)
+
+
+class _TaskClock:
+    """Start and end of every task run by thread workers (wraps their ``evaluate``)."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _TaskClock:
+        import hpsearch.workers.slots as slots
+
+        self._slots, self._evaluate = slots, slots.evaluate
+
+        def timed(context: Any, params: Any, fold: int) -> Any:
             start = time.perf_counter()
-            result = run_search(est, GRID, X, y, strategy="halving", asynchronous=asynchronous, cv=5,
-                                workers=4, progress=False, random_state=0)
-            span = time.perf_counter() - start - (result.refit_time_ or 0.0)
-            r = result.cv_results_
-            busy = 5 * float(np.sum(r["mean_fit_time"] + r["mean_score_time"]))  # 5 folds a row
-            idle = 4 * span - busy
-            out[name].append((idle / (4 * span), idle))
-    return {name: (statistics.median(f for f, _ in v), statistics.median(s for _, s in v)) for name, v in out.items()}
+            try:
+                return self._evaluate(context, params, fold)
+            finally:
+                with self._lock:
+                    self.spans.append((start, time.perf_counter()))
+
+        slots.evaluate = timed
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._slots.evaluate = self._evaluate
+
+    def idle(self, workers: int) -> tuple[float, float]:
+        """(idle fraction, idle worker-seconds) between the first start and the last end."""
+        first = min(s for s, _ in self.spans)
+        last = max(e for _, e in self.spans)
+        busy = sum(e - s for s, e in self.spans)
+        idle = workers * (last - first) - busy
+        return idle / (workers * (last - first)), idle
+
+
+def idle_time(est: Any, X: Any, y: Any, repeat: int) -> dict[str, tuple[float, float, int]]:
+    out: dict[str, list[tuple[float, float, int]]] = {}
+    for _ in range(repeat):
+        for label, estimator in (("SGD", est), ("SleepFit", SleepFit())):
+            for name, asynchronous in (("synchronous halving", False), ("ASHA", True)):
+                with _TaskClock() as clock:
+                    run_search(estimator, GRID, X, y, strategy="halving", asynchronous=asynchronous, cv=5,
+                               workers=4, progress=False, random_state=0, refit=False)
+                fraction, seconds = clock.idle(4)
+                out.setdefault(f"{label}: {name}", []).append((fraction, seconds, len(clock.spans)))
+    return {name: (statistics.median(f for f, _, _ in v), statistics.median(s for _, s, _ in v),
+                   int(statistics.median(n for _, _, n in v))) for name, v in out.items()}
 
 
 if __name__ == "__main__":

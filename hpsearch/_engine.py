@@ -80,11 +80,14 @@ class TaskContext(EvaluationContext):
     config: dict[str, Any] = field(default_factory=dict)
     warning_filters: list[Any] = field(default_factory=list)
     master_pid: int = 0
+    #: incremental training (:mod:`hpsearch.incremental`), None to train every task from scratch
+    incremental: Any = None
 
     def evaluate_task(self, params: Mapping[str, Any], fold: int) -> FoldResult:
         """Run scikit-learn's ``_fit_and_score`` on one (candidate, fold)."""
         params = dict(params)
         candidate = int(params.pop(CANDIDATE_KEY, 0))
+        split = fold
         train, test = self.splits[fold]
         n_splits = self.n_splits  # subsampled copies of the folds (adaptive search) follow them
         fold %= n_splits
@@ -92,10 +95,15 @@ class TaskContext(EvaluationContext):
         callback_ctx = None
         if self.callback_contexts is not None and task < len(self.callback_contexts):
             callback_ctx = self.callback_contexts[task]
-        if self.prefix_cache is not None and self._reuses_prefix(params, callback_ctx):
+        if self.prefix_cache is not None and self.incremental is None and self._reuses_prefix(params, callback_ctx):
             with self._environment():
                 return evaluate_plain(self, params, fold)
         try:
+            if self.incremental is not None:  # continues a stored model (no verbose lines, no callbacks)
+                from .incremental import evaluate_incremental
+
+                with self._environment():
+                    return evaluate_incremental(self, params, split)
             with self._environment():
                 out = _fit_and_score(
                     clone(self.estimator),
@@ -389,6 +397,7 @@ class CandidateEvaluator:
         self.results: dict[str, Any] = {}
         self.fit_failures: list[str] = []
         self._subsample: Any = None
+        self._incremental: Any = None
 
     def __call__(
         self,
@@ -401,19 +410,24 @@ class CandidateEvaluator:
         return self._run(ListStrategy(params), len(params), cv, more_results, callback_ctx)
 
     def run_strategy(
-        self, strategy: Strategy, cv: Any = None, callback_ctx: Any = None, *, subsample: Any = None
+        self, strategy: Strategy, cv: Any = None, callback_ctx: Any = None, *, subsample: Any = None,
+        incremental: Any = None,
     ) -> dict[str, Any]:
         """Run an ask/tell strategy to its end; ``cv_results_`` of all so far.
 
         ``subsample`` is ``(n_samples_levels, random_state)`` for an adaptive strategy
         on the number of samples: every fold is subsampled once per training-set size
         (:func:`hpsearch.adaptive.subsampled_splits`) before the search starts.
+        ``incremental`` (an :class:`~hpsearch.incremental.IncrementalConfig`) makes
+        promoted candidates continue from their models.
         """
         self._subsample = subsample
+        self._incremental = incremental
         try:
             return self._run(strategy, strategy.total, cv, None, callback_ctx)
         finally:
             self._subsample = None
+            self._incremental = None
 
     # -- the evaluation -------------------------------------------------------------
 
@@ -481,6 +495,7 @@ class CandidateEvaluator:
             warning_filters=list(warnings.filters),
             master_pid=os.getpid(),
             prefix_cache=setup.prefix_cache,
+            incremental=self._incremental,
         )
         score_key = _score_key(search.refit, setup.score_names)
         if not splits or n_candidates == 0:

@@ -42,6 +42,7 @@ class AdaptiveOptions:
     max_resources: int | str = "auto"
     aggressive_elimination: bool = False
     asynchronous: bool = False
+    incremental: bool = False
 
     @classmethod
     def checked(cls, estimator: Any, space: Space, kind: str, **kwargs: Any) -> AdaptiveOptions:
@@ -57,6 +58,12 @@ class AdaptiveOptions:
                 f"resource must be 'n_samples' or the name of an integer parameter of the "
                 f"estimator, got {opts.resource!r}"
             )
+        if not isinstance(opts.incremental, (bool, np.bool_)):
+            raise InvalidParameterError(f"incremental must be True or False, got {opts.incremental!r}")
+        if opts.incremental and opts.resource == "n_samples":
+            from .incremental import check_incremental
+
+            check_incremental(estimator, opts.resource)  # refused, with the fix
         if opts.resource != "n_samples":
             valid = estimator.get_params()
             if opts.resource not in valid:
@@ -72,6 +79,10 @@ class AdaptiveOptions:
                         f"Cannot use parameter {opts.resource} as the resource since it is part of "
                         "the searched parameters; remove it from the space (the search sets it)"
                     )
+            if opts.incremental:
+                from .incremental import check_incremental
+
+                check_incremental(estimator, opts.resource)
         for name, value, words in (("min_resources", opts.min_resources, ("exhaust", "smallest")),
                                    ("max_resources", opts.max_resources, ("auto",))):
             if isinstance(value, str):
@@ -173,11 +184,26 @@ def make_adaptive_strategy(
         configs = [dict(p) for p in ParameterSampler(space.sampler_spec(), int(n_iter), random_state=random_state)]
     if not configs:
         raise SearchSpaceError("the search space has no candidate")
+    if opts.asynchronous and kind == "halving":
+        configs = _shuffled(configs, random_state)
     plan = halving_plan(len(configs), factor=opts.factor, min_resources_=min_r, max_resources_=max_r,
                         exhaust=opts.min_resources == "exhaust",
                         aggressive_elimination=opts.aggressive_elimination)
     return SuccessiveHalvingStrategy(configs, plan, factor=opts.factor, resource=opts.resource,
                                      asynchronous=opts.asynchronous)
+
+
+def _shuffled(configs: list[dict[str, Any]], random_state: Any) -> list[dict[str, Any]]:
+    """The grid in a random order, for ASHA: it promotes what ranks high among the
+    results *so far*, so a grid whose scores trend along its order (a grid is sorted by
+    parameter value) would promote most of its configurations. The search's
+    ``random_state`` is not advanced (a copy draws the order)."""
+    import copy
+
+    from sklearn.utils import check_random_state
+
+    rng = check_random_state(copy.deepcopy(random_state))
+    return [configs[i] for i in rng.permutation(len(configs))]
 
 
 def _sample(space: Space, n: int, random_state: Any) -> list[dict[str, Any]]:
@@ -245,11 +271,20 @@ def check_prune(prune: Any) -> PairedPruner | None:
     raise InvalidParameterError(f"prune must be True, False or a PairedPruner, got {prune!r}")
 
 
-def search_attributes(strategy: Any, cv_results: Mapping[str, Any]) -> dict[str, Any]:
+def search_attributes(strategy: Any, cv_results: Mapping[str, Any], metric: str = "score") -> dict[str, Any]:
+    """The strategy's fitted attributes (``n_resources_``, ...) and, for the bracket
+    strategies, ``history_`` and ``model_history_`` ranked by ``metric``."""
     attributes = getattr(strategy, "search_attributes", None)
     if attributes is None or not len(cv_results.get("params", ())):
         return {}
     try:
-        return dict(attributes(cv_results))
+        out = dict(attributes(cv_results))
     except (KeyError, ValueError):  # a partial result without every column
         return {}
+    history = getattr(strategy, "history", None)
+    if history is not None:
+        try:
+            out["history_"], out["model_history_"] = history(cv_results, metric)
+        except (KeyError, ValueError, IndexError):
+            pass
+    return out

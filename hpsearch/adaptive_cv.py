@@ -13,6 +13,7 @@ candidate equal scikit-learn's.
 
 from __future__ import annotations
 
+from numbers import Integral
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,7 +41,7 @@ _FITTED = (
 )
 _HALVING_FITTED = (
     "n_resources_", "n_candidates_", "n_iterations_", "n_required_iterations_", "n_possible_iterations_",
-    "min_resources_", "max_resources_", "n_remaining_candidates_",
+    "min_resources_", "max_resources_", "n_remaining_candidates_", "history_", "model_history_",
 )
 
 
@@ -49,6 +50,7 @@ class _HalvingFit:
 
     workers: Any
     asynchronous: bool
+    incremental: bool
     prune: Any
     storage: Any
     name: str | None
@@ -83,6 +85,7 @@ class _HalvingFit:
             max_resources=self.max_resources,  # type: ignore[attr-defined]
             aggressive_elimination=self.aggressive_elimination,  # type: ignore[attr-defined]
             asynchronous=self.asynchronous,
+            incremental=self.incremental,
             prune=self.prune,
             random_state=self.random_state,  # type: ignore[attr-defined]
             scoring=self.scoring,  # type: ignore[attr-defined]
@@ -122,6 +125,9 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
     asynchronous : bool
         Promote candidates without waiting for the whole iteration (ASHA). The
         candidates then differ from scikit-learn's.
+    incremental : bool
+        With an iteration resource (``n_estimators``, ``max_iter``): promoted
+        candidates continue training from their models (see :mod:`hpsearch.incremental`).
     prune : bool or PairedPruner
         Skip the remaining folds of candidates that cannot reach the best one.
     storage : str or path, default=None
@@ -149,6 +155,7 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         **_SkHalvingGrid._parameter_constraints,
         "workers": "no_validation",
         "asynchronous": ["boolean"],
+        "incremental": ["boolean"],
         "prune": "no_validation",
         **_STORAGE_CONSTRAINTS,
     }
@@ -173,6 +180,7 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         verbose: int = 0,
         workers: Any = None,
         asynchronous: bool = False,
+        incremental: bool = False,
         prune: Any = False,
         storage: Any = None,
         name: str | None = None,
@@ -185,6 +193,7 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         )
         self.workers = workers
         self.asynchronous = asynchronous
+        self.incremental = incremental
         self.prune = prune
         self.storage = storage
         self.name = name
@@ -196,8 +205,8 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
 class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
     """scikit-learn's ``HalvingRandomSearchCV``, evaluated by hpsearch's workers.
 
-    Parameters are scikit-learn's, plus ``workers``, ``asynchronous``, ``prune``,
-    ``storage`` and ``name`` (see :class:`HalvingGridSearchCV`).
+    Parameters are scikit-learn's, plus ``workers``, ``asynchronous``, ``incremental``,
+    ``prune``, ``storage`` and ``name`` (see :class:`HalvingGridSearchCV`).
 
     Examples
     --------
@@ -216,6 +225,7 @@ class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
         **_SkHalvingRandom._parameter_constraints,
         "workers": "no_validation",
         "asynchronous": ["boolean"],
+        "incremental": ["boolean"],
         "prune": "no_validation",
         **_STORAGE_CONSTRAINTS,
     }
@@ -241,6 +251,7 @@ class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
         verbose: int = 0,
         workers: Any = None,
         asynchronous: bool = False,
+        incremental: bool = False,
         prune: Any = False,
         storage: Any = None,
         name: str | None = None,
@@ -254,6 +265,7 @@ class HalvingRandomSearchCV(_HalvingFit, _SkHalvingRandom):
         )
         self.workers = workers
         self.asynchronous = asynchronous
+        self.incremental = incremental
         self.prune = prune
         self.storage = storage
         self.name = name
@@ -287,15 +299,39 @@ class HyperbandSearchCV(BaseSearchCV):
         Hyperband's ``eta``.
     asynchronous : bool, default=False
         Run each bracket as ASHA.
+    incremental : bool, default=False
+        A promoted candidate continues training from the model it had at the previous
+        rung (``partial_fit`` calls, or ``warm_start``; see :mod:`hpsearch.incremental`),
+        as dask-ml's ``HyperbandSearchCV`` does; the resource must then be an
+        iteration parameter such as ``max_iter`` or ``n_estimators``.
     cv, scoring, refit, error_score, return_train_score, random_state
         As in scikit-learn's search estimators.
-    workers : int, WorkerPool or list of them, default=1
+    n_jobs : int or None, default=None
+        Local thread workers when ``workers`` is None, as joblib counts them: None
+        runs the fits in the caller's thread, -1 one thread per core.
+    workers : int, WorkerPool or list of them, default=None
+        Where the fits run (as in :func:`hpsearch.run_search`); None uses ``n_jobs``.
     prune : bool or PairedPruner, default=False
     storage : str or path, default=None
         An SQLite file that records the search; fitting it again resumes it (see
         :class:`HalvingGridSearchCV`).
     name : str, default=None
         The search's name in ``storage`` (None: ``"default"``).
+
+    Attributes
+    ----------
+    cv_results_, best_index_, best_params_, best_score_, best_estimator_, refit_time_
+        As in scikit-learn.
+    n_brackets_, n_candidates_, min_resources_, max_resources_
+        The brackets run, the evaluations in each, and the resource bounds.
+    history_ : list of dict
+        One record per evaluation of a configuration at one rung, in the order the
+        scores arrived: ``model_id`` (``"bracket=b-i"``), ``params`` (without the
+        resource), ``bracket``, ``iter``, ``n_resources``, ``score`` (mean test score),
+        ``mean_fit_time``, ``mean_score_time`` (dask-ml's ``history_``, with
+        ``n_resources`` for its ``partial_fit_calls``).
+    model_history_ : dict
+        The records of ``history_`` by ``model_id``.
 
     Examples
     --------
@@ -318,7 +354,9 @@ class HyperbandSearchCV(BaseSearchCV):
         "min_resources": "no_validation",
         "factor": "no_validation",
         "asynchronous": ["boolean"],
+        "incremental": ["boolean"],
         "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
         "workers": "no_validation",
         "prune": "no_validation",
         **_STORAGE_CONSTRAINTS,
@@ -334,13 +372,15 @@ class HyperbandSearchCV(BaseSearchCV):
         min_resources: Any = "smallest",
         factor: float = 3,
         asynchronous: bool = False,
+        incremental: bool = False,
         cv: Any = 5,
         scoring: Any = None,
         refit: bool = True,
         error_score: Any = np.nan,
         return_train_score: bool = False,
         random_state: Any = None,
-        workers: Any = 1,
+        n_jobs: int | None = None,
+        workers: Any = None,
         prune: Any = False,
         storage: Any = None,
         name: str | None = None,
@@ -353,7 +393,9 @@ class HyperbandSearchCV(BaseSearchCV):
         self.min_resources = min_resources
         self.factor = factor
         self.asynchronous = asynchronous
+        self.incremental = incremental
         self.random_state = random_state
+        self.n_jobs = n_jobs
         self.workers = workers
         self.prune = prune
         self.storage = storage
@@ -363,15 +405,23 @@ class HyperbandSearchCV(BaseSearchCV):
         """Run Hyperband; ``params`` go to ``fit`` (``groups`` to the CV splitter)."""
         self._validate_params()
         groups = params.pop("groups", None)
+        workers = self.workers
+        if workers is None:  # n_jobs local workers, as joblib counts them (None: the caller's thread)
+            from joblib import effective_n_jobs
+
+            n = effective_n_jobs(self.n_jobs)
+            workers = None if n == 1 else n
         result = run_search(
             self.estimator, self.param_distributions, X, y, strategy="hyperband", cv=self.cv,
-            scoring=self.scoring, refit=self.refit, groups=groups, fit_params=params, workers=self.workers,
+            scoring=self.scoring, refit=self.refit, groups=groups, fit_params=params, workers=workers,
             error_score=self.error_score, return_train_score=self.return_train_score,
             random_state=self.random_state, progress=False, factor=self.factor, resource=self.resource,
             min_resources=self.min_resources, max_resources=self.max_resources,
-            asynchronous=self.asynchronous, prune=self.prune, storage=self.storage, name=self.name,
+            asynchronous=self.asynchronous, incremental=self.incremental, prune=self.prune,
+            storage=self.storage, name=self.name,
         )
-        _copy_fitted(self, result, _FITTED + ("n_brackets_", "n_candidates_", "min_resources_", "max_resources_"))
+        _copy_fitted(self, result, _FITTED + ("n_brackets_", "n_candidates_", "min_resources_", "max_resources_",
+                                              "history_", "model_history_"))
         return self
 
     def _run_search(self, evaluate_candidates: Any, **kwargs: Any) -> None:  # pragma: no cover - fit is overridden
@@ -405,7 +455,7 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         **BaseSearchCV._parameter_constraints,
         **dict.fromkeys(
             ("space", "kind", "n_iter", "factor", "resource", "min_resources", "max_resources",
-             "aggressive_elimination", "asynchronous", "prune", "random_state", "workers"),
+             "aggressive_elimination", "asynchronous", "incremental", "prune", "random_state", "workers"),
             "no_validation",
         ),
         **_STORAGE_CONSTRAINTS,
@@ -424,6 +474,7 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         max_resources: Any = "auto",
         aggressive_elimination: bool = False,
         asynchronous: bool = False,
+        incremental: bool = False,
         prune: Any = False,
         random_state: Any = None,
         scoring: Any = None,
@@ -450,6 +501,7 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         self.max_resources = max_resources
         self.aggressive_elimination = aggressive_elimination
         self.asynchronous = asynchronous
+        self.incremental = incremental
         self.prune = prune
         self.random_state = random_state
         self.workers = workers
@@ -463,18 +515,18 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
             self.estimator, space, self.kind, factor=self.factor, resource=self.resource,
             min_resources=self.min_resources, max_resources=self.max_resources,
             aggressive_elimination=self.aggressive_elimination, asynchronous=self.asynchronous,
+            incremental=self.incremental,
         )
         return space, options
 
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
         """Run the adaptive search (see :class:`~hpsearch.search_cv.SearchCVMixin`)."""
         self._check_options()
-        pruner = check_prune(self.prune)
-        if pruner is not None:
-            self._hpsearch_pruner = pruner
+        check_prune(self.prune)  # before any work (SearchCVMixin.fit uses it)
         self._strategy: Any = None
         super().fit(X, y, **params)
-        self.adaptive_attributes_ = search_attributes(self._strategy, self.cv_results_)
+        metric = self.refit if isinstance(self.refit, str) else "score"
+        self.adaptive_attributes_ = search_attributes(self._strategy, self.cv_results_, metric)
         return self
 
     def _journal_definition(self) -> tuple[Any, Any, bool]:
@@ -482,7 +534,7 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
         settings = ", ".join(
             f"{key}={getattr(self, key)!r}"
             for key in ("n_iter", "factor", "resource", "min_resources", "max_resources",
-                        "aggressive_elimination", "asynchronous")
+                        "aggressive_elimination", "asynchronous", "incremental")
         )
         # every adaptive search draws random numbers: candidates (halving_random,
         # hyperband) or subsamples of the folds (resource="n_samples")
@@ -497,8 +549,15 @@ class AdaptiveSearchCV(SearchCVMixin, BaseSearchCV):
             n_splits=self.n_splits_, y=setup.y, cv=self._checked_cv_orig, random_state=random_state,
         )
         self._strategy = strategy
+        incremental = None
+        if options.incremental:
+            from .incremental import incremental_config
+
+            incremental = incremental_config(self.estimator, options.resource,
+                                             final_resource=strategy.final_resource, y=setup.y)
         evaluate_candidates.run_strategy(
-            strategy, callback_ctx=callback_ctx, subsample=(strategy.n_samples_levels, random_state)
+            strategy, callback_ctx=callback_ctx, subsample=(strategy.n_samples_levels, random_state),
+            incremental=incremental,
         )
 
     def _select_best_index(self, refit: Any, refit_metric: str, results: dict[str, Any]) -> int:

@@ -70,6 +70,7 @@ def run_search(
     max_resources: int | Literal["auto"] = "auto",
     aggressive_elimination: bool = False,
     asynchronous: bool = False,
+    incremental: bool = False,
     prune: bool | PairedPruner = False,
 ) -> SearchResult:
     """Search hyperparameters of ``estimator`` by cross-validation.
@@ -160,6 +161,16 @@ def run_search(
         For the adaptive strategies: promote a candidate as soon as it is in the top
         ``1/factor`` of its rung's results so far (ASHA), so no worker waits for a rung
         to finish. Gives up scikit-learn's exact candidates for speed.
+    incremental : bool
+        For the adaptive strategies with an iteration resource (``max_iter``,
+        ``n_estimators``): a promoted candidate continues training from the model it
+        had at the previous rung instead of starting again (see
+        :mod:`hpsearch.incremental`). An estimator with ``partial_fit`` is trained by
+        ``partial_fit`` calls, one per unit of resource on the whole training fold
+        (dask-ml's meaning of ``max_iter``); otherwise one with ``warm_start`` is
+        fitted again with ``warm_start=True``. The result then has ``history_`` and
+        ``model_history_`` as dask-ml's ``HyperbandSearchCV``; every adaptive search
+        has them. The refit is a plain ``fit`` with the best parameters.
     prune : bool or PairedPruner
         Skip the remaining folds of a candidate once a paired comparison of its
         completed folds with the best candidate's on the same folds shows it is worse
@@ -226,7 +237,13 @@ def run_search(
         )
     if isinstance(max_task_deaths, bool) or not isinstance(max_task_deaths, numbers.Integral) or max_task_deaths < 1:
         raise InvalidParameterError(f"max_task_deaths must be an integer >= 1, got {max_task_deaths!r}")
+    if incremental and not (isinstance(strategy, str) and strategy in adaptive.ADAPTIVE_STRATEGIES):
+        raise InvalidParameterError(
+            f"incremental=True continues candidates promoted to more resource, which only the adaptive "
+            f"strategies do; use strategy='hyperband', 'halving' or 'halving_random' (got {strategy!r})"
+        )
     check_workers(workers)
+    adaptive.check_prune(prune)  # folds dropped early, any strategy; the search uses it
     _check_scoring(scoring)
     _check_data(X, y, groups)
     if storage is not None:
@@ -236,7 +253,7 @@ def run_search(
     prefix_config = make_prefix_config(prefix_cache, estimator, space)
     common = dict(
         scoring=scoring, refit=refit, cv=cv, error_score=error_score,
-        return_train_score=return_train_score, workers=workers, verbose=verbose, storage=storage, name=name,
+        return_train_score=return_train_score, workers=workers, verbose=verbose, prune=prune, storage=storage, name=name,
     )
     search: Any
     if isinstance(strategy, str):
@@ -264,7 +281,8 @@ def run_search(
             search = AdaptiveSearchCV(
                 estimator, space, strategy, n_iter=n_iter, factor=factor, resource=resource,
                 min_resources=min_resources, max_resources=max_resources,
-                aggressive_elimination=aggressive_elimination, asynchronous=asynchronous, prune=prune,
+                aggressive_elimination=aggressive_elimination, asynchronous=asynchronous,
+                incremental=incremental,
                 random_state=random_state, **common,
             )
             search._check_options()  # before any work
@@ -285,7 +303,6 @@ def run_search(
     search._hpsearch_prefix_cache = prefix_config
     search._hpsearch_fit_timeout = None if fit_timeout is None else float(fit_timeout)
     search._hpsearch_max_task_deaths = int(max_task_deaths)
-    search._hpsearch_pruner = adaptive.check_prune(prune)  # folds dropped early, any strategy
     try:
         search.fit(X, y, **params)
     finally:

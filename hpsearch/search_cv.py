@@ -62,7 +62,13 @@ _WORKERS_DOC = """workers : int, WorkerPool, list of them, or None, default=None
         ``LocalProcesses(n)`` or ``RemoteWorkers(address)`` runs them in processes
         or on other machines; a list combines them. None runs ``n_jobs`` local
         threads (None: one, -1: one per core). Clones of the search share the
-        pools given here."""
+        pools given here.
+    prune : bool or PairedPruner, default=False
+        Skip the remaining folds of a candidate once a paired comparison of its
+        completed folds with the best candidate's on the same folds shows it is
+        worse (:class:`~hpsearch.PairedPruner`; True is ``PairedPruner()``). Its
+        skipped folds are nan in ``cv_results_``, and ``cv_results_["pruned"]``
+        marks it."""
 
 #: The ``storage`` and ``name`` parameters, as every search class documents them.
 STORAGE_DOC = """storage : str or path, default=None
@@ -108,7 +114,6 @@ class SearchCVMixin:
     # run_search's time limit per fit and deaths a task may survive
     _hpsearch_fit_timeout: float | None = None
     _hpsearch_max_task_deaths: int = 3
-    _hpsearch_pruner: Any = None  # run_search(prune=...): a PairedPruner, or None
 
     @_fit_context(prefer_skip_nested_validation=False)  # *SearchCV.estimator is not validated yet
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
@@ -132,6 +137,7 @@ class SearchCVMixin:
         """
         search: Any = self
         check_workers(search.workers)
+        search._fit_pruner()  # a bad prune is refused before any work
         open_journal = search._journal_opener()  # storage checked before anything else
         scorers, refit_metric = search._get_scorers()
 
@@ -151,6 +157,7 @@ class SearchCVMixin:
         search._check_input_parameters(X=X, y=y, split_params=routed_params.splitter.split)
         search.n_splits_ = search._checked_cv_orig.get_n_splits(X, y, **routed_params.splitter.split)
 
+        pruner = search._fit_pruner()
         base_estimator = clone(search.estimator)
         pools, owned = make_pools(search.workers, search.n_jobs)
         evaluate_candidates = CandidateEvaluator(
@@ -168,7 +175,7 @@ class SearchCVMixin:
                 open_journal=open_journal,
                 fit_timeout=search._hpsearch_fit_timeout,
                 max_task_deaths=search._hpsearch_max_task_deaths,
-                pruner=search._hpsearch_pruner,
+                pruner=pruner,
             )
         )
         try:
@@ -220,6 +227,12 @@ class SearchCVMixin:
         root_callback_ctx.call_on_fit_task_end(estimator=search, X=X, y=y, metadata=metadata_callbacks)
         return search
 
+    def _fit_pruner(self) -> Any:
+        """The pruner of this fit (``prune`` checked): a PairedPruner, or None."""
+        from .adaptive import check_prune
+
+        return check_prune(getattr(self, "prune", False))
+
     # -- storage ------------------------------------------------------------------------
 
     def _journal_definition(self) -> tuple[Any, Any, bool]:
@@ -260,7 +273,7 @@ class SearchCVMixin:
             if seed is None:
                 seed = random.SystemRandom().randrange(2**31 - 1)
             self._hpsearch_seed = seed
-        pruner = self._hpsearch_pruner
+        pruner = self._fit_pruner()
         if pruner is not None and isinstance(strategy, str):
             strategy = f"{strategy}, pruned by {describe(pruner)}"
         opened = 0
@@ -346,7 +359,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     fitting on hpsearch workers.
 
     Every parameter, attribute and method is scikit-learn's
-    (:class:`sklearn.model_selection.GridSearchCV`); ``workers``, ``storage`` and
+    (:class:`sklearn.model_selection.GridSearchCV`); ``workers``, ``prune``, ``storage`` and
     ``name`` are added.
 
     Parameters
@@ -381,7 +394,10 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     ({{'C': 10}}, True)
     """
 
-    _parameter_constraints: dict = {**_SkGridSearchCV._parameter_constraints, **_STORAGE_CONSTRAINTS, "workers": "no_validation"}
+    _parameter_constraints: dict = {
+        **_SkGridSearchCV._parameter_constraints, **_STORAGE_CONSTRAINTS, "workers": "no_validation",
+        "prune": "no_validation",
+    }
 
     def __init__(
         self,
@@ -397,6 +413,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
         storage: Any = None,
         name: str | None = None,
     ) -> None:
@@ -415,6 +432,7 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
         self.workers = workers
         self.storage = storage
         self.name = name
+        self.prune = prune
 
     def _journal_definition(self) -> tuple[Any, Any, bool]:
         return journal_space(self.param_grid), "grid", False
@@ -425,7 +443,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     fitting on hpsearch workers.
 
     Every parameter, attribute and method is scikit-learn's
-    (:class:`sklearn.model_selection.RandomizedSearchCV`); ``workers``, ``storage``
+    (:class:`sklearn.model_selection.RandomizedSearchCV`); ``workers``, ``prune``, ``storage``
     and ``name`` are added.
     hpsearch's :class:`~hpsearch.Real` and :class:`~hpsearch.Integer` work as
     distributions.
@@ -450,7 +468,10 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
     4
     """
 
-    _parameter_constraints: dict = {**_SkRandomizedSearchCV._parameter_constraints, **_STORAGE_CONSTRAINTS, "workers": "no_validation"}
+    _parameter_constraints: dict = {
+        **_SkRandomizedSearchCV._parameter_constraints, **_STORAGE_CONSTRAINTS, "workers": "no_validation",
+        "prune": "no_validation",
+    }
 
     def __init__(
         self,
@@ -468,6 +489,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
         storage: Any = None,
         name: str | None = None,
     ) -> None:
@@ -488,6 +510,7 @@ class RandomizedSearchCV(SearchCVMixin, _SkRandomizedSearchCV):
         self.workers = workers
         self.storage = storage
         self.name = name
+        self.prune = prune
 
     def _journal_definition(self) -> tuple[Any, Any, bool]:
         return journal_space(self.param_distributions), f"random(n_iter={self.n_iter})", True
@@ -648,6 +671,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         "iid": "no_validation",
         "random_state": ["random_state"],
         "workers": "no_validation",
+        "prune": "no_validation",
         **_STORAGE_CONSTRAINTS,
     }
 
@@ -670,6 +694,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = "raise",
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
         storage: Any = None,
         name: str | None = None,
     ) -> None:
@@ -683,6 +708,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
         self.workers = workers
         self.storage = storage
         self.name = name
+        self.prune = prune
         super().__init__(
             estimator=estimator,
             scoring=scoring,
@@ -795,6 +821,7 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
         **BaseSearchCV._parameter_constraints,
         "strategy": "no_validation",
         "workers": "no_validation",
+        "prune": "no_validation",
         **_STORAGE_CONSTRAINTS,
     }
 
@@ -812,11 +839,13 @@ class StrategySearchCV(SearchCVMixin, BaseSearchCV):
         error_score: Any = np.nan,
         return_train_score: bool = False,
         workers: WorkersSpec = None,
+        prune: Any = False,
         storage: Any = None,
         name: str | None = None,
     ) -> None:
         self.strategy = strategy
         self.workers = workers
+        self.prune = prune
         self.storage = storage
         self.name = name
         super().__init__(

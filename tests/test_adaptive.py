@@ -251,3 +251,21 @@ def test_drop_in_hyperband(data):
                                random_state=0, cv=3, workers=2, asynchronous=True).fit(X, y)
     assert search.n_brackets_ == 3 and search.cv_results_["n_resources"][search.best_index_] == 600
     assert search.score(X, y) > 0.8
+
+
+def test_prune_on_the_search_classes(data):
+    from sklearn.base import clone
+
+    from hpsearch import GridSearchCV, RandomizedSearchCV
+
+    X, y = data
+    full = GridSearchCV(SVC(), SVC_GRID, cv=5, workers=2).fit(X, y)
+    search = GridSearchCV(SVC(), SVC_GRID, cv=5, workers=2, prune=True)
+    assert clone(search).get_params()["prune"] is True
+    search.fit(X, y)
+    assert search.cv_results_["pruned"].any() and "pruned" not in full.cv_results_
+    assert search.best_params_ == full.best_params_ and search.best_score_ == full.best_score_
+    random = RandomizedSearchCV(SVC(), SVC_GRID, n_iter=8, cv=5, random_state=0, workers=2, prune=True).fit(X, y)
+    assert random.cv_results_["pruned"].dtype == bool
+    with pytest.raises(InvalidParameterError, match="prune must be"):
+        GridSearchCV(NoFit(), {"alpha": [1, 2]}, prune="yes").fit(X, y)

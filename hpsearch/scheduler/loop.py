@@ -273,7 +273,14 @@ def _run(
         except BaseException:
             journal.end(None)
             raise
-    affinity = affinity_key(context)
+    incremental = getattr(context, "incremental", None)
+    affinity: Callable[[Any], Any] | None
+    if incremental is not None:  # continuations go to the worker keeping the model
+        from ..incremental import model_affinity
+
+        affinity = model_affinity(incremental)
+    else:
+        affinity = affinity_key(context)
     state = SchedulerState(
         context.n_splits,
         score_names=list(context.scorers),
@@ -282,6 +289,7 @@ def _run(
         return_train_score=context.return_train_score,
         known_results=known_results,
         affinity=affinity,
+        affinity_exclusive=incremental is not None,
         max_deaths=max_task_deaths,
         fit_timeout=fit_timeout,
         # A strategy whose candidates do not depend on scores is asked further ahead when
@@ -349,6 +357,10 @@ def _run(
         for worker, task in state.leftovers():
             abandon(worker, task, lambda event: None)
         forget_context(context)  # this process's cached prefixes (thread workers)
+        if incremental is not None:
+            from ..incremental import forget_models
+
+            forget_models(context)  # and models (thread workers)
         if journal is not None:
             journal.end(outcome)
     return state.results()

@@ -33,7 +33,9 @@ Rules it keeps:
   was sent before (its cache likely holds it), then one whose (prefix, fold) no worker
   was sent (so workers compute different prefixes), and only then one another worker
   holds (computing it again beats waiting idle). A lost worker's prefixes are
-  forgotten with it.
+  forgotten with it. With ``affinity_exclusive`` (incremental training: the key names
+  a configuration whose model one worker keeps), a (key, split) is held only by the
+  worker it was last sent to.
 * Time is passed in (``handle(event, now)``, ``Tick(now)``), never read here; time
   limits and stragglers are checked on ``Tick``.
 * A candidate with ``n_samples`` runs its folds on the context's subsampled splits of
@@ -239,6 +241,9 @@ class SchedulerState:
     affinity_memory : int
         (prefix, fold) pairs remembered per worker (the most recent), about what its
         cache can hold.
+    affinity_exclusive : bool
+        A (key, split) is held by one worker at most: the last one sent a task of it
+        (incremental training, where the key names a model a worker keeps).
     fit_timeout : float or None
         Seconds a task may run; past that it is recorded as a failed fit and
         abandoned. None: no limit.
@@ -267,6 +272,7 @@ class SchedulerState:
         known_results: Mapping[tuple[int, int], FoldResult] | None = None,
         affinity: Callable[[Mapping[str, Any]], Hashable] | None = None,
         affinity_memory: int = 1024,
+        affinity_exclusive: bool = False,
         fit_timeout: float | None = None,
         straggler_factor: float = 3.0,
         straggler_min_seconds: float = 0.5,
@@ -285,6 +291,7 @@ class SchedulerState:
         self.lookahead = lookahead
         self.affinity = affinity
         self.affinity_memory = affinity_memory
+        self.affinity_exclusive = affinity_exclusive
         self.groups: dict[int, Hashable] = {}  # task id -> (prefix, fold), with affinity
         self.fit_timeout = fit_timeout
         self.straggler_factor = straggler_factor
@@ -773,7 +780,12 @@ class SchedulerState:
         self._in_flight += 1
         self._free.update(target.worker.name, target.free)
         if self.affinity is not None and task.task_id in self.groups:
-            self._hold(target, self.groups[task.task_id])
+            group = self.groups[task.task_id]
+            if self.affinity_exclusive:
+                for other in self.workers.values():
+                    if other is not target:
+                        other.held.pop(group, None)
+            self._hold(target, group)
         target.mark_started(self.now)
         return Dispatch(target.worker, task)
 

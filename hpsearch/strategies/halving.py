@@ -301,6 +301,8 @@ class _BracketStrategy:
         self.resource = resource
         self._bracket_tag = bracket_tag
         self._jobs: dict[int, tuple[int, int, int]] = {}  # candidate id -> (bracket, config, rung)
+        self._asked: list[tuple[int, int]] = []  # candidate id -> (bracket, config)
+        self._told: list[int] = []  # candidate ids in the order their scores arrived
         self._next_id = 0
         self._turn = 0
 
@@ -318,6 +320,7 @@ class _BracketStrategy:
         cid = self._next_id
         self._next_id += 1
         self._jobs[cid] = (b, config, rung)
+        self._asked.append((b, config))
         return Candidate(cid, params, resource=amount, n_samples=n_samples, tags=tags)
 
     def ask(self, n: int) -> list[Candidate]:
@@ -341,6 +344,7 @@ class _BracketStrategy:
         if job is None:
             raise InvalidParameterError(f"tell: candidate {candidate_id} was never asked for (or told twice)")
         b, config, rung = job
+        self._told.append(candidate_id)
         self.brackets[b].tell(config, rung, float(score))
 
     @property
@@ -351,6 +355,41 @@ class _BracketStrategy:
     def total(self) -> int | None:
         totals = [getattr(b, "total", None) for b in self.brackets]
         return None if any(t is None for t in totals) else sum(int(t) for t in totals if t is not None)
+
+    @property
+    def final_resource(self) -> int:
+        """The most resource any candidate gets (no rung follows it)."""
+        return max(r for b in self.brackets for r in b.resources)
+
+    def model_id(self, candidate_id: int) -> Any:
+        """The configuration a candidate evaluates: its index, ``"bracket=b-i"`` with
+        several brackets (dask-ml's ``model_id``)."""
+        b, config = self._asked[candidate_id]
+        return f"bracket={b}-{config}" if self._bracket_tag else config
+
+    def history(self, cv_results: Mapping[str, Any], metric: str) -> tuple[list[dict[str, Any]], dict[Any, list[dict[str, Any]]]]:
+        """dask-ml's ``history_`` and ``model_history_``: one record per evaluation (a
+        configuration at one rung), in the order the scores arrived, and the records
+        of each configuration. ``cv_results_`` rows are the candidates in id order."""
+        params = cv_results["params"]
+        if len(params) != len(self._asked):
+            raise ValueError("cv_results_ does not hold every candidate")
+        history: list[dict[str, Any]] = []
+        models: dict[Any, list[dict[str, Any]]] = {}
+        for cid in self._told:
+            record = {
+                "model_id": self.model_id(cid),
+                "params": {k: v for k, v in params[cid].items() if k != self.resource},
+                "bracket": self._asked[cid][0],
+                "iter": int(cv_results["iter"][cid]),
+                "n_resources": int(cv_results["n_resources"][cid]),
+                "score": float(cv_results[f"mean_test_{metric}"][cid]),
+                "mean_fit_time": float(cv_results["mean_fit_time"][cid]),
+                "mean_score_time": float(cv_results["mean_score_time"][cid]),
+            }
+            history.append(record)
+            models.setdefault(record["model_id"], []).append(record)
+        return history, models
 
     @property
     def n_samples_levels(self) -> list[int]:

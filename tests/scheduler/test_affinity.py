@@ -107,3 +107,20 @@ def test_affinity_memory_is_bounded():
     state.handle(WorkerJoined(FakeWorker("w1", slots=10)))
     state.handle(Proposed(candidates([f"p{i}" for i in range(8)]), finished=True))
     assert list(state.workers["w1"].held) == [("p5", 0), ("p6", 0), ("p7", 0)]
+
+
+def test_exclusive_affinity_follows_the_worker_a_configuration_was_last_sent_to():
+    # Incremental training: the key names a model one worker keeps. When a free worker
+    # trains it again elsewhere (its holder was busy), the next continuation follows it.
+    state = SchedulerState(n_folds=1, lookahead=0, affinity=prefix_of, affinity_exclusive=True)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w1")))
+    first = of(state.handle(Proposed(candidates(["m", "m", "m"]), finished=True)), Dispatch)
+    assert routed(first) == [("w1", "m", 0, 0)]
+    assert routed(state.handle(WorkerJoined(FakeWorker("w2")))) == [("w2", "m", 0, 1)]
+    assert "m" not in {g[0] for g in state.workers["w1"].held}  # w2 holds it now, alone
+    # w1 frees first and nothing else is queued: it takes the last "m" task (computing
+    # beats idling) and becomes its only holder.
+    again = finish(state, "w1", [first[0]])
+    assert routed(again) == [("w1", "m", 0, 2)]
+    assert ("m", 0) in state.workers["w1"].held and ("m", 0) not in state.workers["w2"].held

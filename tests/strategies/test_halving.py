@@ -177,3 +177,36 @@ def test_hyperband_hands_out_work_from_every_bracket_at_once():
     first = strategy.ask(6)
     assert {c.tags["bracket"] for c in first} == {0, 1, 2}
     assert math.isclose(sum(1 for c in first if c.tags["bracket"] == 0), 2)
+
+
+def _asha_evaluations(strategy, score_of, workers=4):
+    """Drive a strategy as ``workers`` slots would (the oldest task ends first)."""
+    running, asked = [], []
+    while not strategy.finished:
+        while len(running) < workers and (got := strategy.ask(1)):
+            running.append(got[0])
+            asked.append(got[0])
+        if not running:
+            break
+        cand = running.pop(0)
+        strategy.tell(cand.id, score_of(cand.params))
+    return asked
+
+
+def test_asha_over_a_sorted_grid_promotes_about_what_synchronous_halving_does():
+    # A grid is sorted by parameter value, and scores often trend along it: taken in that
+    # order, every new result ranks high among those so far and ASHA would promote most
+    # configurations. It takes the grid in a random order instead.
+    from hpsearch.adaptive import AdaptiveOptions, make_adaptive_strategy
+    from hpsearch.space import Space
+
+    space = Space.from_spec({"alpha": list(range(240))})
+    counts = {}
+    for asynchronous in (False, True):
+        opts = AdaptiveOptions(factor=3, resource="max_iter", min_resources=1, max_resources=243,
+                               asynchronous=asynchronous)
+        strategy = make_adaptive_strategy("halving", space, None, opts, n_iter=None, n_samples=1000,
+                                          n_splits=5, y=None, cv=None, random_state=0)
+        counts[asynchronous] = len(_asha_evaluations(strategy, lambda p: float(p["alpha"])))
+    assert counts[False] == 240 + 80 + 27 + 9 + 3
+    assert counts[True] <= 1.15 * counts[False], counts
