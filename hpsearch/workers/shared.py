@@ -210,7 +210,11 @@ class SegmentCache:
         if segment is not None:
             self._segments.move_to_end(context_id)
             return segment
-        segment = Segment.create(frames)
+        try:
+            segment = Segment.create(frames)
+        except OSError as exc:  # no memory files left (EMFILE, ENOMEM): the data travels
+            logger.warning("could not put the context in shared memory (%s); sending it to every worker", exc)
+            return None
         if segment is not None:
             self._segments[context_id] = segment
             while len(self._segments) > self.size:

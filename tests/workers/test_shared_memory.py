@@ -359,3 +359,12 @@ def test_remote_workers_share_only_when_asked(spawn_worker):
             assert pool.stats["contexts_shared"] == expected and pool.stats["contexts_sent"] == 1
         assert result.best_params_ == {"alpha": 1.0}
     assert memfds() == []
+
+
+def test_a_segment_that_cannot_be_made_means_the_data_travels(monkeypatch):
+    def no_memory_files(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", no_memory_files)
+    cache = SegmentCache()
+    assert cache.get("a", dumps(make_context())) is None and len(cache) == 0
