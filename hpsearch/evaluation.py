@@ -302,13 +302,18 @@ def evaluate_plain(context: EvaluationContext, params: Mapping[str, Any], fold: 
                     n_test_samples=outcome.n_test_samples,
                 )
         X_train, y_train = _split(estimator, context.X, context.y, train)
-        X_test, y_test = _split(estimator, context.X, context.y, test, train)
-        n_test = _num_samples(X_test)
         if y_train is None:
             estimator.fit(X_train, **fit_params)
         else:
             estimator.fit(X_train, y_train, **fit_params)
         fit_time = time.perf_counter() - start
+        if not context.return_train_score:
+            # Folds are copies of their rows: letting the training fold go before the
+            # test fold is taken holds one of them at a time, not both (what a fit
+            # adds to the data's own memory on each worker).
+            X_train = y_train = None
+        X_test, y_test = _split(estimator, context.X, context.y, test, train)
+        n_test = _num_samples(X_test)
         test_scores = _score(estimator, X_test, y_test, context.scorers, score_params_test)
         score_time = time.perf_counter() - start - fit_time
         if context.return_train_score:

@@ -93,3 +93,26 @@ def test_error_text_on_the_wire_keeps_its_start_and_end_within_the_limit():
     assert "characters cut" in clipped
     short = FoldResult({"a": 0.0}, 0.0, 0.0, 1, error="ValueError: x").to_message()
     assert short["error"] == "ValueError: x"
+
+
+class _RemembersTrainingFold(BaseEstimator):
+    """Keeps a weak reference to the array it was fitted on."""
+
+    def fit(self, X, y=None):
+        import weakref
+
+        self.fold_ = weakref.ref(X)
+        return self
+
+    def score(self, X, y=None):
+        return 0.0 if self.fold_() is None else 1.0  # 1.0: the training fold is still alive
+
+
+@pytest.mark.parametrize("return_train_score, alive", [(False, 0.0), (True, 1.0)])
+def test_the_training_fold_is_let_go_before_the_test_fold_is_taken(return_train_score, alive):
+    # Folds are copies: holding one at a time, not both, is what a fit adds to the data.
+    X = np.arange(40.0).reshape(20, 2)
+    context = EvaluationContext(_RemembersTrainingFold(), X, None, [(np.arange(10), np.arange(10, 20))],
+                                {"score": lambda est, X, y=None: est.score(X)},
+                                return_train_score=return_train_score)
+    assert evaluate(context, {}, 0).test_scores == {"score": alive}

@@ -36,6 +36,7 @@ from ..errors import ProtocolError, VersionMismatchError
 from ..evaluation import EvaluationContext, clip_text
 from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, curve_keys, host_name, local_versions
 from .slots import SlotThreads, run_task
+from .shared import host_id
 from .transfer import ContextStore
 from .waker import Waker
 
@@ -263,6 +264,8 @@ class WorkerAgent:
             "slots": self.slots,
             "versions": self.versions,
             "contexts": list(self._store.contexts),
+            # A master with the same one may offer its shared memory (same machine).
+            "host_id": host_id(),
         }
         self._send("HELLO", hello)
         challenged = False

@@ -72,6 +72,12 @@ class LocalProcesses(RemoteWorkers):
         replaced).
     extra_args : list of str, optional
         More ``hpsearch-worker`` arguments (for tests).
+    shared_memory : bool
+        The processes map the context's large arrays (1 MB and more) from one
+        read-only copy in shared memory, as joblib's memmapping does for loky,
+        instead of each receiving a copy (see :mod:`hpsearch.workers.shared`); the
+        copy goes when the pool is closed or a newer context replaces it. False:
+        every process receives the whole context.
 
     Notes
     -----
@@ -108,12 +114,14 @@ class LocalProcesses(RemoteWorkers):
         heartbeat_timeout: float = 30.0,
         extra_args: list[str] | None = None,
         encrypt: bool = False,
+        shared_memory: bool = True,
     ) -> None:
         for name, value in (("n", n), ("slots_per_process", slots_per_process)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
         super().__init__("tcp://127.0.0.1:*", min_workers=int(n), join_timeout=start_timeout,
-                         heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout, encrypt=encrypt)
+                         heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout, encrypt=encrypt,
+                         shared_memory=shared_memory)
         self.n = int(n)
         self.slots_per_process = int(slots_per_process)
         self.inner_threads = inner_threads or max(1, available_cores() // (self.n * self.slots_per_process))

@@ -113,6 +113,8 @@ class Peer:
     acks: list[list[int]] = field(default_factory=list)  # results recorded, not yet acknowledged
     assigned: set[tuple[int, int]] = field(default_factory=set)  # (task_id, attempt) sent, no result yet
     credit: int = 0  # asked for by a queued NEED
+    host_id: str | None = None  # what HELLO said: equal to the master's, it may map shared memory
+    shared: bool = False  # its NEED said it maps the search's segment: only the other frames travel
     progress_at: float = 0.0  # SENDING: when the transfer last moved (NEED, CREDIT)
 
 
@@ -157,6 +159,10 @@ class PeerTable:
     session_ttl : float
         Seconds a closed session is remembered (default ``max(600, 4 * heartbeat_timeout)``);
         at most :data:`MAX_CLOSED` are.
+    host_id : str, optional
+        The master's :func:`~hpsearch.workers.shared.host_id`: a peer whose HELLO names
+        the same one is offered the search's shared-memory segment, if it has one.
+        None (the default): no peer is.
 
     Examples
     --------
@@ -178,6 +184,7 @@ class PeerTable:
         max_slots: int = MAX_SLOTS,
         max_uploads: int = MAX_UPLOADS,
         session_ttl: float | None = None,
+        host_id: str | None = None,
     ) -> None:
         self.versions = dict(versions)
         self.make_worker = make_worker
@@ -188,6 +195,7 @@ class PeerTable:
         self.max_slots = max_slots
         self.max_uploads = max_uploads
         self.session_ttl = max(600.0, 4 * heartbeat_timeout) if session_ttl is None else session_ttl
+        self.host_id = host_id
         #: Appended to the error of a search that lost every worker (how to start one).
         self.hint = ""
         self.stats: collections.Counter[str] = collections.Counter()
@@ -260,6 +268,8 @@ class PeerTable:
             return [Send(route, msg.session, "REJECT", {"reason": mismatch})]
         if header["slots"] < 1 or not all(isinstance(c, str) for c in header["contexts"]):
             raise ProtocolError("HELLO with bad slots or contexts")
+        if not isinstance(header.get("host_id"), (str, type(None))):
+            raise ProtocolError("HELLO with a host_id that is not a string")
         nonce = header.get("nonce")
         challenge = self._challenges.get(msg.session)
         if nonce is None:
@@ -298,7 +308,8 @@ class PeerTable:
             slots = self.max_slots
         worker = self.make_worker(msg.session, name, slots)
         peer = Peer(route, msg.session, header["worker_id"], name, slots, header["pid"],
-                    header["host"], worker, last_recv=now, seq_in=msg.seq, contexts=set(header["contexts"]))
+                    header["host"], worker, last_recv=now, seq_in=msg.seq, contexts=set(header["contexts"]),
+                    host_id=header.get("host_id"))
         # Results that the worker's earlier sessions still owe (it offers them again on
         # this one) stay acceptable, each once.
         search = self.search
@@ -348,6 +359,8 @@ class PeerTable:
         # data and never say READY cannot make the master send it to all of them at once.
         peer.state = PeerState.QUEUED
         peer.credit = max(1, msg["credit"])
+        # Only a peer that was offered the segment may skip its frames.
+        peer.shared = msg.header.get("shared") is True and self._may_share(peer, search)
         search.waiting.append(peer.session)
         return self._next_uploads(search, now)
 
@@ -360,10 +373,11 @@ class PeerTable:
             peer.state = PeerState.SENDING
             peer.progress_at = now
             search.sending.add(peer.session)
-            peer.upload = Upload()
+            peer.upload = Upload(shared=peer.shared)
             peer.upload.grant(peer.credit)
             self.stats["contexts_sent"] += 1
-            self.stats["context_bytes_sent"] += search.offer.nbytes
+            self.stats["contexts_shared"] += peer.shared
+            self.stats["context_bytes_sent"] += search.offer.wire_bytes(peer.shared)
             out += self._pump(peer, search.offer, now)
         return out
 
@@ -509,7 +523,11 @@ class PeerTable:
             peer.state = PeerState.WAITING
             return []
         peer.state = PeerState.ASKED
-        return [self._send(peer, now, "SEARCH", search.offer.search_fields())]
+        return [self._send(peer, now, "SEARCH", search.offer.search_fields(shared=self._may_share(peer, search)))]
+
+    def _may_share(self, peer: Peer, search: _Search) -> bool:
+        """Whether ``peer`` runs on this machine, where it can map the search's segment."""
+        return search.offer.segment is not None and self.host_id is not None and peer.host_id == self.host_id
 
     def _pump(self, peer: Peer, offer: Offer, now: float) -> list[Output]:
         # Signed by length: the worker checks the bytes against the content id.

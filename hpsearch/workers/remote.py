@@ -5,7 +5,9 @@ on its own I/O thread, which alone touches the socket; the protocol's rules live
 the sans-I/O :class:`~hpsearch.workers.peers.PeerTable`. This module is the part the
 caller's thread runs: opening and closing, and starting a search (serializing the
 context, computing its content id while the first chunks travel, waiting for
-``min_workers``).
+``min_workers``). With ``shared_memory``, the context's large buffers are also put in
+a shared-memory segment (:mod:`hpsearch.workers.shared`) that workers on this machine
+map instead of receiving them.
 
 The master never unpickles anything a worker sends: worker messages are msgpack
 headers only, and results are rebuilt with ``FoldResult.from_message``.
@@ -30,6 +32,7 @@ from .base import Emit, Task
 from .peers import PeerTable
 from .protocol import WORKER_TYPES, Codec, curve_keys, local_versions, make_token, parse_token, with_server_key
 from .router import RouterLoop
+from .shared import SegmentCache, host_id, shared_frames
 from .transfer import Offer, hash_frames
 
 logger = logging.getLogger(__name__)
@@ -132,6 +135,12 @@ class RemoteWorkers:
         one command of :attr:`join_command`; workers encrypt when their token carries
         a key. Without encryption messages are signed (integrity) but readable on
         the network.
+    shared_memory : bool
+        Let workers on this machine (same boot and process namespace, same user) map
+        the context's large arrays (1 MB and more) from one shared, read-only copy
+        instead of each receiving them; a worker that cannot map it receives the
+        bytes. Off by default for remote workers; :class:`~hpsearch.LocalProcesses`
+        turns it on.
 
     Attributes
     ----------
@@ -162,6 +171,7 @@ class RemoteWorkers:
         heartbeat_timeout: float = 30.0,
         max_message_size: int = 2 * 1024 * 1024,
         encrypt: bool | None = None,
+        shared_memory: bool = False,
     ) -> None:
         if not isinstance(address, str) or "://" not in address:
             raise InvalidParameterError(f"address must be a ZeroMQ endpoint such as 'tcp://0.0.0.0:5555', got {address!r}")
@@ -198,7 +208,12 @@ class RemoteWorkers:
         self.endpoint: str | None = None
         self._table = PeerTable(local_versions(), self._make_worker, heartbeat=self.heartbeat,
                                 heartbeat_timeout=self.heartbeat_timeout, min_workers=self.min_workers,
-                                join_timeout=self.join_timeout)
+                                join_timeout=self.join_timeout,
+                                host_id=host_id() if shared_memory else None)
+        self.shared_memory = bool(shared_memory)
+        # The segments of the latest contexts, kept while the pool is open: a later
+        # search on the same data (or a replacement worker) maps the same one.
+        self._segments = SegmentCache()
         self.stats = self._table.stats
         self._secret = secret
         self._cond = threading.Condition()  # guards _joined and _failure
@@ -282,6 +297,7 @@ class RemoteWorkers:
             return
         self._thread = None
         self._loop = None
+        self._segments.close()  # workers' mappings stay valid until they drop them
         self._stop_auth()
         if self._ctx is not None:
             self._ctx.term()
@@ -316,9 +332,12 @@ class RemoteWorkers:
 
         frames = dumps(context)
         self._search_counter += 1
-        offer = Offer.from_frames(self._search_counter, frames)
         with self._cond:
             self._joined = 0
+        if self._table.host_id is not None and shared_frames(frames):
+            self._share(frames, emit)
+            return self._wait_ready()
+        offer = Offer.from_frames(self._search_counter, frames)
         # Workers holding no context at all cannot hold this one: the I/O thread starts
         # sending them the data at once, while this thread computes its content id
         # (one core; the other is the network's). The last chunk waits for the id.
@@ -328,6 +347,23 @@ class RemoteWorkers:
         except BaseException:
             self._end_search()
             raise
+        self._wait_ready()
+
+    def _share(self, frames: list[Any], emit: Emit) -> None:
+        """Offer the context with its large buffers in shared memory (if it can be made).
+
+        The segment is kept by content id, so the id comes first (no transfer starts
+        before it: workers on this machine need the segment's description, and the
+        few bytes they receive are not worth overlapping with the hash).
+        """
+        context_id = hash_frames(frames)
+        segment = self._segments.get(context_id, frames)
+        offer = Offer.from_frames(self._search_counter, frames, segment=segment)
+        offer.context_id = context_id
+        self._command("search", offer, emit)
+
+    def _wait_ready(self) -> None:
+        """Wait until ``min_workers`` have the context (NoWorkersError past ``join_timeout``)."""
         start = time.monotonic()
         deadline = start + self.join_timeout
         next_warning = start + WAITING_WARNING_AFTER

@@ -10,6 +10,12 @@ chunk carries it). On the worker, :class:`Assembly` hashes each chunk and copies
 into one preallocated block, and refuses the whole unless it hashes to the announced
 id, before anything is unpickled. Nothing here touches a socket: the peer table and
 the worker loop turn these into messages.
+
+On the master's machine the large buffers need not travel: an offer may carry a
+:class:`~hpsearch.workers.shared.Segment` holding them, a worker that can map it says
+so in its NEED, and its upload then holds only the other frames' bytes; its
+:class:`Assembly` takes the mapped frames in place of those bytes (and hashes them
+with the rest, in frame order).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 from ..errors import ProtocolError
 from ..evaluation import EvaluationContext, clip_text
 from .protocol import Message
+from .shared import Segment, SharedMemoryUnavailable, attach
 
 logger = logging.getLogger(__name__)
 
@@ -86,30 +93,53 @@ def hash_frames(frames: Sequence[Any]) -> str:
 
 @dataclass
 class Offer:
-    """One search's context, serialized and chunked; ``context_id`` is None until sealed."""
+    """One search's context, serialized and chunked; ``context_id`` is None until sealed.
+
+    With a ``segment`` (the large buffers in shared memory), ``local_chunks`` are the
+    chunks of the other frames only: what a worker that maps the segment receives.
+    """
 
     search: int
     chunks: list[list[memoryview]]
     sizes: list[int]
     nbytes: int
     context_id: str | None = None
+    segment: Segment | None = None
+    local_chunks: list[list[memoryview]] = field(default_factory=list)
 
     @classmethod
-    def from_frames(cls, search: int, frames: Sequence[Any], limit: int | None = None) -> Offer:
+    def from_frames(cls, search: int, frames: Sequence[Any], limit: int | None = None,
+                    segment: Segment | None = None) -> Offer:
         sizes = [memoryview(f).nbytes for f in frames]
-        return cls(search, chunk_frames(frames, limit), sizes, sum(sizes))
+        offer = cls(search, chunk_frames(frames, limit), sizes, sum(sizes), segment=segment)
+        if segment is not None:
+            offer.local_chunks = chunk_frames([f for i, f in enumerate(frames) if i not in segment.frames], limit)
+        return offer
 
-    def search_fields(self) -> dict[str, Any]:
-        """The SEARCH message that offers this context."""
-        return {"search": self.search, "context_id": self.context_id, "nbytes": self.nbytes}
+    def search_fields(self, shared: bool = False) -> dict[str, Any]:
+        """The SEARCH message that offers this context (``shared``: with its segment)."""
+        fields: dict[str, Any] = {"search": self.search, "context_id": self.context_id, "nbytes": self.nbytes}
+        if shared and self.segment is not None:
+            fields["shared"] = self.segment.describe()
+        return fields
+
+    def wire_bytes(self, shared: bool) -> int:
+        """The bytes a transfer sends: all, or (``shared``) those not in the segment."""
+        if shared and self.segment is not None:
+            return self.nbytes - sum(size for _, size in self.segment.frames.values())
+        return self.nbytes
 
 
 @dataclass
 class Upload:
-    """The master's cursor in one worker's transfer: next chunk and credit left."""
+    """The master's cursor in one worker's transfer: next chunk and credit left.
+
+    ``shared``: the worker maps the offer's segment; only ``local_chunks`` travel.
+    """
 
     next_index: int = 0
     credit: int = 0
+    shared: bool = False
 
     def grant(self, credit: Any) -> None:
         """Add the credit a NEED or CREDIT message gave (clamped to ``0..MAX_CREDIT``)."""
@@ -120,7 +150,8 @@ class Upload:
 
         The last chunk names the content id, so it waits until the offer is sealed.
         """
-        count = len(offer.chunks)
+        chunks = offer.local_chunks if self.shared and offer.segment is not None else offer.chunks
+        count = len(chunks)
         while self.credit > 0 and self.next_index < count:
             index = self.next_index
             if index == count - 1 and offer.context_id is None:
@@ -131,7 +162,7 @@ class Upload:
                 fields["sizes"] = offer.sizes
             self.next_index += 1
             self.credit -= 1
-            yield fields, offer.chunks[index]
+            yield fields, chunks[index]
 
 
 #: Linux's madvise(MADV_POPULATE_WRITE) (5.14+): fault pages in ahead of their use.
@@ -185,6 +216,10 @@ class Assembly:
     they hash to the content id the master announced, before anything is unpickled.
     The hash of one chunk runs while the next one is in transit. :meth:`drop` (a
     transfer done, failed, cancelled or cut) lets its memory go.
+
+    ``shared`` holds the frames mapped from the master's segment (by frame index):
+    they do not travel, the block holds only the others, and each shared frame is
+    hashed at its place in the frame order.
     """
 
     search: int
@@ -195,6 +230,9 @@ class Assembly:
     sizes: list[int] = field(default_factory=list)
     offset: int = 0
     next_index: int = 0
+    shared: dict[int, memoryview] = field(default_factory=dict)
+    frame: int = -1  # the frame the next byte received belongs to
+    left: int = 0  # bytes of it still to receive
 
     def add(self, msg: Message) -> bool:
         """Store a chunk; True when it was the last one."""
@@ -211,24 +249,54 @@ class Assembly:
             sizes = msg.header.get("sizes")
             if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
                 raise ProtocolError("the first context chunk must list every frame size")
+            if any(i >= len(sizes) or sizes[i] != view.nbytes for i, view in self.shared.items()):
+                raise ProtocolError("the shared frames do not match the frame sizes announced")
             self.sizes = sizes
             self.hasher = ContentHasher(sizes)  # checks the sizes describe a header and a stream
-            self.block = _fresh_block(sum(sizes), self.stop)
+            self.block = _fresh_block(sum(s for i, s in enumerate(sizes) if i not in self.shared), self.stop)
         for frame in msg.payload:
-            view = memoryview(frame)
-            end = self.offset + view.nbytes
-            if end > self.block.nbytes:
-                raise ProtocolError("context chunks hold more bytes than announced")
-            self.hasher.update(view)
-            self.block[self.offset:end] = np.frombuffer(view, dtype=np.uint8)
-            self.offset = end
+            self._receive(memoryview(frame))
         self.next_index += 1
         return bool(self.next_index == msg["count"])
 
+    def _receive(self, view: memoryview) -> None:
+        """Hash and store bytes received, hashing the shared frames at their turn."""
+        assert self.block is not None
+        if view.ndim != 1 or view.format not in ("B", "b", "c"):
+            view = view.cast("B")
+        position = 0
+        while True:
+            self._catch_up()
+            if position == view.nbytes:
+                return
+            if self.frame >= len(self.sizes):
+                raise ProtocolError("context chunks hold more bytes than announced")
+            take = min(self.left, view.nbytes - position)
+            piece = view[position:position + take]
+            self.hasher.update(piece)
+            self.block[self.offset:self.offset + take] = np.frombuffer(piece, dtype=np.uint8)
+            self.offset += take
+            position += take
+            self.left -= take
+
+    def _catch_up(self) -> None:
+        """Past the frames complete: hash each shared frame whose turn comes, up to the
+        next frame that travels and still lacks bytes (or the end)."""
+        while self.left == 0 and self.frame < len(self.sizes):
+            self.frame += 1
+            if self.frame < len(self.sizes):
+                if self.frame in self.shared:
+                    self.hasher.update(self.shared[self.frame])
+                else:
+                    self.left = self.sizes[self.frame]
+
     def frames(self) -> list[memoryview]:
         """The frames received, once every byte is in and checked against the id."""
-        if self.block is None or self.offset != self.block.nbytes:
+        if self.block is None:
             raise ProtocolError(f"context holds {self.offset} bytes, {sum(self.sizes)} announced")
+        self._catch_up()  # shared frames after the last one received
+        if self.offset != self.block.nbytes or self.frame != len(self.sizes):
+            raise ProtocolError(f"context holds {self.offset} bytes, {self.block.nbytes} expected")
         if self.context_id is None:
             raise ProtocolError("the last context chunk did not name the context's id")
         if self.hasher.hexdigest() != self.context_id:
@@ -238,9 +306,12 @@ class Assembly:
             )
         whole = self.block.data
         out, start = [], 0
-        for size in self.sizes:
-            out.append(whole[start:start + size])
-            start += size
+        for index, size in enumerate(self.sizes):
+            if index in self.shared:
+                out.append(self.shared[index])
+            else:
+                out.append(whole[start:start + size])
+                start += size
         return out
 
     def drop(self) -> None:
@@ -274,10 +345,21 @@ class ContextStore:
             self.contexts.move_to_end(cid)
             logger.info("search %d: context %s already held", search, cid[:12])
             return "READY", {"search": search, "context_id": cid, "error": None}
-        logger.info("search %d: receiving context %s (%d bytes)", search, (cid or "(id follows)")[:12], msg["nbytes"])
         self.drop()
-        self.assembly = Assembly(search, cid)
-        return "NEED", {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT}
+        shared: dict[int, memoryview] = {}
+        description = getattr(msg, "header", msg).get("shared")
+        if description is not None:
+            try:
+                shared = attach(description)
+            except SharedMemoryUnavailable as exc:
+                logger.info("search %d: receiving the whole context (%s)", search, exc)
+        logger.info("search %d: receiving context %s (%d bytes, %d of them mapped from shared memory)", search,
+                    (cid or "(id follows)")[:12], msg["nbytes"], sum(v.nbytes for v in shared.values()))
+        self.assembly = Assembly(search, cid, shared=shared)
+        fields: dict[str, Any] = {"search": search, "context_id": cid, "credit": CONTEXT_CREDIT}
+        if shared:
+            fields["shared"] = True  # send only the frames that are not in the segment
+        return "NEED", fields
 
     def on_context(self, msg: Message) -> Reply | None:
         """CREDIT for the next chunk, READY (with the error, if any) after the last."""
