@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import InvalidParameterError, MissingDependencyError, NoWorkersError
 from ..evaluation import EvaluationContext, FoldResult, clip_text, evaluate
 from .base import Emit, PoolFailed, Task, TaskFailed, TaskFinished, WorkerJoined, WorkerLost
+from .calls import buffer_id
 
 try:  # the plugin must subclass Dask's base class when Dask is there; hpsearch imports without it
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPluginBase
@@ -52,7 +53,7 @@ except ImportError:  # pragma: no cover - exercised only without the dask extra
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DaskWorker", "DaskWorkers", "HPSearchPlugin", "Membership", "require_distributed"]
+__all__ = ["DaskWorker", "DaskWorkers", "HPSearchPlugin", "Membership", "buffer_id", "require_distributed"]
 
 _POOL_IDS = itertools.count(1)
 #: The name the worker plugin is registered under (one per cluster, shared by pools).
@@ -63,16 +64,6 @@ _USABLE = ("running", "paused")
 _PLUGIN_WAIT = 10.0
 #: Dask workers a call is tried on before its future fails (each lost while running it).
 MAX_CALL_ATTEMPTS = 3
-_BUFFER_CONTEXT = "hpsearch dask buffer id v1"
-
-
-def buffer_id(buffer: Any) -> str:
-    """The content id of one out-of-band buffer (hex BLAKE3, its own key derivation)."""
-    import blake3
-
-    hasher = blake3.blake3(derive_key_context=_BUFFER_CONTEXT, max_threads=blake3.blake3.AUTO)
-    hasher.update(memoryview(buffer).cast("B"))
-    return hasher.hexdigest()
 
 
 def require_distributed() -> Any:
