@@ -9,7 +9,7 @@ holds the magic, the signature and the header::
                                                 b"C": content-addressed (CONTEXT only)
         signature (32 bytes)                    keyed BLAKE2b, see below
         header (the rest)                       msgpack map: type, seq, session, fields
-    F1… payload frames                          serialization output (CONTEXT, TASK only)
+    F1… payload frames                          serialization output (CONTEXT, TASK, CALL)
 
 The signature is ``B(magic ‖ mode ‖ len(header) ‖ header ‖ P)`` where ``B`` is BLAKE2b
 keyed with the search secret and ``P = B(len(f) ‖ f for every payload frame f)``; the
