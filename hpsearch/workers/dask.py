@@ -152,6 +152,8 @@ def _handlers(worker: Any) -> dict[str, Any]:
             return {"status": "missing"}
         loop = asyncio.get_running_loop()
         try:
+            if isinstance(params, (list, tuple)):  # the two frames of dumps(params)
+                params = loads(params)
             result = await loop.run_in_executor(worker.executors["default"], evaluate, context, params, fold)
         except Exception:  # evaluate keeps fit errors as data: this is a bug or bad params
             return {"status": "error", "error": clip_text(traceback.format_exc())}
@@ -327,6 +329,26 @@ class Membership:
 
 # --------------------------------------------------------------------------- client side
 
+#: Serialized params up to this size travel as two msgpack byte strings (below: why).
+INLINE_PARAMS_BYTES = 64 * 1024
+
+
+def _pack_params(params: Any) -> Any:
+    """A task's params for the wire: usually the two frames of ``dumps(params)`` as
+    bytes, which Dask's comm sends as plain msgpack; large ones (or ones with
+    out-of-band buffers) through Dask's serialization (``to_serialize``). Dask's
+    path costs a serializer lookup, a header and size accounting per message, on
+    both sides, for what is usually a dict of a few numbers."""
+    from distributed.protocol import to_serialize
+
+    from ..serialization import dumps
+
+    frames = dumps(params)
+    if len(frames) == 2 and sum(memoryview(f).nbytes for f in frames) <= INLINE_PARAMS_BYTES:
+        return [bytes(f) for f in frames]
+    return to_serialize(params)
+
+
 
 class DaskWorker:
     """One Dask worker as hpsearch's scheduler sees it: its threads are the slots."""
@@ -340,8 +362,23 @@ class DaskWorker:
         self._search = search
 
     def submit(self, task: Task) -> None:
-        """Send the task from the client's event loop; never blocks."""
-        self._pool._loop.add_callback(self._pool._run_task, self._search, self, task)
+        """Send the task from the client's event loop; never blocks.
+
+        Usually called on that loop itself (the search handles each result there and
+        dispatches the next task at once): the send is then scheduled directly,
+        without waking the loop through its self-pipe (a syscall and one more loop
+        pass per task)."""
+        pool = self._pool
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is pool._aio_loop:
+            job = running.create_task(pool._run_task(self._search, self, task))
+            pool._jobs.add(job)  # the loop keeps only weak references to tasks
+            job.add_done_callback(pool._jobs.discard)
+        else:
+            pool._loop.add_callback(pool._run_task, self._search, self, task)
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connections."""
@@ -461,6 +498,8 @@ class DaskWorkers:
         self._pending: dict[str, dict[str, asyncio.Future]] = {}
         self._implicit = False
         self._search: _Search | None = None
+        self._aio_loop: Any = None  # the client's asyncio loop, once open
+        self._jobs: set[asyncio.Task[Any]] = set()  # tasks sent from the loop itself
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -500,6 +539,7 @@ class DaskWorkers:
                 client.close()
             raise
         self._client, self._owns_client = client, owns
+        self._aio_loop = getattr(client.loop, "asyncio_loop", None)
         return self
 
     def close(self) -> None:
@@ -645,17 +685,16 @@ class DaskWorkers:
             raise RuntimeError(f"Dask worker {address} cannot load the search's data:\n{reply.get('error')}")
 
     async def _run_task(self, search: _Search, worker: DaskWorker, task: Task) -> None:
-        from distributed.protocol import to_serialize
-
         if search.workers.get(worker.address) is not worker:
             return  # lost meanwhile: the search requeued the task
         rpc = self._rpc(worker.address)
         self.stats["tasks_sent"] += 1
         try:
-            reply = await rpc.hpsearch_task(cid=search.cid, params=to_serialize(task.params), fold=task.fold)
+            params = _pack_params(task.params)
+            reply = await rpc.hpsearch_task(cid=search.cid, params=params, fold=task.fold)
             if reply is not None and reply["status"] == "missing":  # evicted by another search
                 await self._ensure_context(search, worker.address)
-                reply = await rpc.hpsearch_task(cid=search.cid, params=to_serialize(task.params), fold=task.fold)
+                reply = await rpc.hpsearch_task(cid=search.cid, params=params, fold=task.fold)
         except OSError as exc:
             self._act(search, search.membership.failed(worker.address, repr(exc), time.monotonic()))
             return
