@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import msgpack
 import numpy as np
 
 from ..errors import InvalidParameterError, MissingDependencyError, NoWorkersError
@@ -158,7 +159,9 @@ def _handlers(worker: Any) -> dict[str, Any]:
         except Exception:  # evaluate keeps fit errors as data: this is a bug or bad params
             return {"status": "error", "error": clip_text(traceback.format_exc())}
         _CACHE.counters["tasks"] += 1
-        return {"status": "ok", "result": result.to_message()}
+        # Packed here: Dask walks every reply with sizeof (to decide whether to offload
+        # its serialization) and packs it again; one bytes object is one step.
+        return {"status": "ok", "result": msgpack.packb(result.to_message(), use_bin_type=True)}
 
     async def hpsearch_buffers(buffers: dict[str, Any]) -> dict[str, Any]:
         for bid, buffer in buffers.items():
@@ -707,8 +710,11 @@ class DaskWorkers:
             search.emit(TaskFailed(worker.name, task.task_id, task.attempt, str(error)))
             return
         try:
-            result = FoldResult.from_message(reply["result"])
-        except (KeyError, TypeError, ValueError) as exc:
+            message = reply["result"]
+            if isinstance(message, bytes):
+                message = msgpack.unpackb(message, raw=False, strict_map_key=True)
+            result = FoldResult.from_message(message)
+        except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             search.emit(TaskFailed(worker.name, task.task_id, task.attempt, f"malformed result: {exc}"))
             return
         self.stats["results"] += 1
