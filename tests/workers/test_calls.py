@@ -188,6 +188,11 @@ def test_cross_validate_forest_and_permutation_importance_on_local_processes(poo
     np.testing.assert_array_equal(importance.importances, expected.importances)
 
 
+def test_a_result_larger_than_a_worker_message_comes_back_whole(pool):
+    value = pool.submit_call(functools.partial(np.arange, 1_000_000)).result(timeout=60)  # 8 MB: 16 parts
+    np.testing.assert_array_equal(value, np.arange(1_000_000))
+
+
 def test_an_error_in_a_batch_reaches_the_caller(pool):
     with joblib.parallel_config(backend="hpsearch", workers=pool):
         with pytest.raises(ZeroDivisionError):
