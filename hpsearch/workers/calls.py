@@ -50,6 +50,8 @@ MAX_RESENDS = 3
 RESULT_PART_BYTES = 512 * 1024
 #: The largest result accepted (its parts are refused beyond this).
 MAX_RESULT_BYTES = 4 << 30
+#: Buffer ids remembered as sent, per worker session (oldest forgotten: sent again if used).
+MAX_HELD_IDS = 65536
 #: The most buffer bytes a worker keeps by default (least recently used dropped).
 BUFFER_CACHE_BYTES = 2 << 30
 _BUFFER_CONTEXT = "hpsearch call buffer id v1"
@@ -143,7 +145,7 @@ class CallBook:
         self.waiting: collections.deque[Call] = collections.deque()
         self.running: dict[int, Call] = {}
         self.on_peer: dict[str, set[int]] = {}  # session -> ids of its running calls
-        self.held: dict[str, set[str]] = {}  # session -> buffer ids it was sent
+        self.held: dict[str, dict[str, None]] = {}  # session -> buffer ids it was sent, oldest first
         self.stats: collections.Counter[str] = collections.Counter()
         self.starved_since: float | None = None
 
@@ -159,9 +161,11 @@ class CallBook:
         return self.message(call, session)
 
     def message(self, call: Call, session: str) -> tuple[dict[str, Any], list[Any]]:
-        held = self.held.setdefault(session, set())
+        held = self.held.setdefault(session, {})
         sent = [bid for bid in dict.fromkeys(call.ids) if bid not in held]
-        held.update(sent)
+        held.update(dict.fromkeys(sent))
+        while len(held) > MAX_HELD_IDS:
+            del held[next(iter(held))]
         self.stats["calls_sent"] += 1
         self.stats["call_buffers_sent"] += len(sent)
         self.stats["call_buffer_bytes_sent"] += sum(memoryview(call.buffers[b]).nbytes for b in sent)
@@ -178,7 +182,9 @@ class CallBook:
             return None, None
         if msg["missing"] is not None:
             missing = [bid for bid in msg["missing"] if isinstance(bid, str)]
-            self.held.get(session, set()).difference_update(missing)
+            held = self.held.get(session, {})
+            for bid in missing:
+                held.pop(bid, None)
             call.resends += 1
             if call.resends > MAX_RESENDS:
                 return call, self._finish(call, None, (
