@@ -13,12 +13,15 @@ Two measurements, each alternating the contenders and comparing medians:
 
     python benchmarks/bench_dask.py [--repeat 5] [--workers 2] [--tasks 400]
 
-A ratio below 1.0 means hpsearch is faster.
+A ratio below 1.0 means hpsearch is faster. "above fits/workers" is a run's time minus
+the time its fits and scorings took (from ``cv_results_``) divided by the workers: what
+the engine added, start, refit and idle workers included.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any
@@ -53,21 +56,35 @@ def noop(i: int) -> int:
     return i
 
 
-def timed(fn) -> float:
+def timed(fn) -> tuple[float, Any]:
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    out = fn()
+    return time.perf_counter() - start, out
 
 
-def compare(name_a: str, a, name_b: str, b, repeat: int) -> tuple[float, float]:
-    times_a, times_b = [], []
+def busy(search: Any, n_splits: int = 5) -> float:
+    """Seconds the workers spent fitting and scoring (from the search's cv_results_)."""
+    results = search.cv_results_
+    return float(np.sum(results["mean_fit_time"] + results["mean_score_time"]) * n_splits)
+
+
+def compare(name_a: str, a, name_b: str, b, repeat: int, workers: int | None = None) -> tuple[float, float]:
+    """Median times of ``a`` and ``b``, alternating; with ``workers``, also how far each
+    run was above its fits' own time spread over the workers (the overhead)."""
+    times: dict[str, list[float]] = {name_a: [], name_b: []}
+    above: dict[str, list[float]] = {name_a: [], name_b: []}
     for _ in range(repeat):  # interleaved, so machine noise hits both alike
-        times_a.append(timed(a))
-        times_b.append(timed(b))
-    med_a, med_b = statistics.median(times_a), statistics.median(times_b)
-    print(f"  {name_a:<44} {med_a:7.3f} s   {sorted(round(t, 3) for t in times_a)}")
-    print(f"  {name_b:<44} {med_b:7.3f} s   {sorted(round(t, 3) for t in times_b)}")
-    return med_a, med_b
+        for name, fn in ((name_a, a), (name_b, b)):
+            elapsed, out = timed(fn)
+            times[name].append(elapsed)
+            if workers:
+                above[name].append(elapsed - busy(out) / workers)
+    for name in (name_a, name_b):
+        line = f"  {name:<44} {statistics.median(times[name]):7.3f} s   {sorted(round(t, 3) for t in times[name])}"
+        if workers:
+            line += f"   above fits/workers: {statistics.median(above[name]):.3f} s"
+        print(line)
+    return statistics.median(times[name_a]), statistics.median(times[name_b])
 
 
 def main() -> None:
@@ -79,6 +96,7 @@ def main() -> None:
     from dask_ml.model_selection import GridSearchCV
 
     X, y = load_digits(return_X_y=True)
+    print("load average at start: %.2f %.2f %.2f" % os.getloadavg())
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client, \
             DaskWorkers(client) as pool:
@@ -105,7 +123,8 @@ def main() -> None:
             print(f"{title}, LocalCluster of {args.workers} single-thread worker processes, "
                   f"median of {args.repeat}")
             med_ours, med_theirs = compare("hpsearch run_search(workers=DaskWorkers)", ours,
-                                           "dask_ml GridSearchCV(scheduler=client)", theirs, args.repeat)
+                                           "dask_ml GridSearchCV(scheduler=client)", theirs, args.repeat,
+                                           workers=args.workers)
             print(f"  ratio hpsearch / dask-ml = {med_ours / med_theirs:.2f}  (target <= 0.8)\n")
 
         n_folds = 2
@@ -126,6 +145,7 @@ def main() -> None:
         tasks = n_candidates * n_folds
         print(f"  per task: hpsearch {1e3 * med_ours / tasks:.2f} ms, client.map {1e3 * med_map / tasks:.2f} ms;"
               f" ratio {med_ours / med_map:.2f}  (target < 1.0)")
+    print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
 
 
 if __name__ == "__main__":

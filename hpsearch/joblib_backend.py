@@ -10,12 +10,15 @@ to the pool:
   as out-of-band buffers named by their content, cached on each worker, so an ``X``
   used by many calls (three ``cross_val_score`` on the same data) reaches each worker
   once. A worker lost during a batch is replaced by another.
+* :class:`~hpsearch.LocalProcesses` and :class:`~hpsearch.RemoteWorkers`: each batch
+  is one CALL of the ZeroMQ protocol, run on the least busy worker's slot, its large
+  arrays content-addressed and cached on the worker in the same way
+  (:mod:`hpsearch.workers.calls`). The result is a pickle the master unpickles, so a
+  ``RemoteWorkers`` pool must be created with ``trust_workers=True`` (anyone holding
+  its token could otherwise run code on the master); ``LocalProcesses`` always trusts
+  its own children.
 * a number of threads, or :class:`~hpsearch.ThreadWorkers`: batches run on that many
   local threads.
-
-hpsearch's ZeroMQ workers (``RemoteWorkers``, ``LocalProcesses``) run search tasks
-only — their protocol returns scores, not Python objects — so they are refused here
-with a message saying so.
 """
 
 from __future__ import annotations
@@ -95,8 +98,37 @@ class _DaskRunner:
             self.pool.close()
 
 
-def _runner(workers: Any) -> _ThreadRunner | _DaskRunner:
+class _ProcessRunner:
+    """Batches as CALLs on a ZeroMQ pool (``RemoteWorkers``, ``LocalProcesses``),
+    opened here if it is not."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self._opened = False
+
+    def open(self) -> None:
+        if self.pool._thread is None:
+            self.pool.open()
+            self._opened = True
+
+    def threads(self) -> int:
+        return int(self.pool.total_slots())
+
+    def submit(self, func: Any) -> concurrent.futures.Future:
+        return self.pool.submit_call(func)
+
+    def abort(self) -> None:
+        """Calls already sent run to the end; joblib ignores their results."""
+
+    def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            self.pool.close()
+
+
+def _runner(workers: Any) -> _ThreadRunner | _DaskRunner | _ProcessRunner:
     from .workers.dask import DaskWorkers
+    from .workers.remote import RemoteWorkers
 
     if isinstance(workers, numbers.Integral) and not isinstance(workers, bool) and int(workers) >= 1:
         return _ThreadRunner(int(workers))
@@ -104,11 +136,19 @@ def _runner(workers: Any) -> _ThreadRunner | _DaskRunner:
         return _ThreadRunner(workers.n)
     if isinstance(workers, DaskWorkers):
         return _DaskRunner(workers)
+    if isinstance(workers, RemoteWorkers):
+        if not workers.trust_workers:
+            raise InvalidParameterError(
+                f"parallel_config(backend='hpsearch', workers={workers!r}): joblib calls return Python "
+                "objects, which this process would unpickle, so anyone holding the pool's join token could "
+                "run code here. If every worker is yours, create the pool with "
+                "RemoteWorkers(..., trust_workers=True)"
+            )
+        return _ProcessRunner(workers)
     raise InvalidParameterError(
-        "parallel_config(backend='hpsearch') needs workers= a DaskWorkers pool, a ThreadWorkers "
-        f"pool or a number of threads (int >= 1); got {workers!r}. hpsearch's ZeroMQ workers "
-        "(RemoteWorkers, LocalProcesses) run search tasks only: their protocol carries scores, "
-        "not the Python objects joblib calls return"
+        "parallel_config(backend='hpsearch') needs workers= an hpsearch pool (LocalProcesses, "
+        "RemoteWorkers(trust_workers=True), DaskWorkers, ThreadWorkers) or a number of threads "
+        f"(int >= 1); got {workers!r}"
     )
 
 
@@ -117,10 +157,11 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
 
     Parameters
     ----------
-    workers : DaskWorkers, ThreadWorkers or int
-        Where the batches run. A ``DaskWorkers`` pool that is not open is opened for
-        each ``Parallel`` call and closed after it; open it once (``with pool:``) to
-        keep the data cached on the workers between calls.
+    workers : LocalProcesses, RemoteWorkers, DaskWorkers, ThreadWorkers or int
+        Where the batches run. A pool that is not open is opened for each
+        ``Parallel`` call and closed after it; open it once (``with pool:``) to keep
+        the data cached on the workers between calls. A ``RemoteWorkers`` pool must
+        trust its workers (``trust_workers=True``).
 
     Examples
     --------
@@ -145,9 +186,9 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
                          **backend_kwargs)
         if workers is None:
             raise InvalidParameterError(
-                "parallel_config(backend='hpsearch') needs workers=: a DaskWorkers pool, a "
-                "ThreadWorkers pool or a number of threads, e.g. "
-                "parallel_config(backend='hpsearch', workers=DaskWorkers('tcp://scheduler:8786'))"
+                "parallel_config(backend='hpsearch') needs workers=: an hpsearch pool (LocalProcesses, "
+                "RemoteWorkers(trust_workers=True), DaskWorkers, ThreadWorkers) or a number of threads, "
+                "e.g. parallel_config(backend='hpsearch', workers=LocalProcesses(4))"
             )
         self.workers = workers
         self._runner = _runner(workers)

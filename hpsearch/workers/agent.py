@@ -13,7 +13,9 @@ second search on the same data does not ship it again.
 
 A worker trusts its master completely (it unpickles the context and the params the
 master sends, after checking the signature); the master trusts workers only for
-scores (results are msgpack).
+scores (results are msgpack), unless it runs joblib calls on them (CALL: a pickled
+function, its large buffers cached here by content id, :mod:`~hpsearch.workers.calls`;
+CALL_RESULT: the pickle of its return value, in parts).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
 from ..evaluation import EvaluationContext, clip_text
+from .calls import BufferCache, dump_result, iter_result_messages
 from .protocol import MASTER_TYPES, Codec, MasterFilter, Message, curve_keys, host_name, local_versions
 from .slots import SlotThreads, run_task
 from .shared import host_id
@@ -57,6 +60,13 @@ class _Job:
     context: EvaluationContext
     params: dict[str, Any]
     fold: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CallJob:
+    epoch: int
+    call: int
+    frames: list[Any]
 
 
 class WorkerAgent:
@@ -140,10 +150,12 @@ class WorkerAgent:
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
         self._waker = Waker()  # slot threads -> the socket's thread: a result is queued
-        self._slots: SlotThreads[_Job] | None = None
+        self._slots: SlotThreads[_Job | _CallJob] | None = None
         self._results: queue.SimpleQueue[tuple[tuple[int, int, int], dict[str, Any] | None, str | None]] = \
             queue.SimpleQueue()
         self._store = ContextStore(cache_size)
+        self._buffers = BufferCache()  # the calls' large buffers, by content id
+        self._call_results: queue.SimpleQueue[tuple[int, int, bytes | None, str | None]] = queue.SimpleQueue()
         self._unacked: dict[tuple[int, int, int], dict[str, Any]] = {}
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._inbox: collections.deque[Message] = collections.deque()
@@ -376,6 +388,8 @@ class WorkerAgent:
         kind = msg.type
         if kind == "TASK":
             self._on_task(msg)
+        elif kind == "CALL":
+            self._on_call(msg)
         elif kind == "RESULT_ACK":
             self._forget(msg["acks"])
         elif kind == "SEARCH":
@@ -426,10 +440,46 @@ class WorkerAgent:
         assert self._slots is not None  # run() started them
         self._slots.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
+    def _on_call(self, msg: Message) -> None:
+        try:
+            frames = self._buffers.frames(msg.header, msg.payload)
+        except ProtocolError as exc:
+            self._send_call_result(msg["call"], None, str(exc))
+            return
+        if frames and isinstance(frames[0], str):  # evicted since the master sent them
+            self._send("CALL_RESULT", {"call": msg["call"], "part": 0, "parts": 1, "data": None,
+                                       "failure": None, "missing": frames})
+            return
+        assert self._slots is not None  # run() started them
+        self._slots.put(_CallJob(self._epoch, msg["call"], frames))
+
+    def _run_call(self, job: _CallJob) -> None:
+        """On a slot thread: unpickle and run the call, queue its pickled result."""
+        import traceback
+
+        from ..serialization import loads
+
+        data: bytes | None = None
+        failure: str | None = None
+        try:
+            data = dump_result(loads(job.frames)())
+        except BaseException:  # even SystemExit: the call fails, the thread lives
+            failure = clip_text(traceback.format_exc())
+        self._call_results.put((job.epoch, job.call, data, failure))
+        self._waker.wake()
+
+    def _send_call_result(self, call: int, data: bytes | None, failure: str | None) -> None:
+        for fields in iter_result_messages(call, data, failure):
+            self._send("CALL_RESULT", fields)
+
     # -- results ----------------------------------------------------------------------------
 
-    def _run_job(self, job: _Job) -> None:
+    def _run_job(self, job: _Job | _CallJob) -> None:
         """On a slot thread: run the job, queue its result for the socket's thread."""
+        if isinstance(job, _CallJob):
+            if job.epoch == self._epoch:  # else queued for an old connection: the master requeued it
+                self._run_call(job)
+            return
         key = (job.search, job.task_id, job.attempt)
         if job.epoch != self._epoch or job.search in self._cancelled:
             return  # queued for an old connection, or cancelled: the master runs it elsewhere
@@ -441,6 +491,13 @@ class WorkerAgent:
         self._waker.wake()
 
     def _forward_results(self) -> None:
+        while True:  # calls' results: only for the connection they came on (else requeued)
+            try:
+                epoch, call, data, failure = self._call_results.get_nowait()
+            except queue.Empty:
+                break
+            if epoch == self._epoch and self._filter.master is not None:
+                self._send_call_result(call, data, failure)
         while True:
             try:
                 key, result, failure = self._results.get_nowait()

@@ -39,11 +39,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import msgpack
 import numpy as np
 
 from ..errors import InvalidParameterError, MissingDependencyError, NoWorkersError
 from ..evaluation import EvaluationContext, FoldResult, clip_text, evaluate
 from .base import Emit, PoolFailed, Task, TaskFailed, TaskFinished, WorkerJoined, WorkerLost
+from .calls import buffer_id
 
 try:  # the plugin must subclass Dask's base class when Dask is there; hpsearch imports without it
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPluginBase
@@ -52,7 +54,7 @@ except ImportError:  # pragma: no cover - exercised only without the dask extra
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DaskWorker", "DaskWorkers", "HPSearchPlugin", "Membership", "require_distributed"]
+__all__ = ["DaskWorker", "DaskWorkers", "HPSearchPlugin", "Membership", "buffer_id", "require_distributed"]
 
 _POOL_IDS = itertools.count(1)
 #: The name the worker plugin is registered under (one per cluster, shared by pools).
@@ -63,16 +65,6 @@ _USABLE = ("running", "paused")
 _PLUGIN_WAIT = 10.0
 #: Dask workers a call is tried on before its future fails (each lost while running it).
 MAX_CALL_ATTEMPTS = 3
-_BUFFER_CONTEXT = "hpsearch dask buffer id v1"
-
-
-def buffer_id(buffer: Any) -> str:
-    """The content id of one out-of-band buffer (hex BLAKE3, its own key derivation)."""
-    import blake3
-
-    hasher = blake3.blake3(derive_key_context=_BUFFER_CONTEXT, max_threads=blake3.blake3.AUTO)
-    hasher.update(memoryview(buffer).cast("B"))
-    return hasher.hexdigest()
 
 
 def require_distributed() -> Any:
@@ -161,11 +153,15 @@ def _handlers(worker: Any) -> dict[str, Any]:
             return {"status": "missing"}
         loop = asyncio.get_running_loop()
         try:
+            if isinstance(params, (list, tuple)):  # the two frames of dumps(params)
+                params = loads(params)
             result = await loop.run_in_executor(worker.executors["default"], evaluate, context, params, fold)
         except Exception:  # evaluate keeps fit errors as data: this is a bug or bad params
             return {"status": "error", "error": clip_text(traceback.format_exc())}
         _CACHE.counters["tasks"] += 1
-        return {"status": "ok", "result": result.to_message()}
+        # Packed here: Dask walks every reply with sizeof (to decide whether to offload
+        # its serialization) and packs it again; one bytes object is one step.
+        return {"status": "ok", "result": msgpack.packb(result.to_message(), use_bin_type=True)}
 
     async def hpsearch_buffers(buffers: dict[str, Any]) -> dict[str, Any]:
         for bid, buffer in buffers.items():
@@ -336,6 +332,26 @@ class Membership:
 
 # --------------------------------------------------------------------------- client side
 
+#: Serialized params up to this size travel as two msgpack byte strings (below: why).
+INLINE_PARAMS_BYTES = 64 * 1024
+
+
+def _pack_params(params: Any) -> Any:
+    """A task's params for the wire: usually the two frames of ``dumps(params)`` as
+    bytes, which Dask's comm sends as plain msgpack; large ones (or ones with
+    out-of-band buffers) through Dask's serialization (``to_serialize``). Dask's
+    path costs a serializer lookup, a header and size accounting per message, on
+    both sides, for what is usually a dict of a few numbers."""
+    from distributed.protocol import to_serialize
+
+    from ..serialization import dumps
+
+    frames = dumps(params)
+    if len(frames) == 2 and sum(memoryview(f).nbytes for f in frames) <= INLINE_PARAMS_BYTES:
+        return [bytes(f) for f in frames]
+    return to_serialize(params)
+
+
 
 class DaskWorker:
     """One Dask worker as hpsearch's scheduler sees it: its threads are the slots."""
@@ -349,8 +365,23 @@ class DaskWorker:
         self._search = search
 
     def submit(self, task: Task) -> None:
-        """Send the task from the client's event loop; never blocks."""
-        self._pool._loop.add_callback(self._pool._run_task, self._search, self, task)
+        """Send the task from the client's event loop; never blocks.
+
+        Usually called on that loop itself (the search handles each result there and
+        dispatches the next task at once): the send is then scheduled directly,
+        without waking the loop through its self-pipe (a syscall and one more loop
+        pass per task)."""
+        pool = self._pool
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is pool._aio_loop:
+            job = running.create_task(pool._run_task(self._search, self, task))
+            pool._jobs.add(job)  # the loop keeps only weak references to tasks
+            job.add_done_callback(pool._jobs.discard)
+        else:
+            pool._loop.add_callback(pool._run_task, self._search, self, task)
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connections."""
@@ -470,6 +501,8 @@ class DaskWorkers:
         self._pending: dict[str, dict[str, asyncio.Future]] = {}
         self._implicit = False
         self._search: _Search | None = None
+        self._aio_loop: Any = None  # the client's asyncio loop, once open
+        self._jobs: set[asyncio.Task[Any]] = set()  # tasks sent from the loop itself
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -509,6 +542,7 @@ class DaskWorkers:
                 client.close()
             raise
         self._client, self._owns_client = client, owns
+        self._aio_loop = getattr(client.loop, "asyncio_loop", None)
         return self
 
     def close(self) -> None:
@@ -654,17 +688,16 @@ class DaskWorkers:
             raise RuntimeError(f"Dask worker {address} cannot load the search's data:\n{reply.get('error')}")
 
     async def _run_task(self, search: _Search, worker: DaskWorker, task: Task) -> None:
-        from distributed.protocol import to_serialize
-
         if search.workers.get(worker.address) is not worker:
             return  # lost meanwhile: the search requeued the task
         rpc = self._rpc(worker.address)
         self.stats["tasks_sent"] += 1
         try:
-            reply = await rpc.hpsearch_task(cid=search.cid, params=to_serialize(task.params), fold=task.fold)
+            params = _pack_params(task.params)
+            reply = await rpc.hpsearch_task(cid=search.cid, params=params, fold=task.fold)
             if reply is not None and reply["status"] == "missing":  # evicted by another search
                 await self._ensure_context(search, worker.address)
-                reply = await rpc.hpsearch_task(cid=search.cid, params=to_serialize(task.params), fold=task.fold)
+                reply = await rpc.hpsearch_task(cid=search.cid, params=params, fold=task.fold)
         except OSError as exc:
             self._act(search, search.membership.failed(worker.address, repr(exc), time.monotonic()))
             return
@@ -677,8 +710,11 @@ class DaskWorkers:
             search.emit(TaskFailed(worker.name, task.task_id, task.attempt, str(error)))
             return
         try:
-            result = FoldResult.from_message(reply["result"])
-        except (KeyError, TypeError, ValueError) as exc:
+            message = reply["result"]
+            if isinstance(message, bytes):
+                message = msgpack.unpackb(message, raw=False, strict_map_key=True)
+            result = FoldResult.from_message(message)
+        except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             search.emit(TaskFailed(worker.name, task.task_id, task.attempt, f"malformed result: {exc}"))
             return
         self.stats["results"] += 1

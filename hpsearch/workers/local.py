@@ -121,7 +121,8 @@ class LocalProcesses(RemoteWorkers):
                 raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
         super().__init__("tcp://127.0.0.1:*", min_workers=int(n), join_timeout=start_timeout,
                          heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout, encrypt=encrypt,
-                         shared_memory=shared_memory)
+                         shared_memory=shared_memory,
+                         trust_workers=True)  # its own children: joblib calls may run on them
         self.n = int(n)
         self.slots_per_process = int(slots_per_process)
         self.inner_threads = inner_threads or max(1, available_cores() // (self.n * self.slots_per_process))

@@ -43,6 +43,7 @@ from typing import Any, Union
 from ..errors import NoWorkersError, ProtocolError
 from ..evaluation import FoldResult
 from .base import PoolFailed, Task, TaskFailed, TaskFinished, Worker, WorkerJoined, WorkerLost
+from .calls import Call, CallBook, CallDone
 from .protocol import Message, version_mismatch
 from .transfer import Offer, Upload
 
@@ -89,7 +90,7 @@ class Send:
     payload: Any = ()
 
 
-Output = Union[Send, WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed]
+Output = Union[Send, WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed, CallDone]
 
 
 @dataclass
@@ -207,6 +208,9 @@ class PeerTable:
         # HELLO answered with CHALLENGE: session -> (nonce, when); consumed by the bound HELLO.
         self._challenges: collections.OrderedDict[str, tuple[str, float, int]] = collections.OrderedDict()
         self._closed: collections.OrderedDict[str, _Closed] = collections.OrderedDict()
+        #: Calls (the joblib backend): they run on any connected peer, search or not.
+        self.calls = CallBook()
+        self.calls.stats = self.stats
 
     def knows_route(self, route: bytes) -> bool:
         """Whether ``route`` is a connected worker session's (its handshake completed)."""
@@ -326,7 +330,7 @@ class PeerTable:
         logger.info("worker %s joined from %s (pid %d, %d slot(s))", name, peer.host, peer.pid, peer.slots)
         out.append(self._send(peer, now, "WELCOME", {"name": name, "heartbeat": self.heartbeat,
                                                       "timeout": self.heartbeat_timeout}))
-        return out + self._offer(peer, now)
+        return out + self._offer(peer, now) + self._dispatch_calls(now)
 
     def _current(self, peer: Peer, msg: Message, *states: PeerState) -> _Search | None:
         """The search, if ``msg`` is about it and ``peer`` is in one of ``states``."""
@@ -439,13 +443,44 @@ class PeerTable:
     def _on_bye(self, peer: Peer, msg: Message, now: float) -> list[Output]:
         return self.lose(peer.session, f"left: {msg['reason']}")
 
+    def _on_call_result(self, peer: Peer, msg: Message, now: float) -> list[Output]:
+        call, outcome = self.calls.result(peer.session, msg)
+        if call is None or outcome is None:
+            return []
+        if isinstance(outcome, CallDone):
+            return [outcome, *self._dispatch_calls(now)]
+        logger.info("worker %s lacks %d buffer(s) of call %d; sending them again", peer.name, len(outcome),
+                    call.call_id)
+        return [self._send(peer, now, "CALL", *self.calls.message(call, peer.session))]
+
     _handlers: dict[str, Callable[[PeerTable, Peer, Message, float], list[Output]]] = {
         "READY": _on_ready,
         "NEED": _on_need,
         "CREDIT": _on_credit,
         "RESULT": _on_result,
         "BYE": _on_bye,
+        "CALL_RESULT": _on_call_result,
     }
+
+    # -- calls (the joblib backend) ---------------------------------------------------------
+
+    def call(self, call: Call, now: float) -> list[Output]:
+        """Queue ``call``; sent at once to the least busy peer with room (``slots + 1``)."""
+        self.calls.waiting.append(call)
+        return self._dispatch_calls(now)
+
+    def _dispatch_calls(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        calls = self.calls
+        while calls.waiting:
+            open_peers = [p for p in self.peers.values() if calls.load(p.session) < p.slots + 1]
+            if not open_peers:
+                break
+            peer = min(open_peers, key=lambda p: calls.load(p.session) / p.slots)
+            call = calls.waiting.popleft()
+            self.stats[f"calls_to:{peer.name}"] += 1
+            out.append(self._send(peer, now, "CALL", *calls.assign(call, peer.session)))
+        return out
 
     # -- the search -------------------------------------------------------------------------
 
@@ -545,6 +580,7 @@ class PeerTable:
         self._names.discard(peer.name)
         self.stats["lost"] += 1
         logger.warning("worker %s lost: %s", peer.name, reason)
+        out: list[Output] = [*self.calls.lost(session), *self._dispatch_calls(peer.last_recv)]
         search = self.search
         served = search is not None and peer.state is PeerState.READY
         if search is not None:
@@ -552,7 +588,7 @@ class PeerTable:
         # Remembered a while (bounded), to refuse its replays and take a late result.
         self._remember(peer.session, _Closed(peer.name, peer.worker_id, search.offer.search if served and search else None,
                                              peer.seq_in, peer.last_recv, peer.assigned))
-        return [WorkerLost(peer.name, reason)] if served else []
+        return out + ([WorkerLost(peer.name, reason)] if served else [])
 
     def tick(self, now: float, dead_pids: Collection[int] = (), busy: Collection[str] = ()) -> list[Output]:
         """Housekeeping: lose silent or dead peers, flush acks, heartbeat quiet ones.
@@ -574,6 +610,8 @@ class PeerTable:
             elif now - peer.last_send >= self.heartbeat and peer.session not in busy:
                 out.append(self._send(peer, now, "HEARTBEAT"))
         self._expire(now)
+        out += self._dispatch_calls(now)
+        out += self.calls.starving(bool(self.peers), now, self.join_timeout)
         search = self.search
         if search is not None:
             out += self._next_uploads(search, now)
@@ -610,6 +648,8 @@ class PeerTable:
         """End the search and send every peer SHUTDOWN; the table is empty afterwards."""
         out = self.end_search(now)
         out += [self._send(peer, now, "SHUTDOWN", {"exit": exit, "reason": reason}) for peer in self.peers.values()]
+        out += self.calls.fail_all(f"the pool closed: {reason}")
+        self.calls.held.clear()
         self.peers.clear()
         self._by_route.clear()
         self._by_worker.clear()

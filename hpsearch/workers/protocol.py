@@ -9,7 +9,7 @@ holds the magic, the signature and the header::
                                                 b"C": content-addressed (CONTEXT only)
         signature (32 bytes)                    keyed BLAKE2b, see below
         header (the rest)                       msgpack map: type, seq, session, fields
-    F1… payload frames                          serialization output (CONTEXT, TASK only)
+    F1… payload frames                          serialization output (CONTEXT, TASK, CALL)
 
 The signature is ``B(magic ‖ mode ‖ len(header) ‖ header ‖ P)`` where ``B`` is BLAKE2b
 keyed with the search secret and ``P = B(len(f) ‖ f for every payload frame f)``; the
@@ -77,9 +77,10 @@ PROTOCOL_MAJOR = 1
 # 1.1: CONTEXT chunks are signed by length and checked against the content id.
 # 1.2: every master message names the worker session it is for ("to").
 # 1.3: HELLO is bound to the master by a CHALLENGE nonce; RESULT only for assigned tasks.
+# 1.4: CALL / CALL_RESULT: a pickled function run on a slot (the joblib backend).
 # While hpsearch is below 1.0, a minor step may be incompatible: HELLO compares
 # major.minor (see _MATCH_PARTS), so mismatched workers get a REJECT naming both.
-PROTOCOL_MINOR = 3
+PROTOCOL_MINOR = 4
 MAGIC = b"HPS" + bytes([PROTOCOL_MAJOR])
 #: Envelope modes: payload signed byte by byte, or by length (content-addressed).
 MODE_BYTES, MODE_CONTENT = b"B", b"C"
@@ -116,6 +117,9 @@ WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
                "failure": _OPT_STR},
     "HEARTBEAT": {},
     "BYE": {"reason": _STR},
+    # A CALL's result: its pickle in parts (data), or failure, or the buffers it lacks.
+    "CALL_RESULT": {"call": _INT, "part": _INT, "parts": _INT, "data": (bytes, type(None)),
+                    "failure": _OPT_STR, "missing": (list, type(None))},
 }
 
 #: Messages the master sends to a worker, with their required fields.
@@ -131,6 +135,8 @@ MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     # [search, task_id, attempt] of results recorded; TASK may carry "acks" too.
     "RESULT_ACK": {"acks": _LIST},
     "CANCEL": {"search": _INT},
+    # A pickled call (payload: its two head frames, then the buffers named in "sent").
+    "CALL": {"call": _INT, "ids": _LIST, "sent": _LIST},
     "HEARTBEAT": {},
     "SHUTDOWN": {"exit": _BOOL, "reason": _STR},
 }

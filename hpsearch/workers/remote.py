@@ -9,14 +9,20 @@ context, computing its content id while the first chunks travel, waiting for
 a shared-memory segment (:mod:`hpsearch.workers.shared`) that workers on this machine
 map instead of receiving them.
 
-The master never unpickles anything a worker sends: worker messages are msgpack
-headers only, and results are rebuilt with ``FoldResult.from_message``.
+The master never unpickles a search's results: worker messages are msgpack headers
+only, and results are rebuilt with ``FoldResult.from_message``. The one exception is
+opt-in: a pool that trusts its workers (``trust_workers=True``; ``LocalProcesses``,
+its own children) runs joblib calls (:meth:`RemoteWorkers.submit_call`), whose
+results are pickles; each is taken only from the session the call was sent to.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
+import itertools
 import logging
+import pickle
 import secrets
 import socket
 import threading
@@ -29,6 +35,7 @@ import zmq
 from ..errors import InvalidParameterError, NoWorkersError
 from ..evaluation import EvaluationContext
 from .base import Emit, Task
+from .calls import Call, CallDone
 from .peers import PeerTable
 from .protocol import WORKER_TYPES, Codec, curve_keys, local_versions, make_token, parse_token, with_server_key
 from .router import RouterLoop
@@ -141,6 +148,12 @@ class RemoteWorkers:
         instead of each receiving them; a worker that cannot map it receives the
         bytes. Off by default for remote workers; :class:`~hpsearch.LocalProcesses`
         turns it on.
+    trust_workers : bool
+        Let the joblib backend (``parallel_config(backend="hpsearch", workers=pool)``)
+        run on these workers. A joblib call returns Python objects, which this process
+        unpickles: anyone holding the join token could then run code on this machine.
+        Default False: workers are trusted with scores only, and the master unpickles
+        nothing they send.
 
     Attributes
     ----------
@@ -172,6 +185,7 @@ class RemoteWorkers:
         max_message_size: int = 2 * 1024 * 1024,
         encrypt: bool | None = None,
         shared_memory: bool = False,
+        trust_workers: bool = False,
     ) -> None:
         if not isinstance(address, str) or "://" not in address:
             raise InvalidParameterError(f"address must be a ZeroMQ endpoint such as 'tcp://0.0.0.0:5555', got {address!r}")
@@ -205,6 +219,8 @@ class RemoteWorkers:
         self.heartbeat = float(heartbeat)
         self.heartbeat_timeout = float(heartbeat_timeout)
         self.max_message_size = int(max_message_size)
+        self.trust_workers = bool(trust_workers)
+        self._call_ids = itertools.count(1)
         self.endpoint: str | None = None
         self._table = PeerTable(local_versions(), self._make_worker, heartbeat=self.heartbeat,
                                 heartbeat_timeout=self.heartbeat_timeout, min_workers=self.min_workers,
@@ -279,7 +295,7 @@ class RemoteWorkers:
         self._loop = RouterLoop(router, self._table, Codec(self._secret, WORKER_TYPES), heartbeat=self.heartbeat,
                                 max_message_size=self.max_message_size, exit_on_close=self._exit_on_close,
                                 on_joined=self._on_joined, on_failure=self._on_failure, dead_pids=self._dead_pids,
-                                housekeeping=self._housekeeping)
+                                housekeeping=self._housekeeping, on_call_done=self._settle_call)
         self._thread = threading.Thread(target=self._loop.run, name="hpsearch-remote-io", daemon=True)
         self._thread.start()
         logger.info("listening on %s; start workers with:\n  %s", self.endpoint, self.join_command)
@@ -436,6 +452,63 @@ class RemoteWorkers:
         with self._cond:
             self._failure = exc
             self._cond.notify_all()
+
+    # -- calls (the joblib backend) --------------------------------------------------------
+
+    def submit_call(self, func: Any) -> concurrent.futures.Future:
+        """Run ``func()`` on a worker slot; a future of its return value.
+
+        ``func`` is serialized here (:func:`hpsearch.serialization.dumps`); its large
+        buffers (arrays of 64 KiB or more) are named by their content and reach each
+        worker once, however many calls carry them. A worker lost during the call is
+        replaced by another (at most 3 in all). Needs an open pool that trusts its
+        workers (``trust_workers=True``; always so for ``LocalProcesses``).
+        """
+        from ..serialization import dumps
+
+        if not self.trust_workers:
+            raise InvalidParameterError(
+                f"{self!r} does not trust its workers with calls: a call's result is a pickle this "
+                "process would unpickle, so anyone holding the join token could run code here. If every "
+                "worker is yours, create the pool with RemoteWorkers(..., trust_workers=True)"
+            )
+        if self._loop is None:
+            raise RuntimeError("open the pool (with pool: ...) before submitting calls")
+        call = Call.from_frames(next(self._call_ids), dumps(func))
+        self._command("call", call)
+        return call.future
+
+    def total_slots(self, timeout: float | None = None) -> int:
+        """Slots of the connected workers, waiting up to ``timeout`` s (default
+        ``join_timeout``) for ``min_workers`` (at least one) to connect."""
+        if self._thread is None:
+            raise RuntimeError("open the pool (with pool: ...) first")
+        wait = self.join_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while len(peers := list(self._table.peers.values())) < max(1, self.min_workers):
+            if time.monotonic() >= deadline:
+                raise NoWorkersError(
+                    f"{len(peers)} of min_workers={max(1, self.min_workers)} worker(s) joined {self.endpoint} "
+                    f"within {wait:g} s to run joblib calls. Start workers with:\n  {self.join_command}"
+                )
+            time.sleep(0.05)
+        return sum(peer.slots for peer in peers)
+
+    @staticmethod
+    def _settle_call(done: CallDone) -> None:
+        """On the I/O thread: the call's future gets its unpickled result, or an error."""
+        future = done.call.future
+        if future.done():
+            return
+        if done.failure is not None:
+            future.set_exception(RuntimeError(f"the worker could not run the call:\n{done.failure}"))
+            return
+        try:
+            value = pickle.loads(done.data)  # type: ignore[arg-type]  # data is set without failure
+        except Exception as exc:
+            future.set_exception(RuntimeError(f"the call's result cannot be unpickled here: {exc!r}"))
+            return
+        future.set_result(value)
 
     @property
     def n_workers(self) -> int:

@@ -26,6 +26,7 @@ import zmq
 
 from ..errors import ProtocolError
 from .base import Emit, PoolFailed, Task, WorkerJoined
+from .calls import CallDone
 from .gate import InboundGate
 from .peers import Output, PeerTable, Send
 from .protocol import Codec
@@ -55,7 +56,8 @@ class RouterLoop:
                  max_message_size: int, exit_on_close: bool, on_joined: Callable[[], None],
                  on_failure: Callable[[BaseException], None],
                  dead_pids: Callable[[], Collection[int]] = frozenset,
-                 housekeeping: Callable[[float], None] | None = None) -> None:
+                 housekeeping: Callable[[float], None] | None = None,
+                 on_call_done: Callable[[CallDone], None] | None = None) -> None:
         self.router = router
         self.table = table
         self.codec = codec
@@ -67,6 +69,7 @@ class RouterLoop:
         self.on_failure = on_failure
         self.dead_pids = dead_pids
         self.housekeeping = housekeeping
+        self.on_call_done = on_call_done
         self.ident: int | None = None
         self.waker = Waker()
         self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -78,7 +81,8 @@ class RouterLoop:
 
     def command(self, *command: Any) -> None:
         """Queue ``("task", session, task)``, ``("search", offer, emit)``,
-        ``("sealed", search_id, context_id)``, ``("end", event)`` or ``("close",)``."""
+        ``("sealed", search_id, context_id)``, ``("end", event)``, ``("call", call)`` or
+        ``("close",)``."""
         self._commands.put(command)
         self.waker.wake()
 
@@ -107,6 +111,9 @@ class RouterLoop:
         except BaseException as exc:  # a bug: fail the search rather than hang it
             logger.exception("the remote-workers I/O thread failed")
             self.on_failure(exc)
+            if self.on_call_done is not None:
+                for done in self.table.calls.fail_all(f"the I/O thread failed: {exc!r}"):
+                    self.on_call_done(done)
             if self._emit is not None:
                 self._emit(PoolFailed(exc))
         finally:
@@ -156,6 +163,8 @@ class RouterLoop:
                     self._execute(table.end_search(now))
                     self._emit = command[2]
                     self._execute(table.start_search(command[1], now))
+                elif kind == "call":
+                    self._execute(table.call(command[1], now))
                 elif kind == "sealed":
                     self._execute(table.seal(command[1], command[2], now))
                 elif kind == "end":
@@ -172,6 +181,10 @@ class RouterLoop:
         for output in outputs:
             if isinstance(output, Send):
                 self._send(output)
+                continue
+            if isinstance(output, CallDone):  # a joblib call: its caller's, not the search's
+                if self.on_call_done is not None:
+                    self.on_call_done(output)
                 continue
             if isinstance(output, WorkerJoined):
                 self.on_joined()

@@ -87,7 +87,14 @@ def test_results_equal_two_threads(pool, strategy, space, kwargs):
     assert_same_results(dask, threads)
 
 
-def test_context_sent_once_per_worker_and_never_again(pool):
+def test_context_sent_once_per_worker_and_never_again(cluster):
+    # min_workers=2: the search starts once both workers hold the data (with one, the
+    # first could finish the six tasks before the second's transfer is counted).
+    with DaskWorkers(cluster, min_workers=2) as pool:
+        _context_sent_once_per_worker_and_never_again(pool)
+
+
+def _context_sent_once_per_worker_and_never_again(pool):
     X2 = np.ascontiguousarray(X[::-1] + 1.0)  # data no other search used
     before = pool.stats["contexts_sent"]
     loaded = {a: s["counters"].get("contexts_loaded", 0) for a, s in pool.worker_stats().items()}

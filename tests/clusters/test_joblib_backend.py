@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 
 import hpsearch  # noqa: F401 - registers the backend
-from hpsearch import DaskWorkers, LocalProcesses
+from hpsearch import DaskWorkers, RemoteWorkers
 from hpsearch.errors import InvalidParameterError
 from hpsearch.workers.dask import buffer_id
 
@@ -90,8 +90,8 @@ def test_threads():
 
 @pytest.mark.parametrize("workers, match", [
     (None, "needs workers="),
-    (LocalProcesses(1), "run search tasks only"),
-    ("tcp://scheduler:8786", "needs workers= a DaskWorkers pool"),
+    (RemoteWorkers("tcp://127.0.0.1:0"), r"trust_workers=True"),
+    ("tcp://scheduler:8786", "needs workers= an hpsearch pool"),
 ])
 def test_refused_workers(workers, match):
     kwargs = {} if workers is None else {"workers": workers}

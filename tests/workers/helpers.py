@@ -339,3 +339,13 @@ class CheckedEstimator(BaseEstimator):
 
     def score(self, X: Any, y: Any = None) -> float:
         return float(-self.alpha + self.offset_ - float(np.mean(X[:, 0])))
+
+
+def pid_then_sleep(marker: str, delay: float, value: Any) -> tuple[int, Any]:
+    """A call that notes its process id in ``marker`` (appending), sleeps, returns (pid, value)."""
+    import os
+
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(delay)
+    return os.getpid(), value
