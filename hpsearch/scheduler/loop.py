@@ -35,7 +35,9 @@ from ..strategies.base import Candidate, ListStrategy, Strategy
 from ..workers.base import SlotFreed, Task, Worker, WorkerLost, WorkerPool
 from ..workers.usage import claim_pools
 from .pruning import PairedPruner
-from .state import Abandon, Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
+from .state import (
+    Abandon, Abort, Ask, CandidateDone, Dispatch, DispatchBatch, Proposed, SchedulerState, Tell, Tick,
+)
 
 if TYPE_CHECKING:
     from ..storage.journal import SearchJournal
@@ -45,6 +47,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_scheduler", "SearchProgress"]
 
 _STOP = object()
+
+#: Target duration of a batch of tasks in one message (workers with ``submit_many``):
+#: tens of milliseconds, so a batch delays nothing a user would see, and tiny tasks
+#: cost one message per batch, not one each (see :mod:`hpsearch.scheduler.state`).
+BATCH_SECONDS = 0.02
 
 
 class StrategyRunner:
@@ -184,6 +191,11 @@ class _Driver:
                     command.worker.submit(command.task)
                 except Exception as exc:  # a worker that cannot take tasks is lost
                     self._pending.append(WorkerLost(command.worker.name, f"submit failed: {exc!r}"))
+            elif isinstance(command, DispatchBatch):
+                try:
+                    command.worker.submit_many(command.tasks)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    self._pending.append(WorkerLost(command.worker.name, f"submit failed: {exc!r}"))
             elif isinstance(command, (Ask, Tell)):
                 assert self.runner is not None
                 self.runner.submit(command)
@@ -289,6 +301,7 @@ def _run(
         lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
         split_offsets=context.subsample_offsets,
         pruner=pruner,
+        batch_seconds=BATCH_SECONDS,
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task

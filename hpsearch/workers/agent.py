@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["WorkerAgent"]
 
+#: A RESULTS message is closed past about this many bytes of results (a worker's
+#: header may hold 1 MiB; an error text is at most 32 KiB), or this many results.
+RESULTS_BYTES = 512 * 1024
+RESULTS_MAX = 256
+
 # Plain ints: pyzmq's flag enums cost microseconds per operation in the poll loop.
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 
@@ -373,6 +378,8 @@ class WorkerAgent:
         kind = msg.type
         if kind == "TASK":
             self._on_task(msg)
+        elif kind == "TASKS":
+            self._on_tasks(msg)
         elif kind == "RESULT_ACK":
             self._forget(msg["acks"])
         elif kind == "SEARCH":
@@ -423,6 +430,33 @@ class WorkerAgent:
         assert self._slots is not None  # run() started them
         self._slots.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
+    def _on_tasks(self, msg: Message) -> None:
+        """Several tasks (protocol 1.4): queued one by one, in order, as TASK would."""
+        if "acks" in msg.header:
+            self._forget(msg["acks"])
+        from ..serialization import loads
+
+        context = self._store.contexts.get(msg["context_id"])
+        assert self._slots is not None  # run() started them
+        for entry in msg["tasks"]:
+            if not (isinstance(entry, list) and len(entry) == 4 and all(type(v) is int for v in entry[:3])):
+                logger.warning("dropped a malformed task entry of a TASKS message")
+                continue
+            task_id, attempt, fold, inline = entry
+            key = (msg["search"], task_id, attempt)
+            try:
+                if context is None:
+                    raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
+                if not (isinstance(inline, list) and all(isinstance(f, bytes) for f in inline)):
+                    raise ProtocolError("TASKS params must be lists of byte strings")
+                params = loads(inline)
+                if not isinstance(params, dict):
+                    raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
+            except Exception as exc:
+                self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
+                continue
+            self._slots.put(_Job(self._epoch, *key, context, params, fold))
+
     # -- results ----------------------------------------------------------------------------
 
     def _run_job(self, job: _Job) -> None:
@@ -438,21 +472,44 @@ class WorkerAgent:
         self._waker.wake()
 
     def _forward_results(self) -> None:
+        """Send the results the slot threads finished since the last pass: one RESULT,
+        or RESULTS for several (those of one search, up to ``RESULTS_BYTES`` each)."""
+        batch: list[dict[str, Any]] = []
+        size = 0
         while True:
             try:
                 key, result, failure = self._results.get_nowait()
             except queue.Empty:
-                return
-            self._store_result(key, result, failure)
+                break
+            fields = self._store_result(key, result, failure, send=False)
+            if batch and (fields["search"] != batch[0]["search"] or size >= RESULTS_BYTES
+                          or len(batch) >= RESULTS_MAX):
+                self._send_results(batch)
+                batch, size = [], 0
+            batch.append(fields)
+            size += 256 + len(failure or "") + len((result or {}).get("error") or "")
+        if batch:
+            self._send_results(batch)
+
+    def _send_results(self, batch: list[dict[str, Any]]) -> None:
+        if self._filter.master is None:
+            return
+        if len(batch) == 1:
+            self._send("RESULT", batch[0])
+            return
+        self._send("RESULTS", {"search": batch[0]["search"], "results": [
+            [f["task_id"], f["attempt"], f["result"], f["failure"]] for f in batch
+        ]})
 
     def _store_result(self, key: tuple[int, int, int], result: dict[str, Any] | None,
-                      failure: str | None) -> None:
+                      failure: str | None, *, send: bool = True) -> dict[str, Any]:
         search, task_id, attempt = key
         fields = {"search": search, "task_id": task_id, "attempt": attempt,
                   "result": result, "failure": failure}
         self._unacked[key] = fields
-        if self._filter.master is not None:
+        if send and self._filter.master is not None:
             self._send("RESULT", fields)
+        return fields
 
     # -- sending ----------------------------------------------------------------------------
 
