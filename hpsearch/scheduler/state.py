@@ -37,8 +37,9 @@ Rules it keeps:
 * Time is passed in (``handle(event, now)``, ``Tick(now)``), never read here; time
   limits and stragglers are checked on ``Tick``.
 * Batches (``batch_seconds``): a worker that takes several tasks in one message
-  (``submit_many``) is sent ``DispatchBatch`` commands of up to ``batch`` tasks, and
-  holds ``(slots + prefetch) × batch`` tasks. ``batch`` is 1 (tasks one by one) until
+  (``submit_many``) is sent ``DispatchBatch`` commands of ``batch`` tasks (fewer only
+  when fewer are queued), each once it has room for a whole batch: it holds up to
+  ``(slots + prefetch) × batch`` tasks. ``batch`` is 1 (tasks one by one) until
   ``batch_after`` results have reported their own time (fit plus score), then the
   largest power of two, at most ``max_batch``, whose expected time (that many times the
   median task time of the latest results) stays within ``batch_seconds``; it grows and
@@ -870,6 +871,14 @@ class SchedulerState:
             if pick is None:
                 break
             target, index = pick
+            if target.batched and target.free < min(self.batch, len(self.queue)):
+                # It still holds more than a batch: the next one goes out whole, once
+                # that many have finished (a worker with room for single tasks may
+                # take one meanwhile).
+                single = next((w for w in self.workers.values() if not w.batched and w.free > 0), None)
+                if single is None:
+                    break
+                target, index = single, self._index_for(single)
             task_id = self.queue[index]
             del self.queue[index]
             first = self._dispatch(self.tasks[task_id], target)
