@@ -558,6 +558,7 @@ class PeerTable:
             if peer.acks:
                 fields["acks"], peer.acks = peer.acks, []
             out.append(self._send(peer, now, "TASKS", fields))
+            self.stats["task_batches"] += 1
             entries, size = [], 0
 
         for task in tasks:
