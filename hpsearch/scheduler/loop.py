@@ -6,8 +6,10 @@ event to the state machine and carries out the commands it returns at once — t
 next task goes out from that same thread, with no hand-off to another thread and
 back (each one a wake-up and a GIL transfer, the main cost of a tiny task). An event
 reported while this thread is handling one (a nested ``emit``, from a ``submit``) is
-queued and handled next, never by recursion; another thread waits for the lock, then
-handles its own.
+queued and handled next, never by recursion; another thread does not wait for the
+lock: it queues its event, which the handling thread takes before it lets go. Results
+queued one after another are handled as one ``Results`` (one dispatch), and tiny tasks
+travel in batches to workers that take them (:mod:`hpsearch.scheduler.state`).
 
 The caller's thread only waits: it runs the progress callback for each finished
 candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are

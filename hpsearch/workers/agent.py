@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 import uuid
@@ -47,6 +48,9 @@ __all__ = ["WorkerAgent"]
 #: header may hold 1 MiB; an error text is at most 32 KiB), or this many results.
 RESULTS_BYTES = 512 * 1024
 RESULTS_MAX = 256
+#: Seconds a finished result may wait for the loop while slot threads run (the
+#: interpreter's switch interval in a worker process).
+RESULT_LATENCY = 0.001
 
 # Plain ints: pyzmq's flag enums cost microseconds per operation in the poll loop.
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
@@ -171,6 +175,11 @@ class WorkerAgent:
 
         limits = threadpool_limits(limits=self.inner_threads)  # BLAS pools are process-wide
         restore = self._take_signals() if self.owns_process else None
+        # A slot thread running tiny tasks of a batch holds the GIL until the interpreter
+        # makes it switch: this loop, woken for a result, waits at most that long to send
+        # what has finished (a worker that dies then loses less finished work).
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, RESULT_LATENCY))
         if self.parent_pid is not None:
             threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
         self._slots = SlotThreads(self.slots, self._run_job, name="slot", inner_threads=self.inner_threads)
@@ -198,6 +207,7 @@ class WorkerAgent:
             self._close_socket()
             self._ctx.term()
             limits.restore_original_limits()
+            sys.setswitchinterval(switch)
             if restore is not None:
                 restore()
             self._waker.close()

@@ -6,7 +6,8 @@ blocks) and ``close()``. Workers come from a :class:`WorkerPool`, which the sear
 starts with the shared :class:`~hpsearch.evaluation.EvaluationContext` and an
 ``emit`` callback. Everything a worker has to say goes through ``emit`` as one of the
 event types below. ``emit`` may be called from any thread; the scheduler handles the
-event on that thread before it returns, and may call ``submit`` from it (a pool's
+event on that thread before it returns (or, if another thread is handling events, that
+thread handles it before it stops), and may call ``submit`` from it (a pool's
 I/O thread then sends the next task in the same pass), so ``submit`` must also be
 callable from any thread, including from inside ``emit``. So never call ``emit``
 while holding a lock that ``submit`` takes: that thread would wait for itself. Workers
