@@ -178,15 +178,28 @@ class TaskContext(EvaluationContext):
             if os.getpid() == self.master_pid:  # warning filters are shared by threads
                 yield
                 return
+            filters = self.__dict__.get("_filters_here")
+            if filters is None:  # built once per process: the same list every task
+                with warnings.catch_warnings():
+                    warnings.resetwarnings()
+                    for action, message, category, module, lineno in self.warning_filters:
+                        warnings.filterwarnings(
+                            action, message=getattr(message, "pattern", message or ""),
+                            category=category, module=getattr(module, "pattern", module or ""),
+                            lineno=lineno, append=True,
+                        )
+                    filters = self.__dict__["_filters_here"] = list(warnings.filters)
             with warnings.catch_warnings():
-                warnings.resetwarnings()
-                for action, message, category, module, lineno in self.warning_filters:
-                    warnings.filterwarnings(
-                        action, message=getattr(message, "pattern", message or ""),
-                        category=category, module=getattr(module, "pattern", module or ""),
-                        lineno=lineno, append=True,
-                    )
+                warnings.filters[:] = filters  # type: ignore[index]  # a list at run time
+                _filters_mutated()
                 yield
+
+
+def _filters_mutated() -> None:
+    """Tell the warnings machinery its filter list changed (its per-module caches)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()
 
 
 def _plain_data(X: Any, y: Any) -> bool:
