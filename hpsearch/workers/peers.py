@@ -561,12 +561,19 @@ class PeerTable:
             self.stats["task_batches"] += 1
             entries, size = [], 0
 
+        last: tuple[Any, list[Any], int] | None = None  # the folds of a candidate share its params
         for task in tasks:
-            try:
-                frames: list[Any] = dumps(task.params)
-            except Exception:  # submit reports it as a TaskFailed
-                frames = []
-            nbytes = sum(memoryview(f).nbytes for f in frames)
+            if last is not None and last[0] is task.params:
+                frames, nbytes = last[1], last[2]
+            else:
+                try:
+                    frames = dumps(task.params)
+                except Exception:  # submit reports it as a TaskFailed
+                    frames = []
+                nbytes = sum(memoryview(f).nbytes for f in frames)
+                if len(frames) == 2 and nbytes <= INLINE_PARAMS_BYTES:
+                    frames = [bytes(f) for f in frames]
+                last = (task.params, frames, nbytes)
             if len(frames) != 2 or nbytes > INLINE_PARAMS_BYTES:
                 close()
                 out += self.submit(session, task, now)
@@ -574,7 +581,7 @@ class PeerTable:
             self.stats["tasks_sent"] += 1
             self.stats[f"tasks_to:{peer.name}"] += 1
             peer.assigned.add((task.task_id, task.attempt))
-            entries.append([task.task_id, task.attempt, task.fold, [bytes(f) for f in frames]])
+            entries.append([task.task_id, task.attempt, task.fold, frames])
             size += nbytes
             if size >= BATCH_BYTES or len(entries) >= MAX_BATCH:
                 close()
