@@ -51,6 +51,9 @@ RESULTS_MAX = 256
 #: Seconds a finished result may wait for the loop while slot threads run (the
 #: interpreter's switch interval in a worker process).
 RESULT_LATENCY = 0.001
+#: Seconds between the loop's looks for results while tasks run (a slot thread that
+#: finishes a task less than RESULT_LATENCY after the last wake-up does not wake it).
+RESULT_POLL = 0.01
 
 # Plain ints: pyzmq's flag enums cost microseconds per operation in the poll loop.
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
@@ -161,6 +164,8 @@ class WorkerAgent:
         self._timeout = 10.0
         self._stop_reason: str | None = None
         self._last_send = self._last_recv = 0.0
+        self._last_nudge = 0.0  # when a slot thread last woke the loop for a result
+        self._outstanding = 0  # tasks queued on the slots whose result the loop has not taken
 
     # -- public ---------------------------------------------------------------------------
 
@@ -260,6 +265,7 @@ class WorkerAgent:
         self._codec.new_session()
         self._filter.reset()
         self._epoch += 1  # tasks queued for the old connection will not run
+        self._outstanding = 0
         self._store.drop()
 
     def _close_socket(self) -> None:
@@ -307,7 +313,8 @@ class WorkerAgent:
         """Handle messages until the master goes away ("reconnect") or says exit."""
         self._last_recv = time.monotonic()
         while self._stop_reason is None:
-            msg = self._poll_once(self.heartbeat / 2)
+            # While tasks run, a result may be left for the loop to find (see _run_job).
+            msg = self._poll_once(RESULT_POLL if self._outstanding > 0 else self.heartbeat / 2)
             now = time.monotonic()
             if msg is not None:
                 self._last_recv = now
@@ -438,6 +445,7 @@ class WorkerAgent:
             self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
         assert self._slots is not None  # run() started them
+        self._outstanding += 1
         self._slots.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
     def _on_tasks(self, msg: Message) -> None:
@@ -465,6 +473,7 @@ class WorkerAgent:
             except Exception as exc:
                 self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
                 continue
+            self._outstanding += 1
             self._slots.put(_Job(self._epoch, *key, context, params, fold))
 
     # -- results ----------------------------------------------------------------------------
@@ -479,7 +488,15 @@ class WorkerAgent:
             self._results.put((key, None, result))
         else:
             self._results.put((key, result.to_message(), None))
-        self._waker.wake()
+        # The loop is woken at most every RESULT_LATENCY while more tasks are queued (it
+        # finds the results between on its own, within RESULT_POLL), and without giving
+        # up the GIL: it runs at the next switch and sends every result finished by
+        # then in one RESULTS. A slot about to wait for work wakes it at once.
+        now = time.monotonic()
+        assert self._slots is not None
+        if now - self._last_nudge >= RESULT_LATENCY or not self._slots.queued():
+            self._last_nudge = now
+            self._waker.nudge()
 
     def _forward_results(self) -> None:
         """Send the results the slot threads finished since the last pass: one RESULT,
@@ -491,6 +508,7 @@ class WorkerAgent:
                 key, result, failure = self._results.get_nowait()
             except queue.Empty:
                 break
+            self._outstanding = max(0, self._outstanding - 1)
             fields = self._store_result(key, result, failure, send=False)
             if batch and (fields["search"] != batch[0]["search"] or size >= RESULTS_BYTES
                           or len(batch) >= RESULTS_MAX):
