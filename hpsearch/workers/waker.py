@@ -42,6 +42,9 @@ class Waker:
     >>> waker.drain()
     >>> select.select([waker.fileno()], [], [], 0)[0]
     []
+    >>> waker.nudge()  # the same wake-up, keeping the GIL
+    >>> select.select([waker.fileno()], [], [], 0)[0] == [waker.fileno()]
+    True
     >>> waker.close()
     """
 
