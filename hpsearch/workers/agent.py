@@ -408,6 +408,7 @@ class WorkerAgent:
                 self._send(*reply)
         elif kind == "CANCEL":
             self._cancelled.add(msg["search"])
+            self._outstanding = 0  # its queued tasks will not run (a running one may still report)
             self._store.cancel(msg["search"])
         elif kind == "SHUTDOWN":
             logger.info("master says %s", msg["reason"])
