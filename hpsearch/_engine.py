@@ -24,6 +24,7 @@ import numbers
 import os
 import queue
 import threading
+import time
 import traceback
 import warnings
 from collections import defaultdict
@@ -35,14 +36,17 @@ from typing import Any, Iterator, Union
 import numpy as np
 from sklearn import config_context, get_config
 from sklearn.base import clone
+from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection._validation import (
     _fit_and_score,
     _insert_error_scores,
+    _score,
     _warn_or_raise_about_fit_failures,
 )
+from sklearn.utils.validation import _check_method_params, _num_samples
 
 from .errors import FitFailedError, InvalidParameterError
-from .evaluation import EvaluationContext, FoldResult, evaluate_plain
+from .evaluation import EvaluationContext, FoldResult, evaluate_plain, split_rows
 from .scheduler import SearchProgress, run_scheduler
 from .strategies.base import Candidate, ListStrategy, Strategy
 from .workers.base import Emit, PoolFailed, Task, TaskFinished, WorkerJoined, WorkerPool
@@ -98,6 +102,7 @@ class TaskContext(EvaluationContext):
         if self.prefix_cache is not None and self.incremental is None and self._reuses_prefix(params, callback_ctx):
             with self._environment():
                 return evaluate_plain(self, params, fold)
+        plain = callback_ctx is None and self.verbose <= 1 and _plain_data(self.X, self.y)
         try:
             if self.incremental is not None:  # continues a stored model (no verbose lines, no callbacks)
                 from .incremental import evaluate_incremental
@@ -105,27 +110,35 @@ class TaskContext(EvaluationContext):
                 with self._environment():
                     return evaluate_incremental(self, params, split)
             with self._environment():
-                out = _fit_and_score(
-                    clone(self.estimator),
-                    self.X,
-                    self.y,
-                    train=train,
-                    test=test,
-                    parameters=params,
-                    split_progress=(fold, n_splits),
-                    candidate_progress=(candidate, self.n_candidates),
-                    scorer=self.scorer,
-                    fit_params=self.fit_params,
-                    score_params=self.score_params,
-                    return_train_score=self.return_train_score,
-                    return_n_test_samples=True,
-                    return_times=True,
-                    return_parameters=False,
-                    error_score=self.error_score,
-                    verbose=self.verbose,
-                    caller=self.caller,
-                    callback_ctx=callback_ctx,
-                )
+                if plain and _FIT_LINES is not None and not get_config().get("array_api_dispatch"):
+                    out = _fit_and_score_plain(
+                        clone(self.estimator), self.X, self.y, train=train, test=test,
+                        parameters=params, scorer=self.scorer, fit_params=self.fit_params,
+                        score_params=self.score_params, return_train_score=self.return_train_score,
+                        error_score=self.error_score,
+                    )
+                else:
+                    out = _fit_and_score(
+                        clone(self.estimator),
+                        self.X,
+                        self.y,
+                        train=train,
+                        test=test,
+                        parameters=params,
+                        split_progress=(fold, n_splits),
+                        candidate_progress=(candidate, self.n_candidates),
+                        scorer=self.scorer,
+                        fit_params=self.fit_params,
+                        score_params=self.score_params,
+                        return_train_score=self.return_train_score,
+                        return_n_test_samples=True,
+                        return_times=True,
+                        return_parameters=False,
+                        error_score=self.error_score,
+                        verbose=self.verbose,
+                        caller=self.caller,
+                        callback_ctx=callback_ctx,
+                    )
         except Exception as exc:  # only with error_score="raise": the scheduler raises it
             nan = dict.fromkeys(self.scorers, np.nan)
             return FoldResult(
@@ -173,15 +186,139 @@ class TaskContext(EvaluationContext):
             if os.getpid() == self.master_pid:  # warning filters are shared by threads
                 yield
                 return
+            filters = self.__dict__.get("_filters_here")
+            if filters is None:  # built once per process: the same list every task
+                with warnings.catch_warnings():
+                    warnings.resetwarnings()
+                    for action, message, category, module, lineno in self.warning_filters:
+                        warnings.filterwarnings(
+                            action, message=getattr(message, "pattern", message or ""),
+                            category=category, module=getattr(module, "pattern", module or ""),
+                            lineno=lineno, append=True,
+                        )
+                    filters = self.__dict__["_filters_here"] = list(warnings.filters)
             with warnings.catch_warnings():
-                warnings.resetwarnings()
-                for action, message, category, module, lineno in self.warning_filters:
-                    warnings.filterwarnings(
-                        action, message=getattr(message, "pattern", message or ""),
-                        category=category, module=getattr(module, "pattern", module or ""),
-                        lineno=lineno, append=True,
-                    )
+                warnings.filters[:] = filters  # type: ignore[index]  # a list at run time
+                _filters_mutated()
                 yield
+
+
+def _filters_mutated() -> None:
+    """Tell the warnings machinery its filter list changed (its per-module caches)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()
+
+
+def _plain_data(X: Any, y: Any) -> bool:
+    """Whether ``X`` and ``y`` are plain numpy arrays (no dataframe, sparse matrix or
+    array-API namespace), which :func:`_fit_and_score_plain` indexes directly."""
+    return type(X) is np.ndarray and (y is None or type(y) is np.ndarray)
+
+
+def _fit_lines() -> dict[str, Any] | None:
+    """The line numbers of scikit-learn's ``estimator.fit`` calls in ``_fit_and_score``,
+    found by the source text of the call, and its file; None if not found."""
+    import inspect
+
+    try:
+        lines, first = inspect.getsourcelines(_fit_and_score)
+        path = inspect.getsourcefile(_fit_and_score)
+    except (OSError, TypeError):
+        return None
+    found: dict[str, Any] = {}
+    for offset, line in enumerate(lines):
+        # The first occurrence: scikit-learn's own searches always pass a callback
+        # context, so their tracebacks name the call in that branch.
+        if line.strip() in _FIT_CALLS.values():
+            found.setdefault(line.strip(), first + offset)
+    if path is None or set(found) != set(_FIT_CALLS.values()):
+        return None
+    return {"path": path, **found}
+
+
+_FIT_CALLS = {"unsupervised": "estimator.fit(X_train, **fit_params)",
+              "supervised": "estimator.fit(X_train, y_train, **fit_params)"}
+_FIT_LINES = _fit_lines()
+
+
+def _fit_and_score_plain(
+    estimator: Any, X: Any, y: Any, *, scorer: Any, train: np.ndarray, test: np.ndarray,
+    parameters: dict[str, Any], fit_params: Any, score_params: Any, return_train_score: bool,
+    error_score: Any,
+) -> dict[str, Any]:
+    """scikit-learn's ``_fit_and_score`` for numpy data, without callbacks nor verbose
+    output, and without its per-call costs that do not apply then (array-namespace
+    lookups, the dataframe detection of ``_safe_split``, which cost more than a small
+    fit): the same steps in the same order, scikit-learn's own ``_score``, and a fit
+    error's traceback text as ``_fit_and_score`` formats it (its frame named in place of
+    this one), so results, warnings and ``cv_results_`` are the same.
+
+    Its output is ``_fit_and_score``'s with ``return_n_test_samples`` and ``return_times``.
+    """
+    if not isinstance(error_score, numbers.Number) and error_score != "raise":
+        raise ValueError(
+            "error_score must be the string 'raise' or a numeric value. "
+            "(Hint: if using 'raise', please make sure that it has been "
+            "spelled correctly.)"
+        )
+    fit_params = fit_params if fit_params is not None else {}
+    fit_params = _check_method_params(X, params=fit_params, indices=train) if fit_params else {}
+    score_params = score_params if score_params is not None else {}
+    score_params_train = _check_method_params(X, params=score_params, indices=train) if score_params else {}
+    score_params_test = _check_method_params(X, params=score_params, indices=test) if score_params else {}
+    if parameters is not None:
+        estimator = estimator.set_params(**clone(parameters, safe=False))
+    start_time = time.time()
+    X_train, y_train = split_rows(estimator, X, y, train)
+    X_test, y_test = split_rows(estimator, X, y, test, train)
+    result: dict[str, Any] = {}
+    try:
+        if y_train is None:
+            estimator.fit(X_train, **fit_params)
+        else:
+            estimator.fit(X_train, y_train, **fit_params)
+    except Exception as exc:
+        fit_time = time.time() - start_time
+        score_time = 0.0
+        if error_score == "raise":
+            raise
+        if isinstance(scorer, _MultimetricScorer):
+            test_scores: Any = {name: error_score for name in scorer._scorers}
+            if return_train_score:
+                train_scores: Any = test_scores.copy()
+        else:
+            test_scores = error_score
+            if return_train_score:
+                train_scores = error_score
+        result["fit_error"] = _sklearn_fit_traceback(exc, y_train is None)
+    else:
+        result["fit_error"] = None
+        fit_time = time.time() - start_time
+        test_scores = _score(estimator, X_test, y_test, scorer, score_params_test, error_score)
+        score_time = time.time() - start_time - fit_time
+        if return_train_score:
+            train_scores = _score(estimator, X_train, y_train, scorer, score_params_train, error_score)
+    result["test_scores"] = test_scores
+    if return_train_score:
+        result["train_scores"] = train_scores
+    result["n_test_samples"] = _num_samples(X_test)
+    result["fit_time"] = fit_time
+    result["score_time"] = score_time
+    return result
+
+
+def _sklearn_fit_traceback(exc: BaseException, unsupervised: bool) -> str:
+    """``format_exc()`` of a fit error as ``_fit_and_score`` would print it: its first
+    frame (the caller of ``fit``) is scikit-learn's, not :func:`_fit_and_score_plain`."""
+    assert _FIT_LINES is not None
+    tb = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+    if tb.stack:
+        call = _FIT_CALLS["unsupervised" if unsupervised else "supervised"]
+        tb.stack[0] = traceback.FrameSummary(
+            str(_FIT_LINES["path"]), int(_FIT_LINES[call]), "_fit_and_score", line=call
+        )
+    return "".join(tb.format())
 
 
 def _scores_to_wire(scores: Any, fit_error: str | None, names: Mapping[str, Any]) -> dict[str, float]:

@@ -212,16 +212,22 @@ def _split(estimator: Any, X: Any, y: Any, indices: np.ndarray, train: np.ndarra
     ``_safe_split`` ends in, without its per-call dataframe detection, which costs
     more than a small fit. Pairwise estimators and other containers go through it.
     """
-    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and not _is_pairwise(estimator):
+    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False:
         return X[indices], None if y is None else y[indices]
     return _safe_split(estimator, X, y, indices, train)
 
 
-def _is_pairwise(estimator: Any) -> bool:
+#: The rows of a fold, as scikit-learn's ``_safe_split`` takes them (see :func:`_split`).
+split_rows = _split
+
+
+def _is_pairwise(estimator: Any) -> bool | None:
+    """The estimator's pairwise tag; None for an estimator without scikit-learn's tags
+    (``_safe_split`` then decides, as it would)."""
     try:
         return bool(estimator.__sklearn_tags__().input_tags.pairwise)
-    except AttributeError:  # an estimator without scikit-learn's tags
-        return False
+    except AttributeError:
+        return None
 
 
 def _score(

@@ -6,8 +6,10 @@ event to the state machine and carries out the commands it returns at once — t
 next task goes out from that same thread, with no hand-off to another thread and
 back (each one a wake-up and a GIL transfer, the main cost of a tiny task). An event
 reported while this thread is handling one (a nested ``emit``, from a ``submit``) is
-queued and handled next, never by recursion; another thread waits for the lock, then
-handles its own.
+queued and handled next, never by recursion; another thread does not wait for the
+lock: it queues its event, which the handling thread takes before it lets go. Results
+queued one after another are handled as one ``Results`` (one dispatch), and tiny tasks
+travel in batches to workers that take them (:mod:`hpsearch.scheduler.state`).
 
 The caller's thread only waits: it runs the progress callback for each finished
 candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are
@@ -32,10 +34,12 @@ from typing import TYPE_CHECKING, Any
 from ..evaluation import EvaluationContext, FoldResult
 from ..prefix import affinity_key, forget_context
 from ..strategies.base import Candidate, ListStrategy, Strategy
-from ..workers.base import SlotFreed, Task, Worker, WorkerLost, WorkerPool
+from ..workers.base import Results, SlotFreed, Task, TaskFailed, TaskFinished, Worker, WorkerLost, WorkerPool
 from ..workers.usage import claim_pools
 from .pruning import PairedPruner
-from .state import Abandon, Abort, Ask, CandidateDone, Dispatch, Proposed, SchedulerState, Tell, Tick
+from .state import (
+    Abandon, Abort, Ask, CandidateDone, Dispatch, DispatchBatch, Proposed, SchedulerState, Tell, Tick,
+)
 
 if TYPE_CHECKING:
     from ..storage.journal import SearchJournal
@@ -45,6 +49,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_scheduler", "SearchProgress"]
 
 _STOP = object()
+
+#: Target duration of a batch of tasks in one message (workers with ``submit_many``):
+#: tens of milliseconds, so a batch delays nothing a user would see, and tiny tasks
+#: cost one message per batch, not one each (see :mod:`hpsearch.scheduler.state`).
+BATCH_SECONDS = 0.02
 
 
 class StrategyRunner:
@@ -57,20 +66,23 @@ class StrategyRunner:
         self._thread = threading.Thread(target=self._run, name="hpsearch-strategy", daemon=True)
         self._thread.start()
 
-    def submit(self, command: Ask | Tell) -> None:
+    def submit(self, command: Ask | Tell | list[Ask | Tell]) -> None:
+        """Queue a command, or a list of commands run in order (one wake-up)."""
         self._commands.put(command)
 
     def _run(self) -> None:
-        while (command := self._commands.get()) is not _STOP:
-            try:
-                if isinstance(command, Ask):
-                    candidates = self._strategy.ask(command.n)
-                    self._emit(Proposed(list(candidates), bool(self._strategy.finished)))
-                else:
-                    self._strategy.tell(command.candidate_id, command.score)
-            except BaseException as exc:  # a strategy bug must end the search, not hang it
-                logger.exception("the strategy raised")
-                self._emit(_StrategyFailed(exc))
+        while (item := self._commands.get()) is not _STOP:
+            for command in item if isinstance(item, list) else (item,):
+                try:
+                    if isinstance(command, Ask):
+                        candidates = self._strategy.ask(command.n)
+                        self._emit(Proposed(list(candidates), bool(self._strategy.finished)))
+                    else:
+                        self._strategy.tell(command.candidate_id, command.score)
+                except BaseException as exc:  # a strategy bug must end the search, not hang it
+                    logger.exception("the strategy raised")
+                    self._emit(_StrategyFailed(exc))
+                    break
 
     def close(self, timeout: float = 30.0) -> None:
         """Let pending tells finish (the strategy's final state is complete), then stop."""
@@ -106,6 +118,13 @@ class _Driver:
 
     ``emit`` is what the pools and the strategy runner report to. Whatever the caller's
     thread must do (progress callbacks, ending the search) goes to ``notices``.
+
+    One thread at a time handles events. A thread that reports an event while another
+    is handling some does not wait: its event is queued, and the handling thread takes
+    it before it lets go (it looks again after releasing the lock, so none is left
+    behind). Results queued one after another are handled as one ``Results`` (one
+    dispatch for all), and the commands for the strategy thread and the caller's
+    thread leave once per pass, as one item each: fewer wake-ups per tiny task.
     """
 
     def __init__(self, state: SchedulerState, strategy_name: str, clock: Callable[[], float]) -> None:
@@ -116,6 +135,8 @@ class _Driver:
         self._pending: collections.deque[Any] = collections.deque()
         self._draining = False
         self._over = False
+        self._to_strategy: list[Ask | Tell] = []
+        self._to_caller: list[Any] = []
         self.runner: StrategyRunner | None = None
         self.notices: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
@@ -127,23 +148,33 @@ class _Driver:
                 self._drain()
             finally:
                 self._draining = False
+        self._handle_pending()
 
     def emit(self, event: Any) -> None:
-        """Handle ``event`` now (or after the ones being handled); never raises."""
+        """Handle ``event`` now, or leave it to the thread handling events (which
+        takes it before it stops); never raises."""
         if isinstance(event, _StrategyFailed):
             self.close(event.error)
             return
-        with self._lock:
-            if self._over:
-                return
-            self._pending.append(event)
-            if self._draining:  # this thread, further up the stack: it handles it next
-                return
-            self._draining = True
+        if self._over:
+            return
+        self._pending.append(event)
+        self._handle_pending()
+
+    def _handle_pending(self) -> None:
+        while self._pending and not self._over:
+            if not self._lock.acquire(blocking=False):
+                return  # the thread holding it looks at the queue after releasing it
             try:
-                self._drain()
+                if self._draining:  # this thread, further up the stack: it handles it next
+                    return
+                self._draining = True
+                try:
+                    self._drain()
+                finally:
+                    self._draining = False
             finally:
-                self._draining = False
+                self._lock.release()
 
     def close(self, error: BaseException | None = None) -> None:
         """End the search: events reported from now on are ignored."""
@@ -151,10 +182,22 @@ class _Driver:
             if not self._over:
                 self._over = True
                 self._pending.clear()
+                self._flush()
                 self.notices.put(_Over(error))
+
+    def _flush(self) -> None:
+        """Hand the commands of this pass to the strategy thread and the caller's."""
+        if self._to_strategy:
+            assert self.runner is not None
+            self.runner.submit(self._to_strategy)
+            self._to_strategy = []
+        if self._to_caller:
+            self.notices.put(self._to_caller)
+            self._to_caller = []
 
     def _drain(self) -> None:
         state = self._state
+        pending = self._pending
         try:
             while not self._over:
                 if state.done:
@@ -164,8 +207,14 @@ class _Driver:
                         f"the strategy {self._strategy_name} proposed no candidate while none is "
                         "pending and it is not finished; it would wait forever"
                     ))
-                elif self._pending:
-                    self._execute(state.handle(self._pending.popleft(), self._clock()))
+                elif pending:
+                    event = pending.popleft()
+                    if type(event) in _RESULTS and pending and type(pending[0]) in _RESULTS:
+                        events = [event]
+                        while pending and type(pending[0]) in _RESULTS:
+                            events.append(pending.popleft())
+                        event = Results(tuple(events))
+                    self._execute(state.handle(event, self._clock()))
                 else:
                     return
         except Exception as exc:
@@ -175,6 +224,8 @@ class _Driver:
         except BaseException as exc:  # KeyboardInterrupt and the like: the search ends, it goes on up
             self.close(exc)
             raise
+        finally:
+            self._flush()
 
     def _execute(self, commands: list[Any]) -> None:
         state = self._state
@@ -184,16 +235,23 @@ class _Driver:
                     command.worker.submit(command.task)
                 except Exception as exc:  # a worker that cannot take tasks is lost
                     self._pending.append(WorkerLost(command.worker.name, f"submit failed: {exc!r}"))
+            elif isinstance(command, DispatchBatch):
+                try:
+                    command.worker.submit_many(command.tasks)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    self._pending.append(WorkerLost(command.worker.name, f"submit failed: {exc!r}"))
             elif isinstance(command, (Ask, Tell)):
-                assert self.runner is not None
-                self.runner.submit(command)
+                self._to_strategy.append(command)
             elif isinstance(command, CandidateDone):
-                self.notices.put((command, state.n_tasks_done, len(state.completed)))
+                self._to_caller.append((command, state.n_tasks_done, len(state.completed)))
             elif isinstance(command, Abandon):
                 abandon(command.worker, command.task, self._pending.append)
             elif isinstance(command, Abort):
                 self.close(command.error)
                 return
+
+
+_RESULTS = (TaskFinished, TaskFailed)
 
 
 def abandon(worker: Worker, task: Task, emit: Callable[[Any], None]) -> None:
@@ -297,6 +355,7 @@ def _run(
         lookahead=2 + 2 * context.n_splits if affinity is not None and isinstance(strategy, ListStrategy) else 2,
         split_offsets=context.subsample_offsets,
         pruner=pruner,
+        batch_seconds=BATCH_SECONDS,
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task
@@ -328,11 +387,11 @@ def _run(
                 if notice.error is not None:
                     raise notice.error
                 break
-            done, tasks_done, candidates_done = notice
-            if done.score == done.score:  # not nan
-                best = max(best, done.score)
-            if on_candidate is not None:
-                on_candidate(SearchProgress(tasks_done, tasks_total, candidates_done, best, done))
+            for done, tasks_done, candidates_done in notice:  # the candidates of one pass
+                if done.score == done.score:  # not nan
+                    best = max(best, done.score)
+                if on_candidate is not None:
+                    on_candidate(SearchProgress(tasks_done, tasks_total, candidates_done, best, done))
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)
         driver.close()  # from here on, no thread changes the state

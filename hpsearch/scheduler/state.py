@@ -38,6 +38,17 @@ Rules it keeps:
   worker it was last sent to.
 * Time is passed in (``handle(event, now)``, ``Tick(now)``), never read here; time
   limits and stragglers are checked on ``Tick``.
+* Batches (``batch_seconds``): a worker that takes several tasks in one message
+  (``submit_many``) is sent ``DispatchBatch`` commands of ``batch`` tasks (fewer only
+  when fewer are queued), each once it has room for a whole batch: it holds up to
+  ``(slots + prefetch) × batch`` tasks. ``batch`` is 1 (tasks one by one) until
+  ``batch_after`` results have reported their own time (fit plus score), then the
+  largest power of two, at most ``max_batch``, whose expected time (that many times the
+  median task time of the latest results) stays within ``batch_seconds``; it grows and
+  shrinks as results come. The worker still runs the tasks of a batch one by one, in
+  order, so every rule above (time limits, stragglers, losses) holds per task.
+  ``Results`` (several results reported together) is handled as its events one after
+  another, with one refill at the end.
 * A candidate with ``n_samples`` runs its folds on the context's subsampled splits of
   that size: its tasks name the split (``split_offsets[n_samples] + fold``), so any
   worker evaluates them with no change.
@@ -65,6 +76,7 @@ from ..strategies.base import Candidate
 from .pruning import PairedPruner
 from ..workers.base import (
     PoolFailed,
+    Results,
     SlotFreed,
     Task,
     TaskFailed,
@@ -82,6 +94,7 @@ __all__ = [
     "Proposed",
     "Tick",
     "Dispatch",
+    "DispatchBatch",
     "Ask",
     "Tell",
     "CandidateDone",
@@ -118,6 +131,15 @@ class Dispatch:
 
 
 @dataclass(frozen=True, slots=True)
+class DispatchBatch:
+    """Several tasks for one worker, in one message (``worker.submit_many``); the
+    worker runs them one by one, in this order."""
+
+    worker: Worker
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     n: int
 
@@ -149,7 +171,7 @@ class Abandon:
     task: Task
 
 
-Command = Union[Dispatch, Ask, Tell, CandidateDone, Abort, Abandon]
+Command = Union[Dispatch, DispatchBatch, Ask, Tell, CandidateDone, Abort, Abandon]
 
 
 @dataclass
@@ -187,10 +209,12 @@ class _WorkerState:
     running: dict[int, _Copy] = field(default_factory=dict)  # task id -> copy, dispatch order
     stopping: bool = False  # told to abandon a task: its loss is not its tasks' fault
     held: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)  # (prefix, fold) sent to it
+    batched: bool = False  # takes DispatchBatch (it has submit_many, and batching is on)
+    scale: int = 1  # the search's batch size for a batched worker, else 1
 
     @property
     def capacity(self) -> int:
-        return self.worker.slots + self.worker.prefetch
+        return (self.worker.slots + self.worker.prefetch) * self.scale
 
     @property
     def free(self) -> int:
@@ -257,6 +281,13 @@ class SchedulerState:
         the index of its first fold among the context's splits.
     pruner : PairedPruner, optional
         Skip the remaining folds of candidates that cannot reach the best one.
+    batch_seconds : float or None
+        Target duration of a batch of tasks sent in one message to a worker that
+        takes batches (``submit_many``); None sends every task on its own.
+    max_batch : int
+        Most tasks in one batch.
+    batch_after : int
+        Results whose time must be known before tasks are batched.
     """
 
     def __init__(
@@ -278,6 +309,9 @@ class SchedulerState:
         straggler_min_seconds: float = 0.5,
         split_offsets: Mapping[int, int] | None = None,
         pruner: PairedPruner | None = None,
+        batch_seconds: float | None = None,
+        max_batch: int = 64,
+        batch_after: int = 8,
     ) -> None:
         if score_names and score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
@@ -298,6 +332,11 @@ class SchedulerState:
         self.straggler_min_seconds = straggler_min_seconds
         self.now = 0.0
         self.durations: deque[float] = deque(maxlen=256)  # of recent successful tasks
+        self.batch_seconds = batch_seconds
+        self.max_batch = max(1, max_batch)
+        self.batch_after = batch_after
+        self.batch = 1  # tasks per DispatchBatch (see _resize_batch)
+        self.task_seconds: deque[float] = deque(maxlen=64)  # fit + score time the latest results reported
         self.candidates: dict[int, Candidate] = {}
         self.fold_results: dict[int, list[FoldResult | None]] = {}
         self.tasks: dict[int, _TaskState] = {}
@@ -387,6 +426,12 @@ class SchedulerState:
             return []
         if isinstance(event, TaskFinished):
             commands = self._on_finished(event)
+        elif isinstance(event, Results):
+            commands = []
+            for each in event.events:
+                commands += self._on_finished(each) if isinstance(each, TaskFinished) else self._on_task_failed(each)
+                if self.aborted is not None:
+                    return commands
         elif isinstance(event, Proposed):
             commands = self._on_proposed(event)
         elif isinstance(event, WorkerJoined):
@@ -405,6 +450,8 @@ class SchedulerState:
         else:
             raise TypeError(f"unknown scheduler event {event!r}")
         if self.aborted is None:
+            if self.batch_seconds is not None and isinstance(event, (TaskFinished, Results)):
+                self._resize_batch()
             commands += self._refill()
             if isinstance(event, Tick):
                 commands += self._duplicate_stragglers()
@@ -416,6 +463,8 @@ class SchedulerState:
             logger.warning("worker %r joined twice; keeping the first", name)
             return []
         state = self.workers[name] = _WorkerState(event.worker)
+        if self.batch_seconds is not None and callable(getattr(event.worker, "submit_many", None)):
+            state.batched, state.scale = True, self.batch
         self._capacity += state.capacity
         self._free.update(name, state.free)
         logger.info("worker %s joined with %d slot(s)", name, event.worker.slots)
@@ -509,6 +558,8 @@ class SchedulerState:
             return self._abort(exc)
         if copy is not None and copy.started is not None and event.result.error is None:
             self.durations.append(self.now - copy.started)
+        if event.result.error is None:
+            self.task_seconds.append(event.result.fit_time + event.result.score_time)
         return self._record(ts, event.result)
 
     def _malformed(self, result: FoldResult) -> str | None:
@@ -691,6 +742,40 @@ class SchedulerState:
                 return free[0], index
         return free[0], 0
 
+    def _index_for(self, worker: _WorkerState) -> int:
+        """The queue index of the next task for ``worker`` (the order of :meth:`_pick`)."""
+        if self.affinity is None:
+            return 0
+        for index, task_id in enumerate(self.queue):
+            if self.groups[task_id] in worker.held:
+                return index
+        for index, task_id in enumerate(self.queue):
+            group = self.groups[task_id]
+            if not any(group in w.held for w in self.workers.values()):
+                return index
+        return 0
+
+    def _resize_batch(self) -> None:
+        """Size batches from the latest task times: the largest power of two whose
+        expected time stays within ``batch_seconds`` (1 until enough are known)."""
+        assert self.batch_seconds is not None
+        batch = 1
+        if len(self.task_seconds) >= self.batch_after:
+            typical = statistics.median(self.task_seconds)
+            fits = self.batch_seconds / typical if typical > 0 else self.max_batch
+            while batch * 2 <= min(fits, self.max_batch):
+                batch *= 2
+        if batch == self.batch:
+            return
+        logger.debug("batches of %d task(s) (was %d)", batch, self.batch)
+        self.batch = batch
+        for ws in self.workers.values():
+            if ws.batched:
+                self._capacity -= ws.capacity
+                ws.scale = batch
+                self._capacity += ws.capacity
+                self._free.update(ws.worker.name, ws.free)
+
     def _hold(self, worker: _WorkerState, group: Hashable) -> None:
         worker.held[group] = None
         worker.held.move_to_end(group)
@@ -791,15 +876,34 @@ class SchedulerState:
 
     def _refill(self) -> list[Command]:
         commands: list[Command] = []
-        # Dispatch: one task at a time to the worker with the most free capacity.
+        # Dispatch: to the worker with the most free capacity, one task at a time, or a
+        # batch of tasks to a worker that takes batches.
         while self.queue:
             pick = self._pick()
             if pick is None:
                 break
             target, index = pick
+            if target.batched and target.free < min(self.batch, len(self.queue)):
+                # It still holds more than a batch: the next one goes out whole, once
+                # that many have finished (a worker with room for single tasks may
+                # take one meanwhile).
+                single = next((w for w in self.workers.values() if not w.batched and w.free > 0), None)
+                if single is None:
+                    break
+                target, index = single, self._index_for(single)
             task_id = self.queue[index]
             del self.queue[index]
-            commands.append(self._dispatch(self.tasks[task_id], target))
+            first = self._dispatch(self.tasks[task_id], target)
+            if not target.batched or self.batch == 1:
+                commands.append(first)
+                continue
+            tasks = [first.task]
+            while self.queue and len(tasks) < self.batch and target.free > 0:
+                index = self._index_for(target)
+                task_id = self.queue[index]
+                del self.queue[index]
+                tasks.append(self._dispatch(self.tasks[task_id], target).task)
+            commands.append(first if len(tasks) == 1 else DispatchBatch(target.worker, tuple(tasks)))
         # Ask ahead, so that the queue covers every free slot plus some lookahead.
         if not (self.asking or self.strategy_finished or self.starved):
             wanted = max(self._capacity, 1) + self.lookahead - self.in_flight - len(self.queue)

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..evaluation import EvaluationContext, FoldResult
 from ..strategies.base import Candidate, ListStrategy, Strategy
-from ..workers.base import TaskFinished, WorkerJoined, WorkerLost
+from ..workers.base import Results, Task, TaskFinished, WorkerJoined, WorkerLost
 from ._db import StorageError, connect_writer
 from .fingerprint import Definition, data_digest, describe
 
@@ -261,6 +261,11 @@ class SearchJournal:
         def journaled_emit(event: Any) -> None:
             if type(event) is TaskFinished:
                 put(("result", event, clock()))
+            elif type(event) is Results:
+                now = clock()
+                for each in event.events:
+                    if type(each) is TaskFinished:
+                        put(("result", each, now))
             elif type(event) is WorkerJoined:
                 put(("joined", event.worker.name, event.worker.slots, clock()))
             elif type(event) is WorkerLost:

@@ -3,6 +3,7 @@
 from .base import (
     Emit,
     PoolFailed,
+    Results,
     SlotFreed,
     Task,
     TaskFailed,
@@ -26,6 +27,7 @@ __all__ = [
     "PoolFailed",
     "RemoteWorker",
     "RemoteWorkers",
+    "Results",
     "SlotFreed",
     "Task",
     "TaskFailed",

@@ -25,6 +25,7 @@ import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 import uuid
@@ -46,6 +47,17 @@ from .waker import Waker
 logger = logging.getLogger(__name__)
 
 __all__ = ["WorkerAgent"]
+
+#: A RESULTS message is closed past about this many bytes of results (a worker's
+#: header may hold 1 MiB; an error text is at most 32 KiB), or this many results.
+RESULTS_BYTES = 512 * 1024
+RESULTS_MAX = 256
+#: Seconds a finished result may wait for the loop while slot threads run (the
+#: interpreter's switch interval in a worker process).
+RESULT_LATENCY = 0.001
+#: Seconds between the loop's looks for results while tasks run (a slot thread that
+#: finishes a task less than RESULT_LATENCY after the last wake-up does not wake it).
+RESULT_POLL = 0.01
 
 # Plain ints: pyzmq's flag enums cost microseconds per operation in the poll loop.
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
@@ -165,6 +177,8 @@ class WorkerAgent:
         self._timeout = 10.0
         self._stop_reason: str | None = None
         self._last_send = self._last_recv = 0.0
+        self._last_nudge = 0.0  # when a slot thread last woke the loop for a result
+        self._outstanding = 0  # tasks queued on the slots whose result the loop has not taken
 
     # -- public ---------------------------------------------------------------------------
 
@@ -179,6 +193,11 @@ class WorkerAgent:
 
         limits = threadpool_limits(limits=self.inner_threads)  # BLAS pools are process-wide
         restore = self._take_signals() if self.owns_process else None
+        # A slot thread running tiny tasks of a batch holds the GIL until the interpreter
+        # makes it switch: this loop, woken for a result, waits at most that long to send
+        # what has finished (a worker that dies then loses less finished work).
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, RESULT_LATENCY))
         if self.parent_pid is not None:
             threading.Thread(target=self._watch_parent, name="hpsearch-parent", daemon=True).start()
         self._slots = SlotThreads(self.slots, self._run_job, name="slot", inner_threads=self.inner_threads)
@@ -206,6 +225,7 @@ class WorkerAgent:
             self._close_socket()
             self._ctx.term()
             limits.restore_original_limits()
+            sys.setswitchinterval(switch)
             if restore is not None:
                 restore()
             self._waker.close()
@@ -258,6 +278,7 @@ class WorkerAgent:
         self._codec.new_session()
         self._filter.reset()
         self._epoch += 1  # tasks queued for the old connection will not run
+        self._outstanding = 0
         self._store.drop()
 
     def _close_socket(self) -> None:
@@ -307,7 +328,8 @@ class WorkerAgent:
         """Handle messages until the master goes away ("reconnect") or says exit."""
         self._last_recv = time.monotonic()
         while self._stop_reason is None:
-            msg = self._poll_once(self.heartbeat / 2)
+            # While tasks run, a result may be left for the loop to find (see _run_job).
+            msg = self._poll_once(RESULT_POLL if self._outstanding > 0 else self.heartbeat / 2)
             now = time.monotonic()
             if msg is not None:
                 self._last_recv = now
@@ -390,6 +412,8 @@ class WorkerAgent:
             self._on_task(msg)
         elif kind == "CALL":
             self._on_call(msg)
+        elif kind == "TASKS":
+            self._on_tasks(msg)
         elif kind == "RESULT_ACK":
             self._forget(msg["acks"])
         elif kind == "SEARCH":
@@ -401,6 +425,7 @@ class WorkerAgent:
                 self._send(*reply)
         elif kind == "CANCEL":
             self._cancelled.add(msg["search"])
+            self._outstanding = 0  # its queued tasks will not run (a running one may still report)
             self._store.cancel(msg["search"])
         elif kind == "SHUTDOWN":
             logger.info("master says %s", msg["reason"])
@@ -438,6 +463,7 @@ class WorkerAgent:
             self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
             return
         assert self._slots is not None  # run() started them
+        self._outstanding += 1
         self._slots.put(_Job(self._epoch, *key, context, params, msg["fold"]))
 
     def _on_call(self, msg: Message) -> None:
@@ -471,6 +497,33 @@ class WorkerAgent:
     def _send_call_result(self, call: int, data: bytes | None, failure: str | None) -> None:
         for fields in iter_result_messages(call, data, failure):
             self._send("CALL_RESULT", fields)
+    def _on_tasks(self, msg: Message) -> None:
+        """Several tasks (protocol 1.4): queued one by one, in order, as TASK would."""
+        if "acks" in msg.header:
+            self._forget(msg["acks"])
+        from ..serialization import loads
+
+        context = self._store.contexts.get(msg["context_id"])
+        assert self._slots is not None  # run() started them
+        for entry in msg["tasks"]:
+            if not (isinstance(entry, list) and len(entry) == 4 and all(type(v) is int for v in entry[:3])):
+                logger.warning("dropped a malformed task entry of a TASKS message")
+                continue
+            task_id, attempt, fold, inline = entry
+            key = (msg["search"], task_id, attempt)
+            try:
+                if context is None:
+                    raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
+                if not (isinstance(inline, list) and all(isinstance(f, bytes) for f in inline)):
+                    raise ProtocolError("TASKS params must be lists of byte strings")
+                params = loads(inline)
+                if not isinstance(params, dict):
+                    raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
+            except Exception as exc:
+                self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
+                continue
+            self._outstanding += 1
+            self._slots.put(_Job(self._epoch, *key, context, params, fold))
 
     # -- results ----------------------------------------------------------------------------
 
@@ -488,9 +541,19 @@ class WorkerAgent:
             self._results.put((key, None, result))
         else:
             self._results.put((key, result.to_message(), None))
-        self._waker.wake()
+        # The loop is woken at most every RESULT_LATENCY while more tasks are queued (it
+        # finds the results between on its own, within RESULT_POLL), and without giving
+        # up the GIL: it runs at the next switch and sends every result finished by
+        # then in one RESULTS. A slot about to wait for work wakes it at once.
+        now = time.monotonic()
+        assert self._slots is not None
+        if now - self._last_nudge >= RESULT_LATENCY or not self._slots.queued():
+            self._last_nudge = now
+            self._waker.nudge()
 
     def _forward_results(self) -> None:
+        """Send the results the slot threads finished since the last pass: one RESULT,
+        or RESULTS for several (those of one search, up to ``RESULTS_BYTES`` each)."""
         while True:  # calls' results: only for the connection they came on (else requeued)
             try:
                 epoch, call, data, failure = self._call_results.get_nowait()
@@ -498,21 +561,43 @@ class WorkerAgent:
                 break
             if epoch == self._epoch and self._filter.master is not None:
                 self._send_call_result(call, data, failure)
+        batch: list[dict[str, Any]] = []
+        size = 0
         while True:
             try:
                 key, result, failure = self._results.get_nowait()
             except queue.Empty:
-                return
-            self._store_result(key, result, failure)
+                break
+            self._outstanding = max(0, self._outstanding - 1)
+            fields = self._store_result(key, result, failure, send=False)
+            if batch and (fields["search"] != batch[0]["search"] or size >= RESULTS_BYTES
+                          or len(batch) >= RESULTS_MAX):
+                self._send_results(batch)
+                batch, size = [], 0
+            batch.append(fields)
+            size += 256 + len(failure or "") + len((result or {}).get("error") or "")
+        if batch:
+            self._send_results(batch)
+
+    def _send_results(self, batch: list[dict[str, Any]]) -> None:
+        if self._filter.master is None:
+            return
+        if len(batch) == 1:
+            self._send("RESULT", batch[0])
+            return
+        self._send("RESULTS", {"search": batch[0]["search"], "results": [
+            [f["task_id"], f["attempt"], f["result"], f["failure"]] for f in batch
+        ]})
 
     def _store_result(self, key: tuple[int, int, int], result: dict[str, Any] | None,
-                      failure: str | None) -> None:
+                      failure: str | None, *, send: bool = True) -> dict[str, Any]:
         search, task_id, attempt = key
         fields = {"search": search, "task_id": task_id, "attempt": attempt,
                   "result": result, "failure": failure}
         self._unacked[key] = fields
-        if self._filter.master is not None:
+        if send and self._filter.master is not None:
             self._send("RESULT", fields)
+        return fields
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ blocks) and ``close()``. Workers come from a :class:`WorkerPool`, which the sear
 starts with the shared :class:`~hpsearch.evaluation.EvaluationContext` and an
 ``emit`` callback. Everything a worker has to say goes through ``emit`` as one of the
 event types below. ``emit`` may be called from any thread; the scheduler handles the
-event on that thread before it returns, and may call ``submit`` from it (a pool's
+event on that thread before it returns (or, if another thread is handling events, that
+thread handles it before it stops), and may call ``submit`` from it (a pool's
 I/O thread then sends the next task in the same pass), so ``submit`` must also be
 callable from any thread, including from inside ``emit``. So never call ``emit``
 while holding a lock that ``submit`` takes: that thread would wait for itself. Workers
@@ -17,6 +18,11 @@ A worker may also have ``abandon(task)``: the scheduler gave up on a task it sta
 stop it does (a process is killed, and the pool replaces it); one that can only
 leave it behind (a thread) starts a replacement and reports ``SlotFreed``. Without
 ``abandon``, the task's slot stays busy until the task ends.
+
+A worker may also have ``submit_many(tasks)``: several tasks in one message (sized by
+the scheduler from measured task times, :mod:`hpsearch.scheduler.state`), which it
+runs one by one in the order given, exactly as if each had been submitted alone. It
+may report several results together as one :class:`Results` event.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ __all__ = [
     "WorkerLost",
     "PoolFailed",
     "SlotFreed",
+    "Results",
     "WorkerEvent",
 ]
 
@@ -127,7 +134,15 @@ class SlotFreed:
     task_id: int
 
 
-WorkerEvent = Union[WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed, SlotFreed]
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Several results reported together (a batch's, or those that arrived at once):
+    the scheduler handles them in this order and then dispatches once."""
+
+    events: tuple[Union[TaskFinished, TaskFailed], ...]
+
+
+WorkerEvent = Union[WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed, SlotFreed, Results]
 Emit = Callable[[Any], None]
 
 

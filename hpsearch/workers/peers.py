@@ -36,13 +36,13 @@ import enum
 import logging
 import hmac
 import secrets
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..errors import NoWorkersError, ProtocolError
 from ..evaluation import FoldResult
-from .base import PoolFailed, Task, TaskFailed, TaskFinished, Worker, WorkerJoined, WorkerLost
+from .base import PoolFailed, Results, Task, TaskFailed, TaskFinished, Worker, WorkerJoined, WorkerLost
 from .calls import Call, CallBook, CallDone
 from .protocol import Message, version_mismatch
 from .transfer import Offer, Upload
@@ -57,6 +57,11 @@ MAX_ACKS = 256
 #: Serialized params up to this size (and without out-of-band buffers) ride in the
 #: TASK header as ``params: [header, pickle]`` instead of two payload frames.
 INLINE_PARAMS_BYTES = 64 * 1024
+#: A TASKS message is closed once its tasks' params pass this many bytes (its header
+#: stays far below the 1 MiB a header may hold).
+BATCH_BYTES = 256 * 1024
+#: Most tasks in a TASKS message, and results in a RESULTS message.
+MAX_BATCH = 256
 #: The most slots a worker may announce; more are counted as this many.
 MAX_SLOTS = 256
 #: Context transfers in flight at once; further NEEDs wait their turn.
@@ -90,7 +95,7 @@ class Send:
     payload: Any = ()
 
 
-Output = Union[Send, WorkerJoined, TaskFinished, TaskFailed, WorkerLost, PoolFailed, CallDone]
+Output = Union[Send, WorkerJoined, TaskFinished, TaskFailed, Results, WorkerLost, PoolFailed, CallDone]
 
 
 @dataclass
@@ -250,6 +255,8 @@ class PeerTable:
             if msg.type == "RESULT" and search is not None and search.offer.search == closed.search:
                 # lost, yet it finished: accepted for a task it held
                 out += self._result(route, msg.session, closed.name, msg, None, closed.assigned)
+            elif msg.type == "RESULTS" and search is not None and search.offer.search == closed.search:
+                out += self._results(route, msg.session, closed.name, msg, None, closed.assigned, 0.0)
         elif msg.session in self._challenges:
             raise ProtocolError(f"{msg.type} from session {msg.session} before its bound HELLO")
         elif msg.type != "BYE":
@@ -406,7 +413,34 @@ class PeerTable:
             out.append(self._acks(peer, now))
         return out + self._result(peer.route, peer.session, peer.name, msg, peer, peer.assigned)
 
-    def _result(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None,
+    def _on_results(self, peer: Peer, msg: Message, now: float) -> list[Output]:
+        """Several RESULTs in one message: their events go to the scheduler as one
+        ``Results`` (handled in order, then one dispatch), their acks as RESULT's."""
+        return self._results(peer.route, peer.session, peer.name, msg, peer, peer.assigned, now)
+
+    def _results(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None,
+                 assigned: set[tuple[int, int]], now: float) -> list[Output]:
+        entries = msg["results"]
+        if len(entries) > MAX_BATCH or not all(
+            isinstance(e, list) and len(e) == 4 and type(e[0]) is int and type(e[1]) is int
+            and isinstance(e[2], (dict, type(None))) and isinstance(e[3], (str, type(None)))
+            for e in entries
+        ):
+            raise ProtocolError(f"malformed RESULTS from {name}")
+        out: list[Output] = []
+        if peer is not None and len(peer.acks) >= MAX_ACKS:
+            out.append(self._acks(peer, now))
+        events: list[Any] = []
+        for task_id, attempt, result, failure in entries:
+            fields = {"search": msg["search"], "task_id": task_id, "attempt": attempt,
+                      "result": result, "failure": failure}
+            for output in self._result(route, session, name, fields, peer, assigned):
+                (out if isinstance(output, Send) else events).append(output)
+        if events:
+            out.insert(0, events[0] if len(events) == 1 else Results(tuple(events)))
+        return out
+
+    def _result(self, route: bytes, session: str, name: str, msg: Message | Mapping[str, Any], peer: Peer | None,
                 assigned: set[tuple[int, int]]) -> list[Output]:
         search = self.search
         out: list[Output] = []
@@ -458,6 +492,7 @@ class PeerTable:
         "NEED": _on_need,
         "CREDIT": _on_credit,
         "RESULT": _on_result,
+        "RESULTS": _on_results,
         "BYE": _on_bye,
         "CALL_RESULT": _on_call_result,
     }
@@ -549,6 +584,58 @@ class PeerTable:
             fields["params"] = [bytes(f) for f in frames]
             frames = []
         return [self._send(peer, now, "TASK", fields, frames)]
+
+    def submit_many(self, session: str, tasks: Sequence[Task], now: float) -> list[Output]:
+        """TASKS messages for ``tasks`` to ``session``, in order (a task whose params
+        are too large to travel inline goes as its own TASK, in its place)."""
+        from ..serialization import dumps
+
+        peer = self.peers.get(session)
+        search = self.search
+        if peer is None or search is None or search.offer.context_id is None:
+            return []
+        out: list[Output] = []
+        entries: list[list[Any]] = []
+        size = 0
+
+        def close() -> None:
+            nonlocal entries, size
+            if not entries:
+                return
+            fields: dict[str, Any] = {"search": search.offer.search, "context_id": search.offer.context_id,
+                                      "tasks": entries}
+            if peer.acks:
+                fields["acks"], peer.acks = peer.acks, []
+            out.append(self._send(peer, now, "TASKS", fields))
+            self.stats["task_batches"] += 1
+            entries, size = [], 0
+
+        last: tuple[Any, list[Any], int] | None = None  # the folds of a candidate share its params
+        for task in tasks:
+            if last is not None and last[0] is task.params:
+                frames, nbytes = last[1], last[2]
+            else:
+                try:
+                    frames = dumps(task.params)
+                except Exception:  # submit reports it as a TaskFailed
+                    frames = []
+                nbytes = sum(memoryview(f).nbytes for f in frames)
+                if len(frames) == 2 and nbytes <= INLINE_PARAMS_BYTES:
+                    frames = [bytes(f) for f in frames]
+                last = (task.params, frames, nbytes)
+            if len(frames) != 2 or nbytes > INLINE_PARAMS_BYTES:
+                close()
+                out += self.submit(session, task, now)
+                continue
+            self.stats["tasks_sent"] += 1
+            self.stats[f"tasks_to:{peer.name}"] += 1
+            peer.assigned.add((task.task_id, task.attempt))
+            entries.append([task.task_id, task.attempt, task.fold, frames])
+            size += nbytes
+            if size >= BATCH_BYTES or len(entries) >= MAX_BATCH:
+                close()
+        close()
+        return out
 
     def _offer(self, peer: Peer, now: float) -> list[Output]:
         search = self.search

@@ -77,7 +77,8 @@ PROTOCOL_MAJOR = 1
 # 1.1: CONTEXT chunks are signed by length and checked against the content id.
 # 1.2: every master message names the worker session it is for ("to").
 # 1.3: HELLO is bound to the master by a CHALLENGE nonce; RESULT only for assigned tasks.
-# 1.4: CALL / CALL_RESULT: a pickled function run on a slot (the joblib backend).
+# 1.4: TASKS (several tasks in one message) and RESULTS (several results in one);
+#      CALL / CALL_RESULT: a pickled function run on a slot (the joblib backend).
 # While hpsearch is below 1.0, a minor step may be incompatible: HELLO compares
 # major.minor (see _MATCH_PARTS), so mismatched workers get a REJECT naming both.
 PROTOCOL_MINOR = 4
@@ -115,6 +116,8 @@ WORKER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "CREDIT": {"search": _INT, "context_id": _OPT_STR, "credit": _INT},
     "RESULT": {"search": _INT, "task_id": _INT, "attempt": _INT, "result": (dict, type(None)),
                "failure": _OPT_STR},
+    # [[task_id, attempt, result, failure], ...]: RESULT's fields, for several tasks.
+    "RESULTS": {"search": _INT, "results": _LIST},
     "HEARTBEAT": {},
     "BYE": {"reason": _STR},
     # A CALL's result: its pickle in parts (data), or failure, or the buffers it lacks.
@@ -132,6 +135,8 @@ MASTER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "SEARCH": {"search": _INT, "context_id": _OPT_STR, "nbytes": _INT},
     "CONTEXT": {"search": _INT, "context_id": _OPT_STR, "index": _INT, "count": _INT},
     "TASK": {"search": _INT, "task_id": _INT, "attempt": _INT, "context_id": _STR, "fold": _INT},
+    # [[task_id, attempt, fold, params], ...], params inline as in TASK; run in this order.
+    "TASKS": {"search": _INT, "context_id": _STR, "tasks": _LIST},
     # [search, task_id, attempt] of results recorded; TASK may carry "acks" too.
     "RESULT_ACK": {"acks": _LIST},
     "CANCEL": {"search": _INT},

@@ -27,6 +27,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +68,12 @@ class RemoteWorker:
         loop = self._pool._loop
         if loop is not None:
             loop.submit(self.session, task)
+
+    def submit_many(self, tasks: Sequence[Task]) -> None:
+        """Send the tasks as one TASKS message (protocol 1.4); the worker runs them in order."""
+        loop = self._pool._loop
+        if loop is not None:
+            loop.submit_many(self.session, tasks)
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connection."""

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -80,7 +80,7 @@ class RouterLoop:
     # -- any thread -------------------------------------------------------------------------
 
     def command(self, *command: Any) -> None:
-        """Queue ``("task", session, task)``, ``("search", offer, emit)``,
+        """Queue ``("task", session, task)``, ``("tasks", session, tasks)``, ``("search", offer, emit)``,
         ``("sealed", search_id, context_id)``, ``("end", event)``, ``("call", call)`` or
         ``("close",)``."""
         self._commands.put(command)
@@ -91,6 +91,12 @@ class RouterLoop:
             self._execute(self.table.submit(session, task, time.monotonic()))
         else:
             self.command("task", session, task)
+
+    def submit_many(self, session: str, tasks: Sequence[Task]) -> None:
+        if threading.get_ident() == self.ident:
+            self._execute(self.table.submit_many(session, tasks, time.monotonic()))
+        else:
+            self.command("tasks", session, tasks)
 
     # -- the loop's thread ------------------------------------------------------------------
 
@@ -159,6 +165,8 @@ class RouterLoop:
             try:
                 if kind == "task":
                     self._execute(table.submit(command[1], command[2], now))
+                elif kind == "tasks":
+                    self._execute(table.submit_many(command[1], command[2], now))
                 elif kind == "search":
                     self._execute(table.end_search(now))
                     self._emit = command[2]

@@ -89,6 +89,10 @@ class SlotThreads(Generic[J]):
         """Queue a job (any thread; never blocks)."""
         self._jobs.put(job)
 
+    def queued(self) -> bool:
+        """Whether jobs wait to be taken (any thread)."""
+        return not self._jobs.empty()
+
     def _run(self) -> None:
         from threadpoolctl import threadpool_limits
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from .._validation import check_integer
@@ -53,6 +54,11 @@ class ThreadWorker:
 
     def submit(self, task: Task) -> None:
         self._slots.put(task)
+
+    def submit_many(self, tasks: Sequence[Task]) -> None:
+        """Queue a batch; the slot threads take its tasks one by one, in order."""
+        for task in tasks:
+            self._slots.put(task)
 
     def abandon(self, task: Task) -> bool:
         """Leave the thread running ``task`` behind and start another in its place;

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 __all__ = ["Waker"]
+
+
+def _gil_holding_write() -> Any:
+    """libc's ``write`` called without releasing the GIL, or None where unavailable."""
+    try:
+        import ctypes
+
+        write = ctypes.PyDLL(None).write
+    except (ImportError, OSError, AttributeError):
+        return None
+    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    write.restype = ctypes.c_ssize_t
+    return write
+
+
+_WRITE = _gil_holding_write()
 
 
 class Waker:
@@ -25,6 +42,9 @@ class Waker:
     >>> waker.drain()
     >>> select.select([waker.fileno()], [], [], 0)[0]
     []
+    >>> waker.nudge()  # the same wake-up, keeping the GIL
+    >>> select.select([waker.fileno()], [], [], 0)[0] == [waker.fileno()]
+    True
     >>> waker.close()
     """
 
@@ -47,6 +67,23 @@ class Waker:
             os.write(self._write, b"!")
         except OSError:
             pass  # the pipe is full (a wake-up is pending) or closed (shutting down)
+
+    def nudge(self) -> None:
+        """Wake the loop without giving up the GIL: the loop's thread runs when the
+        interpreter next switches threads (its switch interval), not at once.
+
+        ``os.write`` releases the GIL, and the woken loop then takes it: a thread that
+        reports many tiny results would hand the GIL over for each one. The write here
+        keeps the GIL (a ctypes call through ``PyDLL``), so the loop wakes, waits for the
+        switch, and finds every result finished meanwhile. Falls back to :meth:`wake`.
+        """
+        if self._pending:
+            return
+        if _WRITE is None:
+            self.wake()
+            return
+        self._pending = True
+        _WRITE(self._write, b"!", 1)  # -1 (full or closed) is fine, as in wake
 
     def drain(self) -> None:
         """Consume the pending wake-ups (the loop's thread, before it drains its queue)."""

@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 from sklearn.base import BaseEstimator
 
-from hpsearch.workers.base import TaskFinished
+from hpsearch.workers.base import Results, TaskFinished
 from hpsearch.workers.protocol import MASTER_TYPES, WORKER_TYPES, Codec, local_versions, parse_token
 
 
@@ -188,7 +188,14 @@ class Recording:
         self.pool.stop()
 
     def finished(self) -> list[TaskFinished]:
-        return [e for e in self.events if isinstance(e, TaskFinished)]
+        """Every result, those reported together (``Results``) included."""
+        out: list[TaskFinished] = []
+        for e in self.events:
+            if isinstance(e, Results):
+                out += [r for r in e.events if isinstance(r, TaskFinished)]
+            elif isinstance(e, TaskFinished):
+                out.append(e)
+        return out
 
 
 def assert_same_scores(a, b) -> None:

@@ -450,3 +450,71 @@ def test_per_session_state_expires():
     assert len(t._closed) == 0
     # An expired session's message is a stranger's: told to say HELLO, nothing else.
     assert sends(t.receive(sims[0].route, sims[0].msg("HEARTBEAT"), 102.0)) == [(sims[0].session, "SHUTDOWN")]
+
+
+# -- batches (protocol 1.4: TASKS and RESULTS) ------------------------------------------
+
+
+def test_a_batch_of_tasks_travels_in_one_tasks_message_with_the_pending_acks():
+    from hpsearch.serialization import loads
+
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    assign(t, w, 1)
+    t.receive(w.route, w.result(1), 0.5)
+    out = t.submit_many(w.session, [Task(i, i, i % 3, {"C": float(i)}) for i in range(2, 6)], 1.0)
+    assert sends(out) == [(w.session, "TASKS")]
+    fields = out[0].fields
+    assert fields["acks"] == [[SEARCH, 1, 0]] and fields["context_id"] == CID and fields["search"] == SEARCH
+    assert [e[:3] for e in fields["tasks"]] == [[i, 0, i % 3] for i in range(2, 6)]
+    assert [loads(e[3]) for e in fields["tasks"]] == [{"C": float(i)} for i in range(2, 6)]
+    assert t.stats["tasks_sent"] == 5
+
+
+def test_a_task_too_large_to_ride_inline_goes_alone_in_its_place():
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    big = {"C": b"x" * (70 * 1024)}
+    out = t.submit_many(w.session, [Task(1, 1, 0, {"C": 1.0}), Task(2, 2, 0, big), Task(3, 3, 0, {"C": 3.0})], 0.0)
+    assert sends(out) == [(w.session, "TASKS"), (w.session, "TASK"), (w.session, "TASKS")]
+    assert [e[0] for e in out[0].fields["tasks"]] == [1] and out[1].fields["task_id"] == 2
+    assert [e[0] for e in out[2].fields["tasks"]] == [3]
+
+
+def test_results_together_are_one_results_event_and_count_only_if_assigned():
+    from hpsearch.workers.base import Results
+
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    t.submit_many(w.session, [Task(i, i, 0, {"C": 1.0}) for i in range(3)], 0.0)
+    msg = w.msg("RESULTS", search=SEARCH, results=[
+        [0, 0, RESULT, None], [1, 0, None, "the context is gone"], [7, 0, RESULT, None], [2, 0, RESULT, None],
+    ])
+    out = t.receive(w.route, msg, 1.0)
+    assert len(events(out)) == 1 and isinstance(out[0], Results)
+    assert [(type(e).__name__, e.task_id) for e in out[0].events] == [
+        ("TaskFinished", 0), ("TaskFailed", 1), ("TaskFinished", 2)]  # 7 was never sent
+    assert t.stats["unassigned_results"] == 1
+    # their acks ride on the next TASKS, every one of them (the stranger's too)
+    out = t.submit_many(w.session, [Task(9, 9, 0, {"C": 1.0})], 1.0)
+    assert out[0].fields["acks"] == [[SEARCH, i, 0] for i in (0, 1, 7, 2)]
+    # a malformed entry refuses the whole message, before any event
+    bad = w.msg("RESULTS", search=SEARCH, results=[[9, 0, RESULT, None], ["x", 0, None, None]])
+    with pytest.raises(ProtocolError):
+        t.receive(w.route, bad, 2.0)
+
+
+def test_a_lost_peers_late_results_count_for_its_search():
+    from hpsearch.workers.base import Results
+
+    t, w = table(), Sim()
+    t.start_search(offer(), 0.0)
+    ready(t, w)
+    t.submit_many(w.session, [Task(i, i, 0, {"C": 1.0}) for i in range(2)], 0.0)
+    t.receive(w.route, w.msg("BYE", reason="SIGTERM"), 1.0)
+    out = t.receive(w.route, w.msg("RESULTS", search=SEARCH, results=[[0, 0, RESULT, None], [1, 0, RESULT, None]]), 2.0)
+    assert isinstance(out[0], Results) and [e.task_id for e in out[0].events] == [0, 1]
+    assert sends(out).count((w.session, "RESULT_ACK")) == 2
