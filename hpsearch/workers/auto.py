@@ -301,8 +301,7 @@ class AutoWorkers(ThreadWorkers):
 
     Examples
     --------
-    >>> from hpsearch import run_search
-    >>> from hpsearch.workers.auto import AutoWorkers
+    >>> from hpsearch import AutoWorkers, run_search
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.tree import DecisionTreeClassifier
     >>> X, y = load_iris(return_X_y=True)

@@ -392,8 +392,7 @@ def warm_processes(n: int, slots_per_process: int = 1) -> WarmProcesses:
 
     Examples
     --------
-    >>> from hpsearch import run_search
-    >>> from hpsearch.workers.local import warm_processes
+    >>> from hpsearch import run_search, warm_processes
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.tree import DecisionTreeClassifier
     >>> X, y = load_iris(return_X_y=True)
