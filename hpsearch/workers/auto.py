@@ -28,14 +28,15 @@ loaded machine would keep it in the run queue. Where the run-queue time is unkno
 
 A move pays only if the processes have time to make up for it. When the warm pool is
 already running, the search moves at once (unless fewer than ``4 N`` tasks remain):
-on the GIL's account, and also on a loaded machine, where processes get their fair
-share of the cores as threads do. When the pool must be started, the search moves
-once the threads' remaining work is estimated at ``start_seconds`` (2 s) or more (the
-number of tasks is known from the search's candidates and folds), or, when it is
-unknown (an adaptive strategy), once the search has already run that long on threads;
-three times that on a loaded machine, where the move is a bet. The processes start in
-the background while the threads go on. So a small search never pays for starting
-processes.
+on the GIL's account, and also when the verdict is unclear (a loaded machine), where
+processes get as much of the cores as threads do and more if the GIL was in the way.
+When the pool must be started, only the GIL's account counts: the search moves once
+the threads' remaining work is estimated at ``start_seconds`` (2 s, times the
+threads' slowdown from waiting for a core: starting is slower on a loaded machine)
+or more (the number of tasks is known from the search's candidates and folds), or,
+when it is unknown (an adaptive strategy), once the search has already run that long
+on threads. The processes start in the background while the threads go on. So a
+small search never pays for starting processes.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ class ParallelProbe:
     ``2 n`` tasks showed (None before): ``"parallel"`` (the threads kept the cores
     busy: stay), ``"gil"`` (they took turns on the GIL: move when it pays) or
     ``"unclear"`` (few cores busy but no thread asleep: other programs load the
-    machine, and processes would get a fair share of it too; move only where it
-    costs little). ``decided`` is True once nothing will change.
+    machine, and processes would get no more of it; move only to warm processes,
+    which cost little). ``decided`` is True once nothing will change.
 
     Parameters
     ----------
@@ -145,9 +146,10 @@ class ParallelProbe:
     warm : bool
         Whether the warm processes are running already.
     start_seconds : float
-        What starting the processes costs: a move on the GIL's account waits until
+        What starting the processes costs on an idle machine (times the threads'
+        slowdown from waiting for a core): a move on the GIL's account waits until
         that much thread work remains (or, the total unknown, until the search ran
-        that long); an ``"unclear"`` one, three times that.
+        that long). An ``"unclear"`` verdict moves only to running warm processes.
     busy_threshold, sleep_threshold : float
         The threads run in parallel when they keep at least ``busy_threshold * n``
         cores busy; they take turns on the GIL when they keep fewer and sleep at
@@ -166,10 +168,9 @@ class ParallelProbe:
     ('gil', True)
 
     The same CPU time on a loaded machine: the threads waited for a core, not for the
-    GIL. Processes would not be faster, but no slower: starting them for the 40 tasks
-    left, 4 s on threads, is not worth it.
+    GIL. Processes would not be faster, only as fast: starting them is not worth it.
 
-    >>> probe = ParallelProbe(n=2, start=0.0, total=44, warm=False)
+    >>> probe = ParallelProbe(n=2, start=0.0, total=1004, warm=False)
     >>> timings = [TaskTiming(wall=0.2, cpu=0.1, waiting=0.1, end=t) for t in (0.2, 0.2, 0.4, 0.4)]
     >>> [probe.record(t) for t in timings]
     [False, False, False, False]
@@ -244,12 +245,19 @@ class ParallelProbe:
         return verdict
 
     def _move_pays(self, now: float) -> bool:
-        cost = self.start_seconds * (1.0 if self.verdict == "gil" else 3.0)
-        per_task = (now - self.start) / self.count  # seconds of search per task, on threads
-        if self.total is None:
-            return self.warm or now - self.start >= cost
-        remaining = self.total - self.count
-        pays = remaining >= 2 * self.needed if self.warm else remaining * per_task >= cost
+        if self.warm:
+            pays = self.total is None or self.total - self.count >= 2 * self.needed
+        elif self.verdict != "gil":
+            pays = False  # processes would get the same share of a loaded machine: no bet
+        else:
+            # Starting processes is slower on a loaded machine, by as much as the
+            # threads' tasks were (time runnable over time running).
+            slowdown = 1.0 if not self.waiting or self.cpu <= 0 else min(5.0, (self.cpu + self.waiting) / self.cpu)
+            cost = self.start_seconds * max(1.0, slowdown)
+            if self.total is None:
+                return now - self.start >= cost
+            per_task = (now - self.start) / self.count  # seconds of search per task, on threads
+            pays = (self.total - self.count) * per_task >= cost
         self.decided = not pays  # too few tasks left for processes to win anything
         return pays
 
