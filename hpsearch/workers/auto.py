@@ -29,7 +29,9 @@ loaded machine would keep it in the run queue. Where the run-queue time is unkno
 A move pays only if the processes have time to make up for it. When the warm pool is
 already running, the search moves at once (unless fewer than ``4 N`` tasks remain):
 on the GIL's account, and also when the verdict is unclear (a loaded machine), where
-processes get as much of the cores as threads do and more if the GIL was in the way.
+processes get as much of the cores as threads do and more if the GIL was in the way,
+but then only with at least ``10 N`` tasks left (the move reruns the N tasks the
+threads are running).
 When the pool must be started, only the GIL's account counts: the search moves once
 the threads' remaining work is estimated at ``start_seconds`` (2 s, times the
 threads' slowdown from waiting for a core: starting is slower on a loaded machine)
@@ -133,7 +135,7 @@ class ParallelProbe:
     busy: stay), ``"gil"`` (they took turns on the GIL: move when it pays) or
     ``"unclear"`` (few cores busy but no thread asleep: other programs load the
     machine, and processes would get no more of it; move only to warm processes,
-    which cost little). ``decided`` is True once nothing will change.
+    which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change.
 
     Parameters
     ----------
@@ -246,7 +248,11 @@ class ParallelProbe:
 
     def _move_pays(self, now: float) -> bool:
         if self.warm:
-            pays = self.total is None or self.total - self.count >= 2 * self.needed
+            # The move reruns the n tasks the threads are running: on the GIL's account
+            # it pays for 4 n tasks left; on an unclear verdict, where it may win
+            # nothing, only when they are at most a tenth of the work left.
+            left = 2 * self.needed if self.verdict == "gil" else 10 * self.n
+            pays = self.total is None or self.total - self.count >= left
         elif self.verdict != "gil":
             pays = False  # processes would get the same share of a loaded machine: no bet
         else:
