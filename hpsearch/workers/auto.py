@@ -324,7 +324,7 @@ class AutoWorkers(ThreadWorkers):
     ...                     X, y, workers=pool, progress=False)
     >>> result.best_params_
     {'max_depth': 3}
-    >>> pool.moved  # six tiny fits: not worth starting processes
+    >>> pool.moved  # ten tiny fits: not worth starting processes
     False
     """
 
@@ -391,7 +391,8 @@ class AutoWorkers(ThreadWorkers):
         self.moved = True
         # The scheduler gives the threads' unfinished tasks to the processes; a thread
         # finishing one first is kept (the first result of a task counts).
-        self._emit(WorkerLost(worker.name, "the threads took turns on the GIL: moved to local processes"))
+        why = "the threads took turns on the GIL" if self._probe.verdict == "gil" else "few cores busy on threads"
+        self._emit(WorkerLost(worker.name, f"{why}: moved to local processes"))
         worker.close(0.0)
 
     def stop(self) -> None:
