@@ -8,7 +8,8 @@ Five searches, each run by every contender with 2 workers:
 - ``cheap``: 1,000 candidates of a tree of depth 1 on iris, cv=3 (3,000 tiny fits);
 - ``svc-big``: SVC on all of digits, 3 x 2 grid, cv=3 (fewer, longer fits).
 
-Contenders: hpsearch ``run_search(workers=2)`` (the default), ``GridSearchCV(n_jobs=2)``
+Contenders: hpsearch ``run_search(workers=2)`` (the default: threads, moved to warm
+local processes when the fits hold the GIL; which one ran each search is shown), ``GridSearchCV(n_jobs=2)``
 with joblib's loky processes and with joblib's threads, and dask-ml's ``GridSearchCV``
 on dask's threaded scheduler (``iid=False``: the plain mean over folds, as
 scikit-learn). Runs alternate between contenders (the order rotates each round) so machine noise hits all alike. The first search of the process is
@@ -86,6 +87,21 @@ def cases() -> dict[str, tuple[Any, dict[str, list[Any]], Any, Any, int]]:
     }
 
 
+class _Moves(logging.Handler):
+    """Counts the searches hpsearch's default moved to processes (its INFO line)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.moves = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("moving the search"):
+            self.moves += 1
+
+
+MOVES = _Moves()
+
+
 def contenders(workers: int) -> dict[str, Callable[..., Any]]:
     def hpsearch_default(est, grid, X, y, cv):
         return run_search(est, grid, X, y, cv=cv, workers=workers, progress=False).cv_results_
@@ -120,6 +136,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cases", default="svc,knn,logreg,cheap,svc-big")
     args = parser.parse_args()
+    auto_log = logging.getLogger("hpsearch.workers.auto")
+    auto_log.setLevel(logging.INFO)
+    auto_log.addHandler(MOVES)
+    auto_log.propagate = False
     all_cases = cases()
     runners = contenders(args.workers)
     names = list(runners)
@@ -127,13 +147,17 @@ def main() -> None:
     for case in args.cases.split(","):
         est, grid, X, y, cv = all_cases[case]
         times: dict[str, list[float]] = {name: [] for name in names}
+        chosen: list[str] = []
         reference = None
         for round_ in range(args.repeat):
             order = names[round_ % len(names):] + names[: round_ % len(names)]
             for name in order:
+                moves = MOVES.moves
                 start = time.perf_counter()
                 results = runners[name](est, grid, X, y, cv)
                 times[name].append(time.perf_counter() - start)
+                if name == names[0]:
+                    chosen.append("processes" if MOVES.moves > moves else "threads")
                 scores = np.asarray(results["mean_test_score"], dtype=float)
                 if reference is None:
                     reference = scores
@@ -146,6 +170,7 @@ def main() -> None:
             med = statistics.median(times[name])
             print(f"  {name:38s} {med:7.2f} s  ratio to loky {med / loky:5.2f}  "
                   f"first {times[name][0]:6.2f} s  all {[round(t, 2) for t in times[name]]}")
+        print(f"  hpsearch's default ran on: {', '.join(chosen)}")
         summary.append((case, statistics.median(times[names[0]]) / loky))
     print("hpsearch default / loky:", ", ".join(f"{c} {r:.2f}" for c, r in summary), "(target <= 0.8)")
 

@@ -29,11 +29,21 @@ from .space import Categorical, Integer, Real, Space
 from .storage import StorageError
 from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
 from .strategies.halving import HyperbandStrategy, SuccessiveHalvingStrategy
-from .workers import DaskWorkers, LocalProcesses, RemoteWorkers, ThreadWorkers, Worker, WorkerPool
+from .workers import (
+    AutoWorkers,
+    DaskWorkers,
+    LocalProcesses,
+    RemoteWorkers,
+    ThreadWorkers,
+    Worker,
+    WorkerPool,
+    warm_processes,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoWorkers",
     "BayesSearchCV",
     "Candidate",
     "Categorical",
@@ -71,4 +81,5 @@ __all__ = [
     "Worker",
     "WorkerPool",
     "run_search",
+    "warm_processes",
 ]

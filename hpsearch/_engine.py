@@ -418,38 +418,56 @@ def run_in_caller_thread(worker: CallerThreadWorker, run: Callable[[], Any]) -> 
 def make_pools(workers: WorkersSpec, n_jobs: Any = None) -> tuple[list[WorkerPool], list[WorkerPool]]:
     """The pools to use, and those made here (which the caller must stop).
 
-    ``workers=None`` means ``n_jobs`` local workers (joblib's meaning: None is one,
-    -1 every core): the caller's own thread for one, else that many threads.
+    An int N is N local workers, threads or processes chosen per search
+    (:class:`~hpsearch.workers.auto.AutoWorkers`; one is a thread). ``workers=None``
+    means ``n_jobs`` local workers (joblib's meaning: None is one, -1 every core): the
+    caller's own thread for one, else ``AutoWorkers`` as for an int, or threads when
+    joblib's active backend is ``"threading"`` (``joblib.parallel_config``), as
+    scikit-learn's ``n_jobs`` would then use.
     """
     if workers is None:
         from joblib import effective_n_jobs
+        from joblib.parallel import ThreadingBackend, get_active_backend
 
         n = effective_n_jobs(n_jobs)
         if n == 1:
             caller = CallerThreadWorker()
             return [caller], []
-        pool = ThreadWorkers(max(1, min(int(n), 4 * available_cores())))
+        n = max(1, min(int(n), 4 * available_cores()))
+        if isinstance(get_active_backend()[0], ThreadingBackend):
+            threads = ThreadWorkers(n)
+            return [threads], [threads]
+        pool = local_workers(n)
         return [pool], [pool]
     items = list(workers) if isinstance(workers, (list, tuple)) else [workers]
     if not items:
-        raise InvalidParameterError("workers is an empty list; give a number of threads or a worker pool")
+        raise InvalidParameterError("workers is an empty list; give a number of workers or a worker pool")
     pools: list[WorkerPool] = []
     owned: list[WorkerPool] = []
     for item in items:
         if isinstance(item, numbers.Integral) and not isinstance(item, bool):
             if item < 1:
                 raise InvalidParameterError(f"workers must be >= 1, got {item}")
-            thread_pool = ThreadWorkers(int(item))
-            pools.append(thread_pool)
-            owned.append(thread_pool)
+            made = local_workers(int(item))
+            pools.append(made)
+            owned.append(made)
         elif isinstance(item, WorkerPool):
             pools.append(item)
         else:
             raise InvalidParameterError(
-                f"workers must be a number of threads (int >= 1), a worker pool such as "
-                f"RemoteWorkers or LocalProcesses, or a list of them; got {item!r}"
+                f"workers must be a number of local workers (int >= 1), a worker pool such as "
+                f"ThreadWorkers, LocalProcesses or RemoteWorkers, or a list of them; got {item!r}"
             )
     return pools, owned
+
+
+def local_workers(n: int) -> WorkerPool:
+    """``workers=n``: one thread for one, else threads or processes chosen per search."""
+    if n == 1:
+        return ThreadWorkers(1)
+    from .workers.auto import AutoWorkers
+
+    return AutoWorkers(n)
 
 
 def check_workers(workers: WorkersSpec) -> None:
@@ -458,15 +476,15 @@ def check_workers(workers: WorkersSpec) -> None:
         return
     items = list(workers) if isinstance(workers, (list, tuple)) else [workers]
     if not items:
-        raise InvalidParameterError("workers is an empty list; give a number of threads or a worker pool")
+        raise InvalidParameterError("workers is an empty list; give a number of workers or a worker pool")
     for item in items:
         if isinstance(item, numbers.Integral) and not isinstance(item, bool):
             if item < 1:
                 raise InvalidParameterError(f"workers must be >= 1, got {item}")
         elif not isinstance(item, WorkerPool):
             raise InvalidParameterError(
-                f"workers must be a number of threads (int >= 1), a worker pool such as "
-                f"RemoteWorkers or LocalProcesses, or a list of them; got {item!r}"
+                f"workers must be a number of local workers (int >= 1), a worker pool such as "
+                f"ThreadWorkers, LocalProcesses or RemoteWorkers, or a list of them; got {item!r}"
             )
 
 

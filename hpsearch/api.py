@@ -112,10 +112,13 @@ def run_search(
     fit_params : dict, optional
         Passed to every ``fit``; sample-aligned arrays are split with the folds.
     workers : int, WorkerPool, or a list of them
-        An int N runs N local threads. ``AutoWorkers(N)`` starts on threads and moves
-        to N warm local processes when the first tasks show the threads taking turns
-        on the GIL. A pool such as ``RemoteWorkers`` or
-        ``LocalProcesses`` runs on processes or other machines; a list combines them.
+        An int N runs N local workers, threads or processes chosen per search
+        (:class:`~hpsearch.AutoWorkers`): the search starts on N threads and moves to
+        N warm local processes when its first tasks show the threads taking turns on
+        the GIL. ``ThreadWorkers(N)`` (always threads) or ``warm_processes(N)``
+        (always the warm processes) fixes the choice. A pool such as
+        ``RemoteWorkers`` or ``LocalProcesses`` runs on processes or other machines;
+        a list combines them.
     random_state : int, RandomState or None
         Seed of random and Bayesian search.
     progress : bool or None

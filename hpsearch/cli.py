@@ -36,7 +36,7 @@ def _demo(args: argparse.Namespace) -> int:
         space = {"C": Real(1e-2, 1e3, prior="log-uniform"), "gamma": Real(1e-5, 1e-1, prior="log-uniform")}
     print(
         f"hpsearch demo: {args.strategy} search of an SVC on {args.dataset} "
-        f"({X.shape[0]} samples, {X.shape[1]} features), {args.cv}-fold CV, {workers} thread worker(s)"
+        f"({X.shape[0]} samples, {X.shape[1]} features), {args.cv}-fold CV, {workers} local worker(s)"
     )
     start = time.perf_counter()
     result = run_search(
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a real search on a bundled dataset and print the results")
     demo.add_argument("--dataset", choices=_DATASETS, default="digits")
     demo.add_argument("--strategy", choices=("grid", "random", "bayes"), default="grid")
-    demo.add_argument("--workers", type=int, default=None, help="thread workers (default: one per core)")
+    demo.add_argument("--workers", type=int, default=None, help="local workers, threads or processes chosen by the search (default: one per core)")
     demo.add_argument("--n-iter", type=int, default=20, help="candidates for random and bayes (default 20)")
     demo.add_argument("--cv", type=int, default=5, help="CV folds (default 5)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

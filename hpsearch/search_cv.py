@@ -58,11 +58,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["BayesSearchCV", "GridSearchCV", "RandomizedSearchCV", "SearchCVMixin"]
 
 _WORKERS_DOC = """workers : int, WorkerPool, list of them, or None, default=None
-        Where the fits run. An int N runs N local threads; a pool such as
-        ``LocalProcesses(n)`` or ``RemoteWorkers(address)`` runs them in processes
-        or on other machines; a list combines them. None runs ``n_jobs`` local
-        threads (None: one, -1: one per core). Clones of the search share the
-        pools given here.
+        Where the fits run. An int N runs N local workers, threads or processes
+        chosen per search (:class:`~hpsearch.AutoWorkers`: threads, moved to N warm
+        local processes when the fits hold the GIL); ``ThreadWorkers(n)`` or
+        ``warm_processes(n)`` fixes the choice; a pool such as ``LocalProcesses(n)``
+        or ``RemoteWorkers(address)`` runs them in processes or on other machines; a
+        list combines them. None runs ``n_jobs`` local workers as an int does (None:
+        the calling thread, -1: one per core; threads under
+        ``joblib.parallel_config(backend="threading")``). Clones of the search share
+        the pools given here.
     prune : bool or PairedPruner, default=False
         Skip the remaining folds of a candidate once a paired comparison of its
         completed folds with the best candidate's on the same folds shows it is
@@ -365,8 +369,8 @@ class GridSearchCV(SearchCVMixin, _SkGridSearchCV):
     Parameters
     ----------
     estimator, param_grid, scoring, n_jobs, refit, cv, verbose, pre_dispatch, error_score, return_train_score
-        As in scikit-learn. ``n_jobs`` is the number of local thread workers when
-        ``workers`` is None; ``pre_dispatch`` is accepted and not used (hpsearch
+        As in scikit-learn. ``n_jobs`` is the number of local workers when
+        ``workers`` is None (see ``workers``); ``pre_dispatch`` is accepted and not used (hpsearch
         queues tasks by each worker's free slots).
     {workers}
     {storage}
@@ -630,7 +634,7 @@ class BayesSearchCV(SearchCVMixin, BaseSearchCV):
     fit_params : dict, default=None
         Passed to every ``fit`` (scikit-optimize's deprecated way; prefer ``fit(X, y, **params)``).
     n_jobs : int, default=1
-        Local thread workers when ``workers`` is None (-1: one per core).
+        Local workers when ``workers`` is None (-1: one per core; see ``workers``).
     n_points : int or None, default=1
         Candidates proposed together, each batch once the previous one is scored
         (scikit-optimize's meaning; more keep more workers busy). None lets hpsearch

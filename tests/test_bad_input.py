@@ -69,7 +69,7 @@ def iris():
         ({"strategy": "random", "n_iter": 0}, InvalidParameterError, "n_iter must be an integer >= 1, got 0"),
         ({"strategy": "annealing"}, InvalidParameterError, "unknown strategy 'annealing'"),
         ({"workers": 0}, InvalidParameterError, "workers must be >= 1, got 0"),
-        ({"workers": "four"}, InvalidParameterError, "workers must be a number of threads"),
+        ({"workers": "four"}, InvalidParameterError, "workers must be a number of local workers"),
         ({"workers": []}, InvalidParameterError, "workers is an empty list"),
         ({"scoring": "acuracy"}, InvalidParameterError, "unknown scorer 'acuracy'.*'accuracy'"),
         ({"scoring": ["accuracy", "f1_macro"], "refit": True}, ValueError, "refit must be set to a scorer key"),

@@ -1,5 +1,6 @@
 """Workers: local threads, ZeroMQ worker processes (remote or local), and Dask clusters."""
 
+from .auto import AutoWorkers
 from .base import (
     Emit,
     PoolFailed,
@@ -15,11 +16,12 @@ from .base import (
     WorkerPool,
 )
 from .dask import DaskWorker, DaskWorkers
-from .local import LocalProcesses
+from .local import LocalProcesses, warm_processes
 from .remote import RemoteWorker, RemoteWorkers
 from .threads import ThreadWorker, ThreadWorkers
 
 __all__ = [
+    "AutoWorkers",
     "DaskWorker",
     "DaskWorkers",
     "Emit",
@@ -39,4 +41,5 @@ __all__ = [
     "WorkerJoined",
     "WorkerLost",
     "WorkerPool",
+    "warm_processes",
 ]

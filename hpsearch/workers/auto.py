@@ -1,101 +1,303 @@
-"""``AutoWorkers``: threads, moved to warm local processes when the fits hold the GIL.
+"""``AutoWorkers``: the pool behind ``workers=N``, threads or processes chosen per search.
 
 A search starts on N threads in this process (no start-up, no copy of the data). Fits
-that release the GIL (numpy, BLAS, Cython kernels) run in parallel there. Fits that
-hold it take turns, and processes would be faster: so the first tasks are measured,
-and when they show the threads taking turns the search moves to the process's warm
-pool of N worker processes (:func:`~hpsearch.workers.local.warm_processes`, started
-once and reused by every later search), without losing a task.
+that release the GIL (numpy, BLAS, Cython kernels such as libsvm's) run in parallel
+there. Fits that hold it (pure-Python estimators, and the Python around tiny fits)
+take turns, and processes are faster: so the first tasks are measured, and when they
+show the threads taking turns on the GIL the search moves to the process's warm pool
+of N worker processes (:func:`~hpsearch.workers.local.warm_processes`, started once and
+reused by every later search), without losing a task.
 
-The measure: the CPU time of the threads that ran the first ``2 N`` tasks over the
-wall time they took, the number of cores busy on average. Threads running in
-parallel keep about N busy (a fit running Python or a BLAS kernel limited to one
-thread alike); threads taking turns on the GIL keep one. The move is made when fewer
-than ``0.65 N`` were busy and a task took at least ``min_task_seconds`` (for tasks
-shorter than that, the threads' lower cost per task wins over the processes'
-parallelism). On a machine loaded by other programs, fewer cores are busy either
-way, and the processes then also get their fairer share of the machine.
+The measure, after the first ``2 N`` tasks, is taken per task on the thread that ran it:
+its wall time, its CPU time (``time.thread_time``) and, on Linux, the time it was
+runnable but waiting for a core (``/proc/thread-self/schedstat``). The rest of the wall
+time the thread slept: a fit that only computes sleeps on nothing but the GIL. The
+threads run in parallel when they kept at least ``0.65 N`` cores busy on average (CPU
+time over wall time); they take turns on the GIL when they kept fewer and slept at
+least 15% of their wall time; fewer cores busy without sleeping means other programs
+load the machine.
+
+Other programs loading the machine lower the first figure but not the second (a thread
+that a busy machine keeps off its cores is runnable, not asleep), which is what keeps
+the measure from moving a GIL-free search to processes on a loaded machine. While it
+measures, the GIL's switch interval is raised from 5 to 25 ms
+(:data:`PROBE_SWITCH_INTERVAL`, restored once the verdict is in): a thread waiting for
+the GIL then waits asleep instead of waking every 5 ms to ask for it, which on a
+loaded machine would keep it in the run queue. Where the run-queue time is unknown
+(not Linux), the first figure decides alone.
+
+A move pays only if the processes have time to make up for it. When the warm pool is
+already running, the search moves at once (unless fewer than ``4 N`` tasks remain):
+on the GIL's account, and also when the verdict is unclear (a loaded machine), where
+processes get as much of the cores as threads do and more if the GIL was in the way,
+but then only with at least ``10 N`` tasks left (the move reruns the N tasks the
+threads are running).
+When the pool must be started, only the GIL's account counts: the search moves once
+the threads' remaining work is estimated at ``start_seconds`` (2 s, times the
+threads' slowdown from waiting for a core: starting is slower on a loaded machine)
+or more (the number of tasks is known from the search's candidates and folds), or,
+when it is unknown (an adaptive strategy), once the search has already run that long
+on threads. The processes start in the background while the threads go on. So a
+small search never pays for starting processes.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .._validation import check_integer
 from ..evaluation import EvaluationContext
 from .base import Emit, Task, WorkerJoined, WorkerLost
-from .local import WarmProcesses
+from .local import WarmProcesses, warm_pool_ready
 from .threads import ThreadWorker, ThreadWorkers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AutoWorkers", "ParallelProbe"]
+__all__ = ["AutoWorkers", "ParallelProbe", "TaskTiming", "thread_waiting"]
+
+_SCHEDSTAT = "/proc/thread-self/schedstat"
+_schedstat_works = True
+
+#: The GIL's switch interval while a probe measures. With CPython's 5 ms, a thread
+#: waiting for the GIL wakes every 5 ms to ask for it, and on a loaded machine spends
+#: those waits runnable, in the run queue, like a thread kept off the cores by other
+#: programs; at 25 ms it waits asleep, which is what tells the two apart.
+PROBE_SWITCH_INTERVAL = 0.025
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
 
 
-class ParallelProbe:
-    """Decides from the first tasks' CPU times whether the threads take turns on the GIL.
+def _probe_switch_interval(on: bool) -> None:
+    """Raise the switch interval for the first probe measuring, restore it after the last."""
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if on:
+            if _switch_users == 0:
+                _switch_saved = sys.getswitchinterval()
+                sys.setswitchinterval(max(_switch_saved, PROBE_SWITCH_INTERVAL))
+            _switch_users += 1
+        elif _switch_users > 0:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
-    A pure state machine: ``record(cpu, now)`` per finished task (the CPU time of the
-    thread that ran it, and the time it ended) returns ``True`` once, when the move
-    to processes is due, and ``False`` otherwise.
+
+def thread_waiting() -> float | None:
+    """Seconds the calling thread has spent runnable but waiting for a core, in all.
+
+    Read from Linux's ``/proc/thread-self/schedstat``; None where the system does not
+    tell (then it is never asked again).
 
     Examples
     --------
-    >>> probe = ParallelProbe(n=2, start=0.0, min_task_seconds=0.01)
-    >>> [probe.record(0.1, now) for now in (0.1, 0.2, 0.3, 0.4)]  # one core busy of two
-    [False, False, False, True]
-    >>> probe.decided, probe.move
-    (True, True)
+    >>> waited = thread_waiting()
+    >>> waited is None or waited >= 0.0
+    True
+    """
+    global _schedstat_works
+    if not _schedstat_works:
+        return None
+    try:
+        with open(_SCHEDSTAT, "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        _schedstat_works = False
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTiming:
+    """One task as the thread that ran it saw it.
+
+    ``wall`` and ``cpu`` (the thread's CPU time) in seconds; ``waiting``: seconds it was
+    runnable but waiting for a core, None where unknown; ``end``: when it ended
+    (``time.perf_counter``).
     """
 
-    def __init__(self, n: int, *, start: float, min_task_seconds: float = 0.01, threshold: float = 0.65) -> None:
+    wall: float
+    cpu: float
+    waiting: float | None
+    end: float
+
+
+class ParallelProbe:
+    """Decides from the first tasks' timings whether the search moves to processes.
+
+    A pure state machine: ``record(timing)`` per finished task returns ``True`` once,
+    when the move is due, and ``False`` otherwise. ``verdict`` says what the first
+    ``2 n`` tasks showed (None before): ``"parallel"`` (the threads kept the cores
+    busy: stay), ``"gil"`` (they took turns on the GIL: move when it pays) or
+    ``"unclear"`` (few cores busy but no thread asleep: other programs load the
+    machine, and processes would get no more of it; move only to warm processes,
+    which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change.
+
+    Parameters
+    ----------
+    n : int
+        Threads running tasks.
+    start : float
+        When the search started (``time.perf_counter``).
+    total : int or None
+        Tasks the search will run; None when unknown.
+    warm : bool
+        Whether the warm processes are running already.
+    start_seconds : float
+        What starting the processes costs on an idle machine (times the threads'
+        slowdown from waiting for a core): a move on the GIL's account waits until
+        that much thread work remains (or, the total unknown, until the search ran
+        that long). An ``"unclear"`` verdict moves only to running warm processes.
+    busy_threshold, sleep_threshold : float
+        The threads run in parallel when they keep at least ``busy_threshold * n``
+        cores busy; they take turns on the GIL when they keep fewer and sleep at
+        least ``sleep_threshold`` of their wall time.
+
+    Examples
+    --------
+    Two threads taking turns on the GIL: 0.1 s of CPU each per 0.2 s task, asleep
+    the rest of the time; the warm processes are running, 100 tasks remain.
+
+    >>> probe = ParallelProbe(n=2, start=0.0, total=104, warm=True)
+    >>> timings = [TaskTiming(wall=0.2, cpu=0.1, waiting=0.0, end=t) for t in (0.2, 0.2, 0.4, 0.4)]
+    >>> [probe.record(t) for t in timings]
+    [False, False, False, True]
+    >>> probe.verdict, probe.move
+    ('gil', True)
+
+    The same CPU time on a loaded machine: the threads waited for a core, not for the
+    GIL. Processes would not be faster, only as fast: starting them is not worth it.
+
+    >>> probe = ParallelProbe(n=2, start=0.0, total=1004, warm=False)
+    >>> timings = [TaskTiming(wall=0.2, cpu=0.1, waiting=0.1, end=t) for t in (0.2, 0.2, 0.4, 0.4)]
+    >>> [probe.record(t) for t in timings]
+    [False, False, False, False]
+    >>> probe.verdict, probe.decided
+    ('unclear', True)
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        start: float,
+        total: int | None = None,
+        warm: bool = False,
+        start_seconds: float = 2.0,
+        busy_threshold: float = 0.65,
+        sleep_threshold: float = 0.15,
+    ) -> None:
         self.n = n
         self.needed = 2 * n
         self.start = start
-        self.min_task_seconds = min_task_seconds
-        self.threshold = threshold
-        self.cpu = 0.0
+        self.total = total
+        self.warm = warm
+        self.start_seconds = start_seconds
+        self.busy_threshold = busy_threshold
+        self.sleep_threshold = sleep_threshold
         self.count = 0
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.waiting: float | None = 0.0
+        self.verdict: str | None = None
         self.decided = n < 2  # one thread never takes turns with another
         self.move = False
 
-    def record(self, cpu: float, now: float) -> bool:
+    def record(self, timing: TaskTiming) -> bool:
+        """Note one finished task; True when the search should move to processes now."""
         if self.decided:
             return False
         self.count += 1
-        self.cpu += cpu
-        if self.count < self.needed:
-            return False
-        self.decided = True
-        wall = max(now - self.start, 1e-9)
-        cores = self.cpu / wall  # cores busy on average: n when the threads ran in parallel
-        per_task = wall * self.n / self.count
-        self.move = cores < self.threshold * self.n and per_task >= self.min_task_seconds
-        logger.info("first %d tasks: %.2f of %d threads busy on average, %.1f ms per task: %s", self.count, cores,
-                    self.n, 1e3 * per_task, "moving to processes" if self.move else "staying on threads")
-        return self.move
+        if self.verdict is None:
+            self.wall += timing.wall
+            self.cpu += timing.cpu
+            self.waiting = None if self.waiting is None or timing.waiting is None else self.waiting + timing.waiting
+            if self.count < self.needed:
+                return False
+            self.verdict = self._judge(timing.end)
+            if self.verdict == "parallel":
+                self.decided = True
+                return False
+        if self._move_pays(timing.end):
+            self.decided = self.move = True
+            logger.info("moving the search to %d local worker processes (%s)", self.n,
+                        "warm" if self.warm else "starting them")
+            return True
+        return False
+
+    def _judge(self, now: float) -> str:
+        window = max(now - self.start, 1e-9)
+        cores = self.cpu / window  # cores busy on average: n when the threads ran in parallel
+        asleep = None
+        if cores >= self.busy_threshold * self.n:
+            verdict = "parallel"
+        elif self.waiting is None:  # no run-queue times: few cores busy must do
+            verdict = "gil"
+        else:
+            asleep = max(0.0, self.wall - self.cpu - self.waiting) / max(self.wall, 1e-9)
+            verdict = "gil" if asleep >= self.sleep_threshold else "unclear"
+        logger.info("first %d tasks on %d threads: %.2f cores busy, asleep %s of their time: %s", self.count,
+                    self.n, cores, "?" if asleep is None else f"{asleep:.0%}",
+                    {"parallel": "they run in parallel", "gil": "they take turns on the GIL",
+                     "unclear": "the machine is loaded"}[verdict])
+        return verdict
+
+    def _move_pays(self, now: float) -> bool:
+        if self.warm:
+            # The move reruns the n tasks the threads are running: on the GIL's account
+            # it pays for 4 n tasks left; on an unclear verdict, where it may win
+            # nothing, only when they are at most a tenth of the work left.
+            left = 2 * self.needed if self.verdict == "gil" else 10 * self.n
+            pays = self.total is None or self.total - self.count >= left
+        elif self.verdict != "gil":
+            pays = False  # processes would get the same share of a loaded machine: no bet
+        else:
+            # Starting processes is slower on a loaded machine, by as much as the
+            # threads' tasks were (time runnable over time running).
+            slowdown = 1.0 if not self.waiting or self.cpu <= 0 else min(5.0, (self.cpu + self.waiting) / self.cpu)
+            cost = self.start_seconds * max(1.0, slowdown)
+            if self.total is None:
+                return now - self.start >= cost
+            per_task = (now - self.start) / self.count  # seconds of search per task, on threads
+            pays = (self.total - self.count) * per_task >= cost
+        self.decided = not pays  # too few tasks left for processes to win anything
+        return pays
 
 
 class _MeasuredThreadWorker(ThreadWorker):
     def __init__(self, *args: Any, on_timing: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_timing = on_timing
+        self.measuring = True
 
     def _run(self, task: Task) -> None:
-        cpu = time.thread_time()
+        if not self.measuring:
+            super()._run(task)
+            return
+        waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
         super()._run(task)
-        self._on_timing(time.thread_time() - cpu, time.perf_counter())
+        end, waited_after = time.perf_counter(), thread_waiting()
+        waiting = None if waited is None or waited_after is None else waited_after - waited
+        self._on_timing(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
 
 
 class AutoWorkers(ThreadWorkers):
-    """N threads, moved to N warm local processes when the fits hold the GIL.
+    """N local workers, threads or processes, chosen per search: ``workers=N``.
 
-    Give it as ``run_search(workers=AutoWorkers(N))``. For a fixed choice, give
-    ``workers=ThreadWorkers(N)`` (always threads) or ``workers=warm_processes(N)``
-    (always processes, kept warm) or ``workers=LocalProcesses(N)``.
+    ``run_search(workers=N)`` and the search classes' ``workers=N`` (and ``n_jobs=N``
+    without ``workers``) use it. Each search starts on N threads and moves to N warm
+    local processes when its first tasks show the threads taking turns on the GIL and
+    the processes have time to pay for the move (see :mod:`hpsearch.workers.auto`).
+    Scores are the same either way. For a fixed choice, give ``workers=ThreadWorkers(N)``
+    (always threads), ``workers=warm_processes(N)`` (always the warm processes) or
+    ``workers=LocalProcesses(N)`` (processes of its own).
+
+    A search that prints a line per fit (``verbose`` above 1) stays on threads: the
+    processes' output goes to their logs, not to this process's standard output.
 
     Parameters
     ----------
@@ -103,74 +305,103 @@ class AutoWorkers(ThreadWorkers):
         Number of fits run at once.
     inner_threads : int or None
         BLAS/OpenMP threads each fit may use; None means ``max(1, cores // n)``.
-    min_task_seconds : float
-        Tasks shorter than this on average stay on threads.
+    start_seconds : float
+        Starting the processes is worth it only for this much work left on threads.
+
+    Attributes
+    ----------
+    moved : bool
+        Whether the last search moved to processes.
 
     Examples
     --------
-    >>> from hpsearch import run_search
-    >>> from hpsearch.workers.auto import AutoWorkers
+    >>> from hpsearch import AutoWorkers, run_search
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.tree import DecisionTreeClassifier
     >>> X, y = load_iris(return_X_y=True)
+    >>> pool = AutoWorkers(2)
     >>> result = run_search(DecisionTreeClassifier(random_state=0), {"max_depth": [1, 3]},
-    ...                     X, y, workers=AutoWorkers(2), progress=False)
+    ...                     X, y, workers=pool, progress=False)
     >>> result.best_params_
     {'max_depth': 3}
+    >>> pool.moved  # ten tiny fits: not worth starting processes
+    False
     """
 
-    def __init__(self, n: int, inner_threads: int | None = None, *, min_task_seconds: float = 0.01) -> None:
+    def __init__(self, n: int, inner_threads: int | None = None, *, start_seconds: float = 2.0) -> None:
         super().__init__(check_integer("the number of workers", n, 1), inner_threads)
-        self.min_task_seconds = min_task_seconds
+        self.start_seconds = float(start_seconds)
         self.moved = False
         self._lock = threading.Lock()
         self._mover: threading.Thread | None = None
         self._processes: WarmProcesses | None = None
         self._stopping = False
+        self._switching = False
 
     def start(self, context: EvaluationContext, emit: Emit) -> None:
         from threadpoolctl import threadpool_limits
 
+        from .threads import _POOL_IDS
+
         self.moved = False
         self._stopping = False
         self._context, self._emit = context, emit
-        self._probe = ParallelProbe(self.n, start=time.perf_counter(), min_task_seconds=self.min_task_seconds)
+        n_candidates = int(getattr(context, "n_candidates", 0) or 0)
+        self._probe = ParallelProbe(
+            self.n, start=time.perf_counter(), total=n_candidates * context.n_splits or None,
+            warm=warm_pool_ready(self.n), start_seconds=self.start_seconds,
+        )
+        if int(getattr(context, "verbose", 0) or 0) > 1:
+            self._probe.decided = True  # the fits' lines must reach this process's output
         self._limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
-        from .threads import _POOL_IDS
-
         self._worker = _MeasuredThreadWorker(context, emit, self.n, name=f"threads-{next(_POOL_IDS)}",
                                              inner_threads=self.inner_threads, on_timing=self._timing)
+        self._worker.measuring = self._switching = not self._probe.decided
+        if self._switching:
+            _probe_switch_interval(True)
         emit(WorkerJoined(self._worker))
 
-    def _timing(self, cpu: float, now: float) -> None:
+    def _timing(self, timing: TaskTiming) -> None:
         with self._lock:
-            move = self._probe.record(cpu, now) and not self._stopping
+            move = self._probe.record(timing) and not self._stopping
+            if self._switching and self._probe.verdict is not None:
+                self._switching = False  # the verdict is in
+                _probe_switch_interval(False)
+            if self._probe.decided and isinstance(self._worker, _MeasuredThreadWorker):
+                self._worker.measuring = False
             if move:
                 self._mover = threading.Thread(target=self._move, name="hpsearch-auto-move", daemon=True)
                 self._mover.start()
 
     def _move(self) -> None:
         processes = WarmProcesses(self.n)
+        with self._lock:
+            if self._stopping:
+                return
+            self._processes = processes
         try:
             processes.start(self._context, self._emit)
         except Exception:
             logger.warning("could not start local worker processes; the search stays on threads", exc_info=True)
             return
         with self._lock:
-            self._processes = processes
             worker, stopping = self._worker, self._stopping
         if worker is None or stopping:
             return
         self.moved = True
         # The scheduler gives the threads' unfinished tasks to the processes; a thread
         # finishing one first is kept (the first result of a task counts).
-        self._emit(WorkerLost(worker.name, "the threads kept few cores busy: moved to local processes"))
+        why = "the threads took turns on the GIL" if self._probe.verdict == "gil" else "few cores busy on threads"
+        self._emit(WorkerLost(worker.name, f"{why}: moved to local processes"))
         worker.close(0.0)
 
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
             mover = self._mover
+            if self._switching:
+                self._switching = False
+                _probe_switch_interval(False)
         if mover is not None:
             mover.join(300.0)
         self._mover = None

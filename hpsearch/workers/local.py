@@ -34,7 +34,14 @@ from .threads import available_cores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LocalProcesses", "WarmProcesses", "child_environment", "close_warm_processes", "warm_processes"]
+__all__ = [
+    "LocalProcesses",
+    "WarmProcesses",
+    "child_environment",
+    "close_warm_processes",
+    "warm_pool_ready",
+    "warm_processes",
+]
 
 
 def child_environment(**extra: str) -> dict[str, str]:
@@ -394,8 +401,7 @@ def warm_processes(n: int, slots_per_process: int = 1) -> WarmProcesses:
 
     Examples
     --------
-    >>> from hpsearch import run_search
-    >>> from hpsearch.workers.local import warm_processes
+    >>> from hpsearch import run_search, warm_processes
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.tree import DecisionTreeClassifier
     >>> X, y = load_iris(return_X_y=True)
@@ -405,6 +411,20 @@ def warm_processes(n: int, slots_per_process: int = 1) -> WarmProcesses:
     {'max_depth': 3}
     """
     return WarmProcesses(n, slots_per_process)
+
+
+def warm_pool_ready(n: int, slots_per_process: int = 1) -> bool:
+    """Whether a search would find the warm pool of ``n`` processes running and free.
+
+    Examples
+    --------
+    >>> warm_pool_ready(3)  # no search of this process has started one of 3
+    False
+    """
+    with _WARM_LOCK:
+        pool = _WARM.get((n, slots_per_process))
+        return (pool is not None and id(pool) not in _WARM_BUSY and pool._thread is not None
+                and not pool._dead_pids())
 
 
 def close_warm_processes() -> None:

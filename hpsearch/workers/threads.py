@@ -1,4 +1,4 @@
-"""Local thread workers: the default, with nothing to set up.
+"""Local thread workers, with nothing to set up: where ``workers=N`` starts.
 
 scikit-learn, numpy and scipy release the GIL in their numeric kernels, so N threads
 fit N models at once without copying the data. What N threads must not do is
@@ -85,7 +85,10 @@ class ThreadWorker:
 
 
 class ThreadWorkers:
-    """A pool of N local threads, the default behind ``run_search(workers=N)``.
+    """A pool of N local threads: ``workers=ThreadWorkers(N)`` runs a search on threads only.
+
+    ``workers=N`` starts on threads too, and may move to processes
+    (:class:`~hpsearch.workers.auto.AutoWorkers`).
 
     Parameters
     ----------

@@ -119,7 +119,7 @@ def test_n_jobs_alone_keeps_its_meaning():
 
 def test_workers_is_checked_with_a_message_naming_the_fix(data):
     X, y = data
-    with pytest.raises(ValueError, match="workers must be a number of threads.*LocalProcesses"):
+    with pytest.raises(ValueError, match="workers must be a number of local workers.*LocalProcesses"):
         GridSearchCV(SVC(), GRID, workers="all").fit(X, y)
     with pytest.raises(TypeError, match="workers must be >= 1, got 0"):  # also a TypeError, as scikit-learn's
         GridSearchCV(SVC(), GRID, workers=0).fit(X, y)
