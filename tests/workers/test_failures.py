@@ -183,6 +183,10 @@ def test_every_worker_lost_ends_the_search_keeping_the_completed_candidates(spaw
             run_search(CrashEstimator(crash_c=12.0), space, X, cv=3, workers=pool, progress=False)
     partial = info.value.partial_result
     done = [p["c"] for p in partial.cv_results_["params"]]
-    assert 8 <= len(done) and 12.0 not in done and set(done) <= set(space["c"])
+    # Candidates 0-11 run before the crash. Their last results may die with the worker:
+    # a worker sends the results finished since its loop's last pass together (within
+    # RESULT_POLL, longer on a loaded machine), so what counts is that what reached
+    # the master is kept, complete, and scores as a rerun does.
+    assert 4 <= len(done) and 12.0 not in done and set(done) <= set(space["c"])
     again = run_search(CrashEstimator(), {"c": done}, X, cv=3, workers=1, refit=False, progress=False)
     np.testing.assert_array_equal(partial.cv_results_["mean_test_score"], again.cv_results_["mean_test_score"])
