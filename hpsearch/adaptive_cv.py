@@ -307,8 +307,9 @@ class HyperbandSearchCV(BaseSearchCV):
     cv, scoring, refit, error_score, return_train_score, random_state
         As in scikit-learn's search estimators.
     n_jobs : int or None, default=None
-        Local thread workers when ``workers`` is None, as joblib counts them: None
-        runs the fits in the caller's thread, -1 one thread per core.
+        Local workers when ``workers`` is None, as joblib counts them and as
+        ``workers=N`` runs them (threads or processes chosen per search): None runs
+        the fits in the caller's thread, -1 one worker per core.
     workers : int, WorkerPool or list of them, default=None
         Where the fits run (as in :func:`hpsearch.run_search`); None uses ``n_jobs``.
     prune : bool or PairedPruner, default=False
