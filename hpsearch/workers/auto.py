@@ -15,7 +15,11 @@ time the thread slept: a fit that only computes sleeps on nothing but the GIL. T
 threads run in parallel when they kept at least ``0.65 N`` cores busy on average (CPU
 time over wall time); they take turns on the GIL when they kept fewer and slept at
 least 15% of their wall time; fewer cores busy without sleeping means other programs
-load the machine.
+load the machine. Threads taking turns on the GIL still keep about one core busy (the
+GIL is almost always held, by one of them): when the threads kept less than
+``0.4`` of a core running or runnable, the fits wait on something else (they sleep,
+read files, wait for a device), processes would not make them faster, and the search
+stays on threads.
 
 Other programs loading the machine lower the first figure but not the second (a thread
 that a busy machine keeps off its cores is runnable, not asleep), which is what keeps
@@ -132,7 +136,9 @@ class ParallelProbe:
     A pure state machine: ``record(timing)`` per finished task returns ``True`` once,
     when the move is due, and ``False`` otherwise. ``verdict`` says what the first
     ``2 n`` tasks showed (None before): ``"parallel"`` (the threads kept the cores
-    busy: stay), ``"gil"`` (they took turns on the GIL: move when it pays) or
+    busy: stay), ``"gil"`` (they took turns on the GIL: move when it pays),
+    ``"waiting"`` (less than ``idle_threshold`` of a core running or runnable: the
+    fits wait on a sleep, files or a device; stay) or
     ``"unclear"`` (few cores busy but no thread asleep: other programs load the
     machine, and processes would get no more of it; move only to warm processes,
     which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change.
@@ -152,10 +158,12 @@ class ParallelProbe:
         slowdown from waiting for a core): a move on the GIL's account waits until
         that much thread work remains (or, the total unknown, until the search ran
         that long). An ``"unclear"`` verdict moves only to running warm processes.
-    busy_threshold, sleep_threshold : float
+    busy_threshold, sleep_threshold, idle_threshold : float
         The threads run in parallel when they keep at least ``busy_threshold * n``
         cores busy; they take turns on the GIL when they keep fewer and sleep at
-        least ``sleep_threshold`` of their wall time.
+        least ``sleep_threshold`` of their wall time, but keep at least
+        ``idle_threshold`` of a core running or runnable (verdict ``"waiting"``
+        below it: the fits wait on something other than a core).
 
     Examples
     --------
@@ -178,6 +186,16 @@ class ParallelProbe:
     [False, False, False, False]
     >>> probe.verdict, probe.decided
     ('unclear', True)
+
+    Fits that sleep (or wait for files, a device): the threads are asleep, but keep
+    no core busy. Processes would wait just as long: the search stays on threads.
+
+    >>> probe = ParallelProbe(n=2, start=0.0, total=1004, warm=True)
+    >>> timings = [TaskTiming(wall=0.2, cpu=0.001, waiting=0.0, end=t) for t in (0.2, 0.2, 0.4, 0.4)]
+    >>> [probe.record(t) for t in timings]
+    [False, False, False, False]
+    >>> probe.verdict, probe.decided
+    ('waiting', True)
     """
 
     def __init__(
@@ -190,6 +208,7 @@ class ParallelProbe:
         start_seconds: float = 2.0,
         busy_threshold: float = 0.65,
         sleep_threshold: float = 0.15,
+        idle_threshold: float = 0.4,
     ) -> None:
         self.n = n
         self.needed = 2 * n
@@ -199,6 +218,7 @@ class ParallelProbe:
         self.start_seconds = start_seconds
         self.busy_threshold = busy_threshold
         self.sleep_threshold = sleep_threshold
+        self.idle_threshold = idle_threshold
         self.count = 0
         self.wall = 0.0
         self.cpu = 0.0
@@ -219,7 +239,7 @@ class ParallelProbe:
             if self.count < self.needed:
                 return False
             self.verdict = self._judge(timing.end)
-            if self.verdict == "parallel":
+            if self.verdict in ("parallel", "waiting"):
                 self.decided = True
                 return False
         if self._move_pays(timing.end):
@@ -235,6 +255,8 @@ class ParallelProbe:
         asleep = None
         if cores >= self.busy_threshold * self.n:
             verdict = "parallel"
+        elif (self.cpu + (self.waiting or 0.0)) / window < self.idle_threshold:
+            verdict = "waiting"  # not even one core's worth running or runnable: no GIL in the way
         elif self.waiting is None:  # no run-queue times: few cores busy must do
             verdict = "gil"
         else:
@@ -243,7 +265,8 @@ class ParallelProbe:
         logger.info("first %d tasks on %d threads: %.2f cores busy, asleep %s of their time: %s", self.count,
                     self.n, cores, "?" if asleep is None else f"{asleep:.0%}",
                     {"parallel": "they run in parallel", "gil": "they take turns on the GIL",
-                     "unclear": "the machine is loaded"}[verdict])
+                     "unclear": "the machine is loaded",
+                     "waiting": "the fits wait on something other than a core"}[verdict])
         return verdict
 
     def _move_pays(self, now: float) -> bool:

@@ -109,7 +109,15 @@ def test_starting_processes_waits_for_enough_work_left():
 def test_an_open_ended_search_moves_once_it_ran_as_long_as_a_start_costs():
     probe = ParallelProbe(2, start=0.0, total=None, warm=False, start_seconds=2.0)
     ends = [0.5 * (i + 1) for i in range(6)]  # 0.5 s .. 3.0 s
-    assert [probe.record(t) for t in timings(0.1, 0.0, ends, wall=0.5)] == [False] * 3 + [True, False, False]
+    assert [probe.record(t) for t in timings(0.25, 0.0, ends, wall=0.5)] == [False] * 3 + [True, False, False]
+
+
+def test_fits_that_wait_on_no_core_stay_on_threads():
+    # Asleep (a sleep, a file, a device) but keeping a tenth of a core busy: no GIL
+    # in the way, so no move, however much work is left and even to warm processes.
+    probe = ParallelProbe(2, start=0.0, total=10_000, warm=True)
+    assert not any(probe.record(t) for t in timings(0.01, 0.0, [0.2, 0.2, 0.4, 0.4]))
+    assert probe.decided and probe.verdict == "waiting" and not probe.move
 
 
 def test_one_thread_never_moves():
