@@ -42,7 +42,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from sklearn.utils.validation import _check_method_params, _num_samples
 
 from .errors import InvalidParameterError
 from .evaluation import FoldResult
+from .prefix import ContextScope
 
 logger = logging.getLogger(__name__)
 
@@ -215,30 +215,12 @@ def _model_nbytes(model: Any) -> int:
 
 
 _STORE = ModelStore(DEFAULT_MAX_BYTES)
-_CONTEXTS: dict[int, Any] = {}  # id(context) -> its finalizer
-_CONTEXTS_LOCK = threading.Lock()
-
-
-def _context_key(context: Any) -> int:
-    ident = id(context)
-    with _CONTEXTS_LOCK:
-        if ident not in _CONTEXTS:
-            _CONTEXTS[ident] = weakref.finalize(context, _forget, ident)
-    return ident
-
-
-def _forget(ident: int) -> None:
-    with _CONTEXTS_LOCK:
-        _CONTEXTS.pop(ident, None)
-    _STORE.discard(lambda key: isinstance(key, tuple) and key[0] == ident)
+_SCOPE = ContextScope(_STORE.discard)  # a context's models go with it
 
 
 def forget_models(context: Any) -> None:
     """Drop this process's models of ``context`` now (the search is over)."""
-    with _CONTEXTS_LOCK:
-        finalizer = _CONTEXTS.get(id(context))
-    if finalizer is not None:
-        finalizer()
+    _SCOPE.forget(context)
 
 
 def store_info() -> dict[str, int]:
@@ -267,7 +249,7 @@ def evaluate_incremental(context: Any, params: Mapping[str, Any], split: int) ->
     params = {k: v for k, v in params.items() if k != _CANDIDATE_KEY}
     target = int(params[config.resource])
     _STORE.max_bytes = config.max_bytes
-    key = (_context_key(context), model_key(params, config.resource), split)
+    key = (_SCOPE.key(context), model_key(params, config.resource), split)
     train, test = context.splits[split]
     X, y = context.X, context.y
     fit_params = _check_method_params(X, params=context.fit_params, indices=train)

@@ -240,9 +240,41 @@ class PrefixCache:
                              len(self._entries), self._nbytes, self._peak, self.max_bytes)
 
 
+class ContextScope:
+    """Keys that tie a process-wide store's entries to an evaluation context: the
+    entries of a context are dropped (``discard``) when the context is freed (the end
+    of a thread search; a worker evicting the context) or :meth:`forget` is called.
+    The prefix cache and the incremental model store (:mod:`hpsearch.incremental`)
+    each have one."""
+
+    def __init__(self, discard: Callable[[Callable[[Any], bool]], Any]) -> None:
+        self._discard = discard
+        self._finalizers: dict[int, Any] = {}  # id(context) -> its finalizer, for contexts seen
+        self._lock = threading.Lock()
+
+    def key(self, context: Any) -> int:
+        """The key of ``context``'s entries (the first item of their store keys)."""
+        ident = id(context)
+        with self._lock:
+            if ident not in self._finalizers:
+                self._finalizers[ident] = weakref.finalize(context, self._drop, ident)
+        return ident
+
+    def forget(self, context: Any) -> None:
+        """Drop the entries of ``context`` now."""
+        with self._lock:
+            finalizer = self._finalizers.get(id(context))
+        if finalizer is not None:
+            finalizer()
+
+    def _drop(self, ident: int) -> None:
+        with self._lock:
+            self._finalizers.pop(ident, None)
+        self._discard(lambda key: isinstance(key, tuple) and key[0] == ident)
+
+
 _CACHE = PrefixCache(DEFAULT_MAX_BYTES)
-_CONTEXTS: dict[int, Any] = {}  # id(context) -> its finalizer, for contexts seen
-_CONTEXTS_LOCK = threading.Lock()
+_SCOPE = ContextScope(_CACHE.discard)
 
 
 def cache_info() -> CacheInfo:
@@ -265,28 +297,9 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _context_key(context: Any) -> int:
-    """A key for ``context`` whose entries are dropped when the context is freed
-    (the end of a thread search; a worker evicting the context)."""
-    ident = id(context)
-    with _CONTEXTS_LOCK:
-        if ident not in _CONTEXTS:
-            _CONTEXTS[ident] = weakref.finalize(context, _forget, ident)
-    return ident
-
-
-def _forget(ident: int) -> None:
-    with _CONTEXTS_LOCK:
-        _CONTEXTS.pop(ident, None)
-    _CACHE.discard(lambda key: isinstance(key, tuple) and key[0] == ident)
-
-
 def forget_context(context: Any) -> None:
     """Drop the cached prefixes of ``context`` now (the search is over)."""
-    with _CONTEXTS_LOCK:
-        finalizer = _CONTEXTS.get(id(context))
-    if finalizer is not None:
-        finalizer()
+    _SCOPE.forget(context)
 
 
 # -- sizes and safety ----------------------------------------------------------------------
@@ -542,7 +555,7 @@ class _Task:
         self.need_train = bool(context.return_train_score)
         self.fit_time = 0.0
         self.score_time = 0.0
-        self.owner = _context_key(context)
+        self.owner = _SCOPE.key(context)
 
     def level(self, index: int) -> _LevelData:
         if index < 0:
