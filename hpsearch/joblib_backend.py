@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import joblib
@@ -71,49 +72,22 @@ class _ThreadRunner:
             self._executor = None
 
 
-class _DaskRunner:
-    """Batches on a :class:`~hpsearch.DaskWorkers` pool (opened here if it is not)."""
+class _PoolRunner:
+    """Batches on an hpsearch pool that runs calls (``DaskWorkers``: Dask tasks;
+    ``RemoteWorkers``, ``LocalProcesses``: CALL messages), opened here if it is not
+    (and then closed here)."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, is_open: Callable[[], bool], threads: Callable[[], int]) -> None:
         self.pool = pool
+        self._is_open = is_open
+        self.threads = threads
         self._opened = False
 
     def open(self) -> None:
-        if pool_closed := self.pool.client is None:
-            self.pool.open()
-        self._opened = self._opened or pool_closed
-
-    def threads(self) -> int:
-        return int(self.pool.total_threads())
-
-    def submit(self, func: Any) -> concurrent.futures.Future:
-        return self.pool.submit_call(func)
-
-    def abort(self) -> None:
-        """Calls already sent run to the end; joblib ignores their results."""
-
-    def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            self.pool.close()
-
-
-class _ProcessRunner:
-    """Batches as CALLs on a ZeroMQ pool (``RemoteWorkers``, ``LocalProcesses``),
-    opened here if it is not."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self._opened = False
-
-    def open(self) -> None:
-        if self.pool._thread is None:
+        if not self._is_open():
             self.pool.open()
             self._opened = True
 
-    def threads(self) -> int:
-        return int(self.pool.total_slots())
-
     def submit(self, func: Any) -> concurrent.futures.Future:
         return self.pool.submit_call(func)
 
@@ -126,7 +100,7 @@ class _ProcessRunner:
             self.pool.close()
 
 
-def _runner(workers: Any) -> _ThreadRunner | _DaskRunner | _ProcessRunner:
+def _runner(workers: Any) -> _ThreadRunner | _PoolRunner:
     from .workers.dask import DaskWorkers
     from .workers.remote import RemoteWorkers
 
@@ -135,7 +109,7 @@ def _runner(workers: Any) -> _ThreadRunner | _DaskRunner | _ProcessRunner:
     if isinstance(workers, ThreadWorkers):
         return _ThreadRunner(workers.n)
     if isinstance(workers, DaskWorkers):
-        return _DaskRunner(workers)
+        return _PoolRunner(workers, lambda: workers.client is not None, workers.total_threads)
     if isinstance(workers, RemoteWorkers):
         if not workers.trust_workers:
             raise InvalidParameterError(
@@ -144,7 +118,7 @@ def _runner(workers: Any) -> _ThreadRunner | _DaskRunner | _ProcessRunner:
                 "run code here. If every worker is yours, create the pool with "
                 "RemoteWorkers(..., trust_workers=True)"
             )
-        return _ProcessRunner(workers)
+        return _PoolRunner(workers, lambda: workers._thread is not None, workers.total_slots)
     raise InvalidParameterError(
         "parallel_config(backend='hpsearch') needs workers= an hpsearch pool (LocalProcesses, "
         "RemoteWorkers(trust_workers=True), DaskWorkers, ThreadWorkers) or a number of threads "

@@ -62,6 +62,12 @@ def test_x_travels_once_per_worker_across_three_cross_val_score_calls(pool):
 
 
 def test_cross_validate_forest_and_permutation_importance(pool):
+    check_sklearn_parallel_calls(pool)
+
+
+def check_sklearn_parallel_calls(pool):
+    """``cross_validate``, a forest's ``n_jobs`` and ``permutation_importance`` under
+    the backend on ``pool`` equal their serial runs (shared with the ZeroMQ pools' tests)."""
     with joblib.parallel_config(backend="hpsearch", workers=pool):
         ours = cross_validate(LogisticRegression(), X, Y, n_jobs=-1)["test_score"]
         forest = RandomForestClassifier(n_estimators=8, n_jobs=-1, random_state=0).fit(X, Y)

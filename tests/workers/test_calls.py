@@ -13,10 +13,8 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
+from sklearn.model_selection import GridSearchCV, cross_val_score
 
 import hpsearch  # noqa: F401 - registers the backend
 from hpsearch import LocalProcesses, RemoteWorkers
@@ -25,6 +23,7 @@ from hpsearch.serialization import dumps
 from hpsearch.workers.calls import MAX_CALL_ATTEMPTS, BufferCache, Call, CallDone, buffer_id, iter_result_messages
 from hpsearch.workers.protocol import make_token
 
+from ..clusters.test_joblib_backend import check_sklearn_parallel_calls
 from .helpers import pid_then_sleep
 from .test_peers import Sim, events, sends, table
 
@@ -177,15 +176,7 @@ def test_x_travels_once_per_worker_process_across_three_cross_val_score_calls(po
 
 
 def test_cross_validate_forest_and_permutation_importance_on_local_processes(pool):
-    with joblib.parallel_config(backend="hpsearch", workers=pool):
-        ours = cross_validate(LogisticRegression(), X, Y, n_jobs=-1)["test_score"]
-        forest = RandomForestClassifier(n_estimators=8, n_jobs=-1, random_state=0).fit(X, Y)
-        importance = permutation_importance(forest, X, Y, n_jobs=-1, n_repeats=2, random_state=0)
-    np.testing.assert_array_equal(ours, cross_validate(LogisticRegression(), X, Y)["test_score"])
-    reference = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, Y)
-    np.testing.assert_array_equal(forest.predict_proba(X), reference.predict_proba(X))
-    expected = permutation_importance(reference, X, Y, n_repeats=2, random_state=0)
-    np.testing.assert_array_equal(importance.importances, expected.importances)
+    check_sklearn_parallel_calls(pool)
 
 
 def test_a_result_larger_than_a_worker_message_comes_back_whole(pool):
