@@ -17,24 +17,36 @@ to the pool:
   ``RemoteWorkers`` pool must be created with ``trust_workers=True`` (anyone holding
   its token could otherwise run code on the master); ``LocalProcesses`` always trusts
   its own children.
-* a number of threads, or :class:`~hpsearch.ThreadWorkers`: batches run on that many
-  local threads.
+* a number N, as ``run_search(workers=N)`` reads it (:class:`~hpsearch.AutoWorkers`):
+  the batches of each ``Parallel`` call start on N local threads and are measured; when
+  they take turns on the GIL (and the move pays), the later batches go to this
+  process's N warm worker processes (:func:`~hpsearch.warm_processes`). One is a thread.
+  Without ``workers``, N is the ``Parallel`` call's ``n_jobs`` (-1: every core).
+* :class:`~hpsearch.ThreadWorkers`: always threads; ``warm_processes(N)``: always the
+  warm processes, taken for each ``Parallel`` call and given back after it.
+
+A list of pools, which a search accepts, is refused: joblib sends its batches to one.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import numbers
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 import joblib
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, SequentialBackend
 from joblib._utils import _retrieve_traceback_capturing_wrapped_call, _TracebackCapturingWrapper
 
 from .errors import InvalidParameterError
-from .workers.threads import ThreadWorkers
+from .workers.auto import ParallelProbe, TaskTiming, _probe_switch_interval, thread_waiting
+from .workers.local import LocalProcesses, WarmProcesses, warm_pool_ready
+from .workers.threads import ThreadWorkers, available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +112,168 @@ class _PoolRunner:
             self.pool.close()
 
 
-def _runner(workers: Any) -> _ThreadRunner | _PoolRunner:
+class _AutoRunner:
+    """``workers=N`` as ``run_search`` means it (:class:`~hpsearch.AutoWorkers`): the
+    batches of a ``Parallel`` call start on N threads and are measured
+    (:class:`~hpsearch.workers.auto.ParallelProbe`); when they show the threads taking
+    turns on the GIL, and the move pays, N warm local processes are taken (started in the
+    background if they are not running) and the batches dispatched from then on run
+    there. Batches already on threads finish there."""
+
+    def __init__(self, n: int, start_seconds: float = 2.0) -> None:
+        self.n = n
+        self.start_seconds = start_seconds
+        self.moved = False  # whether the last Parallel call moved to processes
+        self._threads = _ThreadRunner(n)
+        self._lock = threading.Lock()
+        self._probe: ParallelProbe | None = None
+        self._switching = False
+        self._mover: threading.Thread | None = None
+        self._warm: WarmProcesses | None = None
+        self._processes: LocalProcesses | None = None  # set once they run the batches
+        self._closing = False
+
+    def open(self) -> None:
+        self._threads.open()
+
+    def measure(self, n_jobs: int) -> None:
+        """Start measuring a ``Parallel`` call that runs ``n_jobs`` batches at once
+        (fewer than N threads busy is no sign of the GIL)."""
+        with self._lock:
+            if self._probe is not None:
+                return
+            self.moved = self._closing = False
+            self._probe = ParallelProbe(max(1, min(self.n, n_jobs)), start=time.perf_counter(),
+                                        warm=warm_pool_ready(self.n), start_seconds=self.start_seconds)
+            self._switching = not self._probe.decided
+            if self._switching:
+                _probe_switch_interval(True)
+
+    def threads(self) -> int:
+        return self.n
+
+    def submit(self, func: Any) -> concurrent.futures.Future:
+        processes = self._processes
+        if processes is not None:
+            return processes.submit_call(func)
+        probe = self._probe
+        if probe is not None and not probe.decided:
+            return self._threads.submit(functools.partial(self._measured, func))
+        return self._threads.submit(func)
+
+    def _measured(self, func: Any) -> Any:
+        waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
+        try:
+            return func()
+        finally:
+            end, waited_after = time.perf_counter(), thread_waiting()
+            waiting = None if waited is None or waited_after is None else waited_after - waited
+            self._record(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
+
+    def _record(self, timing: TaskTiming) -> None:
+        with self._lock:
+            if self._probe is None or self._closing:
+                return
+            move = self._probe.record(timing)
+            if self._switching and self._probe.verdict is not None:
+                self._switching = False
+                _probe_switch_interval(False)
+            if move:
+                self._mover = threading.Thread(target=self._move, name="hpsearch-joblib-move", daemon=True)
+                self._mover.start()
+
+    def _move(self) -> None:
+        warm = WarmProcesses(self.n)
+        try:
+            processes = warm.open()
+            processes.total_slots()  # the batches go there once a process has joined
+        except Exception:
+            logger.warning("could not start local worker processes; the batches stay on threads", exc_info=True)
+            warm.stop()
+            return
+        with self._lock:
+            if self._closing:
+                warm.stop()
+                return
+            self._warm, self._processes, self.moved = warm, processes, True
+        logger.info("joblib batches move to %d local worker processes (the threads took turns on the GIL)",
+                    self.n)
+
+    def abort(self) -> None:
+        self._threads.abort()  # calls already sent to processes run to the end
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            mover, self._mover = self._mover, None
+            if self._switching:
+                self._switching = False
+                _probe_switch_interval(False)
+        if mover is not None:
+            mover.join(300.0)
+        self._threads.close()
+        with self._lock:
+            warm, self._warm, self._processes, self._probe = self._warm, None, None, None
+        if warm is not None:
+            warm.stop()  # the warm pool stays up for later searches and calls
+
+
+class _WarmRunner(_PoolRunner):
+    """Batches on the warm local processes (``warm_processes(N)``), taken for the
+    ``Parallel`` call and given back after it."""
+
+    def __init__(self, warm: WarmProcesses) -> None:
+        super().__init__(warm, lambda: warm.pool is not None, lambda: self._slots())
+        self.warm = warm
+
+    def _slots(self) -> int:
+        assert self.warm.pool is not None
+        return self.warm.pool.total_slots()
+
+    def open(self) -> None:
+        if self.warm.pool is None:
+            self.warm.open()
+
+    def submit(self, func: Any) -> concurrent.futures.Future:
+        assert self.warm.pool is not None
+        return self.warm.pool.submit_call(func)
+
+    def close(self) -> None:
+        self.warm.stop()
+
+
+_Runner = Union[_ThreadRunner, _PoolRunner, _AutoRunner]
+
+_ACCEPTED = (
+    "a number of local workers (int >= 1: threads, moved to processes when the batches take turns on the "
+    "GIL, as run_search(workers=N)), AutoWorkers, ThreadWorkers, warm_processes(N), LocalProcesses, "
+    "RemoteWorkers(trust_workers=True) or DaskWorkers"
+)
+
+
+def _runner(workers: Any) -> _Runner:
+    """The runner for ``workers``, read as ``run_search(workers=...)`` reads it."""
+    from .workers.auto import AutoWorkers
     from .workers.dask import DaskWorkers
     from .workers.remote import RemoteWorkers
 
-    if isinstance(workers, numbers.Integral) and not isinstance(workers, bool) and int(workers) >= 1:
-        return _ThreadRunner(int(workers))
+    if isinstance(workers, numbers.Integral) and not isinstance(workers, bool):
+        if workers < 1:
+            raise InvalidParameterError(
+                f"parallel_config(backend='hpsearch', workers={workers!r}): workers must be >= 1. Give "
+                + _ACCEPTED
+            )
+        n = int(workers)
+        return _ThreadRunner(1) if n == 1 else _AutoRunner(n)  # as run_search's local_workers
+    if isinstance(workers, AutoWorkers):
+        return _ThreadRunner(1) if workers.n == 1 else _AutoRunner(workers.n, workers.start_seconds)
     if isinstance(workers, ThreadWorkers):
         return _ThreadRunner(workers.n)
+    if isinstance(workers, WarmProcesses):
+        return _WarmRunner(workers)
     if isinstance(workers, DaskWorkers):
         return _PoolRunner(workers, lambda: workers.client is not None, workers.total_threads)
-    if isinstance(workers, RemoteWorkers):
+    if isinstance(workers, RemoteWorkers):  # LocalProcesses too: it trusts its own children
         if not workers.trust_workers:
             raise InvalidParameterError(
                 f"parallel_config(backend='hpsearch', workers={workers!r}): joblib calls return Python "
@@ -119,10 +282,14 @@ def _runner(workers: Any) -> _ThreadRunner | _PoolRunner:
                 "RemoteWorkers(..., trust_workers=True)"
             )
         return _PoolRunner(workers, lambda: workers._thread is not None, workers.total_slots)
+    if isinstance(workers, (list, tuple)):
+        raise InvalidParameterError(
+            f"parallel_config(backend='hpsearch', workers={workers!r}): joblib sends its batches to one "
+            "pool; a list of pools serves searches only (run_search, the search classes). Give one: "
+            + _ACCEPTED
+        )
     raise InvalidParameterError(
-        "parallel_config(backend='hpsearch') needs workers= an hpsearch pool (LocalProcesses, "
-        "RemoteWorkers(trust_workers=True), DaskWorkers, ThreadWorkers) or a number of threads "
-        f"(int >= 1); got {workers!r}"
+        "parallel_config(backend='hpsearch') needs workers= " + _ACCEPTED + f"; got {workers!r}"
     )
 
 
@@ -131,11 +298,14 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
 
     Parameters
     ----------
-    workers : LocalProcesses, RemoteWorkers, DaskWorkers, ThreadWorkers or int
-        Where the batches run. A pool that is not open is opened for each
-        ``Parallel`` call and closed after it; open it once (``with pool:``) to keep
-        the data cached on the workers between calls. A ``RemoteWorkers`` pool must
-        trust its workers (``trust_workers=True``).
+    workers : int, AutoWorkers, ThreadWorkers, WarmProcesses, LocalProcesses, RemoteWorkers, DaskWorkers or None
+        Where the batches run, read as ``run_search(workers=...)`` reads it: an int N
+        is N local workers, threads moved to the warm processes when the batches take
+        turns on the GIL; None is the ``Parallel`` call's ``n_jobs`` such workers. A
+        pool that is not open is opened for each ``Parallel`` call and closed after
+        it; open it once (``with pool:``) to keep the data cached on the workers
+        between calls. A ``RemoteWorkers`` pool must trust its workers
+        (``trust_workers=True``).
 
     Examples
     --------
@@ -158,18 +328,24 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
                  inner_max_num_threads: int | None = None, **backend_kwargs: Any) -> None:
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads,
                          **backend_kwargs)
-        if workers is None:
-            raise InvalidParameterError(
-                "parallel_config(backend='hpsearch') needs workers=: an hpsearch pool (LocalProcesses, "
-                "RemoteWorkers(trust_workers=True), DaskWorkers, ThreadWorkers) or a number of threads, "
-                "e.g. parallel_config(backend='hpsearch', workers=LocalProcesses(4))"
-            )
         self.workers = workers
-        self._runner = _runner(workers)
+        # workers=None: n_jobs local workers, made per Parallel call (as run_search's None)
+        self._runner: _Runner | None = None if workers is None else _runner(workers)
+        self._local_n = 0
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if self.workers is None:
+            # run_search(workers=None): joblib's n_jobs (None is one, -1 every core) local workers
+            cores = available_cores()
+            wanted = -1 if n_jobs is None else n_jobs  # None: this backend's default, every core
+            n = max(1, min(cores + 1 + wanted if wanted < 0 else wanted, 4 * cores))
+            if self._runner is None or n != self._local_n:
+                if self._runner is not None:
+                    self._runner.close()
+                self._runner, self._local_n = _runner(n), n
+        assert self._runner is not None
         self._runner.open()
         total = self._runner.threads()
         if n_jobs is None or n_jobs < 0:
@@ -178,9 +354,13 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
         self.parallel = parallel
-        return self.effective_n_jobs(n_jobs)
+        n = self.effective_n_jobs(n_jobs)
+        if isinstance(self._runner, _AutoRunner):
+            self._runner.measure(n)
+        return n
 
     def submit(self, func: Any, callback: Any = None) -> concurrent.futures.Future:
+        assert self._runner is not None, "configure comes first"
         future = self._runner.submit(_TracebackCapturingWrapper(func))
         future.get = future.result  # type: ignore[attr-defined]  # joblib's AsyncResult API
         if callback is not None:
@@ -191,12 +371,14 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
         return _retrieve_traceback_capturing_wrapped_call(out.result())
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        self._runner.abort()
-        if ensure_ready:
-            self._runner.open()
+        if self._runner is not None:
+            self._runner.abort()
+            if ensure_ready:
+                self._runner.open()
 
     def terminate(self) -> None:
-        self._runner.close()
+        if self._runner is not None:
+            self._runner.close()
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
         # A batch already runs on one of the pool's threads: nested Parallel calls

@@ -322,7 +322,8 @@ class WarmProcesses:
     ``start`` takes the warm pool of ``n`` processes (started at the first search that
     asks for it, replaced if one of its processes exited); ``stop`` ends the search's
     use of it without closing it. While another search uses the warm pool, a search
-    gets processes of its own, started for it and closed after it. Made by
+    gets processes of its own, started for it and closed after it. ``open`` takes
+    them in the same way for calls with no search (the joblib backend). Made by
     :func:`warm_processes`.
     """
 
@@ -334,8 +335,30 @@ class WarmProcesses:
         self.slots_per_process = int(slots_per_process)
         self.pool: LocalProcesses | None = None
         self._warm = False
+        self._close_on_stop = False  # processes of its own, opened for calls
 
     def start(self, context: Any, emit: Any) -> None:
+        pool = self._take()
+        try:
+            pool.start(context, emit)
+        except BaseException:
+            self._release()
+            raise
+
+    def open(self) -> LocalProcesses:
+        """Take the processes for calls (the joblib backend), with no search: the warm
+        pool when it is free, else processes of their own; ``stop`` gives them back."""
+        pool = self._take()
+        if not self._warm:
+            try:
+                pool.open()
+            except BaseException:
+                self._release()
+                raise
+            self._close_on_stop = True
+        return pool
+
+    def _take(self) -> LocalProcesses:
         key = (self.n, self.slots_per_process)
         with _WARM_LOCK:
             pool = _WARM.get(key)
@@ -353,17 +376,15 @@ class WarmProcesses:
                 _WARM_BUSY.add(id(pool))
                 self._warm = True
         self.pool = pool
-        try:
-            pool.start(context, emit)
-        except BaseException:
-            self._release()
-            raise
+        return pool
 
     def stop(self) -> None:
         if self.pool is None:
             return
         try:
             self.pool.stop()
+            if self._close_on_stop:
+                self.pool.close()
         finally:
             self._release()
 
@@ -372,7 +393,7 @@ class WarmProcesses:
             with _WARM_LOCK:
                 _WARM_BUSY.discard(id(self.pool))
         self.pool = None
-        self._warm = False
+        self._warm = self._close_on_stop = False
 
     def __repr__(self) -> str:
         return f"warm_processes({self.n}, slots_per_process={self.slots_per_process})"

@@ -95,12 +95,10 @@ def test_threads():
 
 
 @pytest.mark.parametrize("workers, match", [
-    (None, "needs workers="),
     (RemoteWorkers("tcp://127.0.0.1:0"), r"trust_workers=True"),
-    ("tcp://scheduler:8786", "needs workers= an hpsearch pool"),
+    ("tcp://scheduler:8786", "needs workers= a number of local workers"),
 ])
 def test_refused_workers(workers, match):
-    kwargs = {} if workers is None else {"workers": workers}
     with pytest.raises(InvalidParameterError, match=match):
-        with joblib.parallel_config(backend="hpsearch", **kwargs):
+        with joblib.parallel_config(backend="hpsearch", workers=workers):
             joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(i) for i in range(2))

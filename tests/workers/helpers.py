@@ -356,3 +356,13 @@ def pid_then_sleep(marker: str, delay: float, value: Any) -> tuple[int, Any]:
         f.write(f"{os.getpid()}\n")
     time.sleep(delay)
     return os.getpid(), value
+
+
+def spin_pid(seconds: float) -> int:
+    """Pure Python holding the GIL for ``seconds`` of CPU; returns the process id."""
+    import os
+
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        sum(range(200))
+    return os.getpid()

@@ -17,14 +17,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 import hpsearch  # noqa: F401 - registers the backend
-from hpsearch import LocalProcesses, RemoteWorkers
+from hpsearch import AutoWorkers, LocalProcesses, RemoteWorkers, ThreadWorkers, warm_processes
 from hpsearch.errors import InvalidParameterError
+from hpsearch.joblib_backend import _AutoRunner
+from hpsearch.workers.local import warm_pool_ready
 from hpsearch.serialization import dumps
 from hpsearch.workers.calls import MAX_CALL_ATTEMPTS, BufferCache, Call, CallDone, buffer_id, iter_result_messages
 from hpsearch.workers.protocol import make_token
 
 from ..clusters.test_joblib_backend import check_sklearn_parallel_calls
-from .helpers import pid_then_sleep
+from .helpers import pid_then_sleep, spin_pid
 from .test_peers import Sim, events, sends, table
 
 X, Y = make_classification(n_samples=1500, n_features=20, random_state=0)  # X: 240 kB, out of band
@@ -221,3 +223,56 @@ def test_bad_call_frames_fail_the_call_not_the_worker():
     cache = BufferCache()
     with pytest.raises(Exception, match="one payload frame per sent buffer"):
         cache.frames({"ids": ["a"], "sent": ["a"]}, [b"h", b"p"])
+
+
+# ------------------------------------------------- workers= read as run_search reads it
+
+
+def active_runner():
+    backend, _ = joblib.parallel.get_active_backend()
+    return backend._runner
+
+
+def test_an_int_moves_gil_bound_batches_to_the_warm_processes():
+    """workers=2 as run_search(workers=2): threads first; batches that take turns on the
+    GIL move to the 2 warm processes (running already: the move is due at once)."""
+    warm = warm_processes(2)
+    warm.open().total_slots()
+    warm.stop()  # given back, still running
+    assert warm_pool_ready(2)
+    with joblib.parallel_config(backend="hpsearch", workers=2):
+        pids = joblib.Parallel(n_jobs=-1, batch_size=1)(joblib.delayed(spin_pid)(0.02) for _ in range(80))
+        runner = active_runner()
+    assert isinstance(runner, _AutoRunner) and runner.moved
+    assert os.getpid() in pids  # the first batches, measured on threads
+    assert set(pids) - {os.getpid()}  # the later ones on the processes
+    assert warm_pool_ready(2)  # given back for later searches
+
+
+def test_threads_stay_threads_and_warm_processes_are_processes():
+    with joblib.parallel_config(backend="hpsearch", workers=ThreadWorkers(2)):
+        pids = joblib.Parallel(n_jobs=-1, batch_size=1)(joblib.delayed(spin_pid)(0.02) for _ in range(40))
+    assert set(pids) == {os.getpid()}
+    with joblib.parallel_config(backend="hpsearch", workers=warm_processes(2)):
+        pids = joblib.Parallel(n_jobs=-1)(joblib.delayed(spin_pid)(0.001) for _ in range(8))
+    assert os.getpid() not in pids
+
+
+def test_auto_workers_and_no_workers_read_as_run_search_reads_them():
+    with joblib.parallel_config(backend="hpsearch", workers=AutoWorkers(2, start_seconds=60.0)):
+        assert joblib.Parallel(n_jobs=-1)(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+        assert isinstance(active_runner(), _AutoRunner) and active_runner().start_seconds == 60.0
+    with joblib.parallel_config(backend="hpsearch"):  # no workers: n_jobs local workers
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+        runner = active_runner()
+        assert isinstance(runner, _AutoRunner) and runner.n == 2
+
+
+@pytest.mark.parametrize("workers, match", [
+    (0, "workers must be >= 1"),
+    ([LocalProcesses(1), 2], "a list of pools serves searches only"),
+])
+def test_workers_a_search_takes_but_joblib_cannot(workers, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        with joblib.parallel_config(backend="hpsearch", workers=workers):
+            joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(i) for i in range(2))
