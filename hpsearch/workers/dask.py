@@ -9,8 +9,9 @@ Design:
 
 * A worker plugin (:class:`HPSearchPlugin`) adds a few comm handlers to every Dask
   worker, current and future. The client calls them directly on the worker (Dask's
-  worker RPC, the path Dask actors use), not through the Dask scheduler: a task is one
-  round trip, client to worker and back.
+  worker RPC, the path Dask actors use), not through the Dask scheduler: a task, or a
+  batch of tiny tasks (``submit_many``, sized by hpsearch's scheduler as for the local
+  pools), is one round trip, client to worker and back.
 * The evaluation context travels once per Dask worker: serialized once by
   :func:`hpsearch.serialization.dumps`, named by its content id, and kept in a small
   per-process cache on the worker. A worker that already holds the id receives
@@ -35,7 +36,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -44,7 +45,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError, MissingDependencyError, NoWorkersError
 from ..evaluation import EvaluationContext, FoldResult, clip_text, evaluate
-from .base import Emit, PoolFailed, Task, TaskFailed, TaskFinished, WorkerJoined, WorkerLost
+from .base import Emit, PoolFailed, Results, Task, TaskFailed, TaskFinished, WorkerJoined, WorkerLost
 from .calls import buffer_id
 
 try:  # the plugin must subclass Dask's base class when Dask is there; hpsearch imports without it
@@ -163,6 +164,30 @@ def _handlers(worker: Any) -> dict[str, Any]:
         # its serialization) and packs it again; one bytes object is one step.
         return {"status": "ok", "result": msgpack.packb(result.to_message(), use_bin_type=True)}
 
+    async def hpsearch_tasks(cid: str, tasks: list[Any]) -> dict[str, Any]:
+        """A batch: ``[params, fold]`` pairs run one by one, in order, on one thread;
+        one reply with every result (``["ok", packed]`` or ``["error", text]``)."""
+        context = _CACHE.context(cid)
+        if context is None:
+            return {"status": "missing"}
+
+        def run_all() -> list[list[Any]]:
+            out: list[list[Any]] = []
+            for params, fold in tasks:
+                try:
+                    if isinstance(params, (list, tuple)):
+                        params = loads(params)
+                    result = evaluate(context, params, fold)
+                except Exception:  # evaluate keeps fit errors as data: a bug or bad params
+                    out.append(["error", clip_text(traceback.format_exc())])
+                    continue
+                out.append(["ok", msgpack.packb(result.to_message(), use_bin_type=True)])
+            return out
+
+        results = await asyncio.get_running_loop().run_in_executor(worker.executors["default"], run_all)
+        _CACHE.counters["tasks"] += len(results)
+        return {"status": "ok", "results": results}
+
     async def hpsearch_buffers(buffers: dict[str, Any]) -> dict[str, Any]:
         for bid, buffer in buffers.items():
             _CACHE.add_buffer(bid, buffer)
@@ -195,6 +220,7 @@ def _handlers(worker: Any) -> dict[str, Any]:
     return {
         "hpsearch_context": hpsearch_context,
         "hpsearch_task": hpsearch_task,
+        "hpsearch_tasks": hpsearch_tasks,
         "hpsearch_buffers": hpsearch_buffers,
         "hpsearch_call": hpsearch_call,
         "hpsearch_stats": hpsearch_stats,
@@ -371,17 +397,25 @@ class DaskWorker:
         dispatches the next task at once): the send is then scheduled directly,
         without waking the loop through its self-pipe (a syscall and one more loop
         pass per task)."""
+        self._send(self._pool._run_task, task)
+
+    def submit_many(self, tasks: Sequence[Task]) -> None:
+        """Send a batch of tasks in one call; the Dask worker runs them one by one, in
+        order, on one of its threads, and the results come back together (``Results``)."""
+        self._send(self._pool._run_batch, tuple(tasks))
+
+    def _send(self, run: Any, what: Any) -> None:
         pool = self._pool
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is not None and running is pool._aio_loop:
-            job = running.create_task(pool._run_task(self._search, self, task))
+            job = running.create_task(run(self._search, self, what))
             pool._jobs.add(job)  # the loop keeps only weak references to tasks
             job.add_done_callback(pool._jobs.discard)
         else:
-            pool._loop.add_callback(pool._run_task, self._search, self, task)
+            pool._loop.add_callback(run, self._search, self, what)
 
     def close(self) -> None:
         """Nothing to do: the pool owns the connections."""
@@ -719,6 +753,43 @@ class DaskWorkers:
             return
         self.stats["results"] += 1
         search.emit(TaskFinished(worker.name, task.task_id, task.attempt, result))
+
+    async def _run_batch(self, search: _Search, worker: DaskWorker, tasks: tuple[Task, ...]) -> None:
+        if search.workers.get(worker.address) is not worker:
+            return  # lost meanwhile: the search requeued the tasks
+        rpc = self._rpc(worker.address)
+        self.stats["tasks_sent"] += len(tasks)
+        self.stats["batches_sent"] += 1
+        try:
+            items = [[_pack_params(task.params), task.fold] for task in tasks]
+            reply = await rpc.hpsearch_tasks(cid=search.cid, tasks=items)
+            if reply is not None and reply["status"] == "missing":  # evicted by another search
+                await self._ensure_context(search, worker.address)
+                reply = await rpc.hpsearch_tasks(cid=search.cid, tasks=items)
+        except OSError as exc:
+            self._act(search, search.membership.failed(worker.address, repr(exc), time.monotonic()))
+            return
+        except Exception:
+            reply = {"status": "error", "error": clip_text(traceback.format_exc())}
+        if not search.active:
+            return
+        events: list[Any] = []
+        if reply is None or reply["status"] != "ok" or len(reply.get("results", ())) != len(tasks):
+            error = "no hpsearch handler on the worker" if reply is None else reply.get("error", repr(reply))
+            events = [TaskFailed(worker.name, t.task_id, t.attempt, str(error)) for t in tasks]
+        else:
+            for task, (status, body) in zip(tasks, reply["results"]):
+                if status != "ok":
+                    events.append(TaskFailed(worker.name, task.task_id, task.attempt, str(body)))
+                    continue
+                try:
+                    result = FoldResult.from_message(msgpack.unpackb(body, raw=False, strict_map_key=True))
+                except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+                    events.append(TaskFailed(worker.name, task.task_id, task.attempt, f"malformed result: {exc}"))
+                    continue
+                self.stats["results"] += 1
+                events.append(TaskFinished(worker.name, task.task_id, task.attempt, result))
+        search.emit(events[0] if len(events) == 1 else Results(tuple(events)))
 
     # -- arbitrary calls (the joblib backend) -------------------------------------------
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
 
 from hpsearch import DaskWorkers, Integer, Real, run_search
 from hpsearch.errors import InvalidParameterError, NoWorkersError
@@ -205,6 +206,43 @@ def test_sigkilled_worker_loses_nothing(cluster, tmp_path):
     assert_same_results(result, undisturbed)
     assert len(result.cv_results_["params"]) == 8  # every candidate recorded once
     assert pool.stats["results"] >= 24
+
+
+def test_tiny_tasks_travel_in_batches_with_the_same_results(pool):
+    space = {"max_depth": list(range(1, 11)), "min_samples_leaf": [1, 2, 4, 8]}
+    batches = pool.stats["batches_sent"]
+    dask = run_search(DecisionTreeClassifier(random_state=0), space, X, Y, cv=5, workers=pool, progress=False)
+    assert pool.stats["batches_sent"] > batches  # 200 fits of a millisecond: batched
+    threads = run_search(DecisionTreeClassifier(random_state=0), space, X, Y, cv=5, workers=2, progress=False)
+    assert_same_results(dask, threads)
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_holding_batches_loses_nothing(cluster, tmp_path):
+    """The first 20 candidates fit at once (so tasks go out in batches), the others wait
+    for the gate: a worker killed while it holds batches loses none of their tasks."""
+    # 40 candidates x 3 folds; sent: 60 free tasks, then batches that block at the gate
+    gate = tmp_path / "gate"
+    space = {"c": [float(c) for c in range(40)]}
+    estimator = GateEstimator(gate=str(gate), free_below=20.0)
+    with DaskWorkers(cluster, join_timeout=60) as pool:
+        pids = pool.client.run(os.getpid)
+        thread, box = _run_in_thread(estimator=estimator, space=space, X=X, cv=3, workers=pool,
+                                     progress=False)
+        # Every task sent beyond the 60 free ones waits at the gate (a batch answers
+        # once all its tasks ran): the workers hold batches that cannot finish.
+        _wait(lambda: pool.stats["batches_sent"] >= 2 and pool.stats["tasks_sent"] >= 80,
+              what="batches waiting at the gate")
+        time.sleep(0.5)
+        os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+        _wait(lambda: pool.stats["workers_lost"] >= 1, what="the lost worker")
+        gate.touch()
+        thread.join(120)
+        assert not thread.is_alive() and "error" not in box, box.get("error")
+        pool.client.wait_for_workers(2, timeout=120)  # the nanny restarts it: the next tests have 2
+    result = box["result"]
+    assert len(result.cv_results_["params"]) == 40  # every candidate recorded once
+    assert_same_results(result, run_search(estimator, space, X, cv=3, workers=2, progress=False))
 
 
 @pytest.mark.slow
