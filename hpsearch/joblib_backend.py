@@ -337,7 +337,7 @@ class HPSearchBackend(AutoBatchingMixin, ParallelBackendBase):
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         if self.workers is None:
-            # run_search(workers=None): joblib's n_jobs (None is one, -1 every core) local workers
+            # run_search(workers=None): the n_jobs of the Parallel call, as local workers
             cores = available_cores()
             wanted = -1 if n_jobs is None else n_jobs  # None: this backend's default, every core
             n = max(1, min(cores + 1 + wanted if wanted < 0 else wanted, 4 * cores))

@@ -461,7 +461,8 @@ class DaskWorkers:
         Seconds to wait for ``min_workers``; also how long a search may go on with no
         worker at all before it fails.
     prefetch : int
-        Tasks sent to a worker beyond its threads, to hide the network round trip.
+        Tasks sent to a worker beyond its threads, per thread (each thread finds the
+        next task waiting when it finishes one, instead of a network round trip).
     max_cached_contexts : int
         Evaluation contexts each Dask worker process keeps for later searches.
     poll_interval : float
@@ -702,7 +703,7 @@ class DaskWorkers:
             return
         if not search.active or not search.membership.ready(address, time.monotonic()):
             return
-        worker = DaskWorker(self, search, address, nthreads, self.prefetch)
+        worker = DaskWorker(self, search, address, nthreads, self.prefetch * nthreads)
         search.workers[address] = worker
         with search.changed:
             search.changed.notify_all()

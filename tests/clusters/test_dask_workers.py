@@ -217,6 +217,22 @@ def test_tiny_tasks_travel_in_batches_with_the_same_results(pool):
     assert_same_results(dask, threads)
 
 
+def test_every_thread_of_a_worker_has_a_task_waiting(tmp_path):
+    """A worker of 2 threads holds 4 tasks: 2 running, and one waiting behind each."""
+    gate = tmp_path / "gate"
+    space = {"c": [float(c) for c in range(4)]}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, DaskWorkers(cluster) as pool:
+        thread, box = _run_in_thread(estimator=GateEstimator(gate=str(gate)), space=space, X=X, cv=3,
+                                     workers=pool, progress=False)
+        _wait(lambda: pool.stats["tasks_sent"] >= 4, what="4 tasks on the worker")
+        time.sleep(0.3)
+        assert pool.stats["tasks_sent"] == 4 and pool.stats["results"] == 0
+        gate.touch()
+        thread.join(120)
+        assert not thread.is_alive() and "error" not in box, box.get("error")
+
+
 @pytest.mark.slow
 def test_sigkilled_worker_holding_batches_loses_nothing(cluster, tmp_path):
     """The first 20 candidates fit at once (so tasks go out in batches), the others wait
