@@ -170,7 +170,10 @@ class TaskContext(EvaluationContext):
         refuses what else it does not model)."""
         if not self.scorers or callback_ctx is not None or self.verbose:
             return False
-        from .prefix import plan_reuse
+        from .prefix import is_pipeline, plan_reuse
+
+        if not is_pipeline(self.estimator):  # set_params keeps the type: plan_reuse says no
+            return False
 
         try:
             estimator = clone(self.estimator).set_params(**clone(dict(params), safe=False))
