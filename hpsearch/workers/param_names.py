@@ -38,7 +38,7 @@ _original: Any = None  # scikit-learn's classmethod, once installed
 _names: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
 
-def _cached_param_names(cls: type) -> list[str]:
+def _cached_param_names(cls: Any) -> list[str]:
     init = cls.__init__  # what scikit-learn reads (``cls.__init__``)
     key = (cls, init, getattr(init, "__signature__", None))
     names = _names.get(key)
@@ -72,7 +72,7 @@ def install() -> None:
         if _original is not None:
             return
         _original = BaseEstimator.__dict__["_get_param_names"]
-        BaseEstimator._get_param_names = classmethod(_cached_param_names)  # type: ignore[method-assign,assignment]
+        BaseEstimator._get_param_names = classmethod(_cached_param_names)
 
 
 def installed() -> bool:
@@ -89,6 +89,6 @@ def uninstall() -> None:
     with _lock:
         if _original is None:
             return
-        BaseEstimator._get_param_names = _original  # type: ignore[method-assign]
+        BaseEstimator._get_param_names = _original
         _original = None
         _names.clear()
