@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Union
 
 import numpy as np
-from sklearn import config_context, get_config
+from sklearn import config_context, get_config, set_config
 from sklearn.base import clone
 from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection._validation import (
@@ -185,7 +185,7 @@ class TaskContext(EvaluationContext):
     def _environment(self) -> Iterator[None]:
         """scikit-learn's configuration of the searching thread (thread-local) and, in
         another process, its warning filters — what ``sklearn.utils.parallel`` does."""
-        with config_context(**self.config):
+        with self._config():
             if os.getpid() == self.master_pid:  # warning filters are shared by threads
                 yield
                 return
@@ -204,6 +204,25 @@ class TaskContext(EvaluationContext):
                 warnings.filters[:] = filters  # type: ignore[index]  # a list at run time
                 _filters_mutated()
                 yield
+
+
+    @contextmanager
+    def _config(self) -> Iterator[None]:
+        """``config_context(**self.config)``, without its two ``set_config`` calls (a
+        third of a tiny task's cost) when the thread already runs with this
+        configuration, as a slot thread does from its second task of a search on: the
+        configuration is then only put back if the task changed it, as
+        ``config_context`` would have."""
+        before = get_config()
+        if before != self.config:
+            with config_context(**self.config):
+                yield
+            return
+        try:
+            yield
+        finally:
+            if get_config() != before:
+                set_config(**before)
 
 
 def _filters_mutated() -> None:
