@@ -46,7 +46,7 @@ from sklearn.model_selection._validation import (
 from sklearn.utils.validation import _check_method_params, _num_samples
 
 from .errors import FitFailedError, InvalidParameterError
-from .evaluation import EvaluationContext, FoldResult, evaluate_plain, split_rows
+from .evaluation import EvaluationContext, FoldResult, _is_pairwise, evaluate_plain, split_rows
 from .scheduler import SearchProgress, run_scheduler
 from .strategies.base import Candidate, ListStrategy, Strategy
 from .workers.base import Emit, PoolFailed, Task, TaskFinished, WorkerJoined, WorkerPool
@@ -292,8 +292,13 @@ def _fit_and_score_plain(
     if parameters is not None:
         estimator = estimator.set_params(**clone(parameters, safe=False))
     start_time = time.time()
-    X_train, y_train = split_rows(estimator, X, y, train)
-    X_test, y_test = split_rows(estimator, X, y, test, train)
+    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False:
+        # split_rows' own fast path, with the estimator's tags read once for both folds
+        X_train, y_train = X[train], None if y is None else y[train]
+        X_test, y_test = X[test], None if y is None else y[test]
+    else:
+        X_train, y_train = split_rows(estimator, X, y, train)
+        X_test, y_test = split_rows(estimator, X, y, test, train)
     result: dict[str, Any] = {}
     try:
         if y_train is None:
