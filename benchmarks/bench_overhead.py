@@ -11,6 +11,8 @@ round trip (one at a time and pipelined), as yardsticks. The searches alternate
 (processes, threads, loky, then again), and each figure is the median of
 ``--repeat`` runs (range shown): three processes share two cores here, so single
 runs vary. Target: at least 10,000 tasks/s through two local worker processes.
+The CPU time per task of the master and of the worker processes (medians, psutil) is
+printed too: it moves little with the machine's load, which the rates do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import zmq
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator
@@ -97,10 +100,22 @@ def main() -> None:
     space = {"c": list(range(args.tasks // folds))}
     n = len(space["c"]) * folds
 
+    me = psutil.Process()
+    cpu_us: dict[str, list[float]] = {"master": [], "workers": []}
+
+    def cpu_seconds(procs: list[psutil.Process]) -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
     def timed(workers) -> float:
+        kids = me.children(recursive=True) if isinstance(workers, LocalProcesses) else []
+        before = cpu_seconds([me]), cpu_seconds(kids)
         start = time.perf_counter()
         run_search(Noop(), space, X, cv=folds, workers=workers, refit=False, progress=False)
-        return n / (time.perf_counter() - start)
+        rate = n / (time.perf_counter() - start)
+        if kids:  # CPU per task, which the machine's load does not change much (the rate it does)
+            cpu_us["master"].append((cpu_seconds([me]) - before[0]) / n * 1e6)
+            cpu_us["workers"].append((cpu_seconds(kids) - before[1]) / n * 1e6)
+        return rate
 
     # loky is slower per task: a fifth of the search keeps the run short (a rate all the same)
     loky_space = {"c": space["c"][: max(1, len(space["c"]) // 5)]}
@@ -130,6 +145,9 @@ def main() -> None:
     piped = raw_zmq(100000, 1000)
     print(f"{n} tiny tasks, median of {args.repeat} searches")
     print(f"  {args.processes} local worker processes: {procs:,.0f} tasks/s {procs_range} (target >= 10,000)")
+    master_us, workers_us = float(np.median(cpu_us["master"])), float(np.median(cpu_us["workers"]))
+    print(f"    CPU per task: master {master_us:.0f} us, {args.processes} workers {workers_us:.0f} us in all "
+          f"(at most {2e6 / (master_us + workers_us):,.0f} tasks/s on 2 free cores)")
     print(f"  {args.processes} threads, same search:   {threads:,.0f} tasks/s {threads_range}")
     print(f"  GridSearchCV(n_jobs={args.processes}), loky ({len(loky_space['c']) * folds} tasks): "
           f"{loky:,.0f} tasks/s {loky_range}"

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Union
 
 import numpy as np
-from sklearn import config_context, get_config
+from sklearn import config_context, get_config, set_config
 from sklearn.base import clone
 from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection._validation import (
@@ -46,7 +46,7 @@ from sklearn.model_selection._validation import (
 from sklearn.utils.validation import _check_method_params, _num_samples
 
 from .errors import FitFailedError, InvalidParameterError
-from .evaluation import EvaluationContext, FoldResult, evaluate_plain, split_rows
+from .evaluation import EvaluationContext, FoldResult, _is_pairwise, evaluate_plain, split_rows
 from .scheduler import SearchProgress, run_scheduler
 from .strategies.base import Candidate, ListStrategy, Strategy
 from .workers.base import Emit, PoolFailed, Task, TaskFinished, WorkerJoined, WorkerPool
@@ -170,7 +170,10 @@ class TaskContext(EvaluationContext):
         refuses what else it does not model)."""
         if not self.scorers or callback_ctx is not None or self.verbose:
             return False
-        from .prefix import plan_reuse
+        from .prefix import is_pipeline, plan_reuse
+
+        if not is_pipeline(self.estimator):  # set_params keeps the type: plan_reuse says no
+            return False
 
         try:
             estimator = clone(self.estimator).set_params(**clone(dict(params), safe=False))
@@ -182,7 +185,7 @@ class TaskContext(EvaluationContext):
     def _environment(self) -> Iterator[None]:
         """scikit-learn's configuration of the searching thread (thread-local) and, in
         another process, its warning filters — what ``sklearn.utils.parallel`` does."""
-        with config_context(**self.config):
+        with self._config():
             if os.getpid() == self.master_pid:  # warning filters are shared by threads
                 yield
                 return
@@ -201,6 +204,25 @@ class TaskContext(EvaluationContext):
                 warnings.filters[:] = filters  # type: ignore[index]  # a list at run time
                 _filters_mutated()
                 yield
+
+
+    @contextmanager
+    def _config(self) -> Iterator[None]:
+        """``config_context(**self.config)``, without its two ``set_config`` calls (a
+        third of a tiny task's cost) when the thread already runs with this
+        configuration, as a slot thread does from its second task of a search on: the
+        configuration is then only put back if the task changed it, as
+        ``config_context`` would have."""
+        before = get_config()
+        if before != self.config:
+            with config_context(**self.config):
+                yield
+            return
+        try:
+            yield
+        finally:
+            if get_config() != before:
+                set_config(**before)
 
 
 def _filters_mutated() -> None:
@@ -270,8 +292,13 @@ def _fit_and_score_plain(
     if parameters is not None:
         estimator = estimator.set_params(**clone(parameters, safe=False))
     start_time = time.time()
-    X_train, y_train = split_rows(estimator, X, y, train)
-    X_test, y_test = split_rows(estimator, X, y, test, train)
+    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False:
+        # split_rows' own fast path, with the estimator's tags read once for both folds
+        X_train, y_train = X[train], None if y is None else y[train]
+        X_test, y_test = X[test], None if y is None else y[test]
+    else:
+        X_train, y_train = split_rows(estimator, X, y, train)
+        X_test, y_test = split_rows(estimator, X, y, test, train)
     result: dict[str, Any] = {}
     try:
         if y_train is None:

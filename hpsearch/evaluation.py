@@ -160,30 +160,40 @@ class FoldResult:
     @classmethod
     def from_message(cls, msg: Mapping[str, Any]) -> FoldResult:
         """Rebuild a result from :meth:`to_message` output, checking every type."""
-        def scores(value: Any, what: str) -> dict[str, float]:
-            if not isinstance(value, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) for k, v in value.items()
-            ):
-                raise ValueError(f"{what} must map scorer names to numbers")
-            return {k: float(v) for k, v in value.items()}
-
+        # The master runs this once per task: plain loops, no closure or generator.
         train = msg.get("train_scores")
         error = msg.get("error")
         if error is not None and not isinstance(error, str):
             raise ValueError("error must be a string or None")
-        for key in ("fit_time", "score_time"):
-            if not isinstance(msg.get(key), (int, float)):
-                raise ValueError(f"{key} must be a number")
-        if not isinstance(msg.get("n_test_samples"), int):
+        fit_time, score_time = msg.get("fit_time"), msg.get("score_time")
+        if not isinstance(fit_time, (int, float)):
+            raise ValueError("fit_time must be a number")
+        if not isinstance(score_time, (int, float)):
+            raise ValueError("score_time must be a number")
+        n_test = msg.get("n_test_samples")
+        if not isinstance(n_test, int):
             raise ValueError("n_test_samples must be an integer")
         return cls(
-            test_scores=scores(msg.get("test_scores"), "test_scores"),
-            train_scores=None if train is None else scores(train, "train_scores"),
-            fit_time=float(msg["fit_time"]),
-            score_time=float(msg["score_time"]),
-            n_test_samples=int(msg["n_test_samples"]),
+            test_scores=_wire_scores(msg.get("test_scores"), "test_scores"),
+            train_scores=None if train is None else _wire_scores(train, "train_scores"),
+            fit_time=float(fit_time),
+            score_time=float(score_time),
+            n_test_samples=int(n_test),
             error=error,
         )
+
+
+def _wire_scores(value: Any, what: str) -> dict[str, float]:
+    """Scores from the wire: a map of scorer names to numbers, as floats."""
+    if isinstance(value, Mapping):
+        out = {}
+        for name, score in value.items():
+            if not isinstance(name, str) or not isinstance(score, (int, float)):
+                break
+            out[name] = float(score)
+        else:
+            return out
+    raise ValueError(f"{what} must map scorer names to numbers")
 
 
 def _index_fit_params(X: Any, fit_params: Mapping[str, Any], indices: np.ndarray) -> dict[str, Any]:

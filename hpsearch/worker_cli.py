@@ -121,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"--gpu {args.gpu!r}: {exc}", EXIT_USAGE)
     logging.getLogger("hpsearch.worker").info("TensorFlow settings: %s", applied)
 
+    # This process runs only hpsearch's tasks: scikit-learn's parameter names are
+    # read once per estimator class, not three times per task (see the module).
+    from .workers.param_names import install as cache_param_names
+
+    cache_param_names()
     agent = WorkerAgent(args.connect, secret, slots=args.slots, name=args.name,
                         inner_threads=args.inner_threads, version_overrides=overrides,
                         heartbeat=args.heartbeat,

@@ -81,6 +81,16 @@ class _CallJob:
     frames: list[Any]
 
 
+_IMMUTABLE = (int, float, str, bool, type(None), complex, bytes)
+
+
+def _immutable_values(params: dict[str, Any]) -> bool:
+    """Whether every value of ``params`` is a plain immutable scalar, which tasks may share."""
+    import numpy as np
+
+    return all(type(value) in _IMMUTABLE or isinstance(value, (np.number, np.bool_)) for value in params.values())
+
+
 class WorkerAgent:
     """The worker process loop behind the ``hpsearch-worker`` command.
 
@@ -505,6 +515,9 @@ class WorkerAgent:
 
         context = self._store.contexts.get(msg["context_id"])
         assert self._slots is not None  # run() started them
+        # The folds of a candidate follow each other with the same params bytes: they
+        # are unpickled once, and each task gets its own dict (of immutable values only).
+        last: tuple[Any, dict[str, Any]] | None = None
         for entry in msg["tasks"]:
             if not (isinstance(entry, list) and len(entry) == 4 and all(type(v) is int for v in entry[:3])):
                 logger.warning("dropped a malformed task entry of a TASKS message")
@@ -516,9 +529,13 @@ class WorkerAgent:
                     raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
                 if not (isinstance(inline, list) and all(isinstance(f, bytes) for f in inline)):
                     raise ProtocolError("TASKS params must be lists of byte strings")
-                params = loads(inline)
-                if not isinstance(params, dict):
-                    raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
+                if last is not None and last[0] == inline:
+                    params = dict(last[1])
+                else:
+                    params = loads(inline)
+                    if not isinstance(params, dict):
+                        raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")
+                    last = (inline, dict(params)) if _immutable_values(params) else None
             except Exception as exc:
                 self._store_result(key, None, clip_text(f"{type(exc).__name__}: {exc}"))
                 continue

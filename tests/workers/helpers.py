@@ -281,15 +281,20 @@ def read_thread_log(path: Any) -> list[tuple[float, str, str]]:
 class CrashEstimator(BaseEstimator):
     """The fit of candidate ``crash_c`` kills its process (as a segfault would)."""
 
-    def __init__(self, c: float = 0.0, crash_c: float | None = None) -> None:
+    def __init__(self, c: float = 0.0, crash_c: float | None = None, delay: float = 0.0) -> None:
         self.c = c
         self.crash_c = crash_c
+        self.delay = delay
 
     def fit(self, X: Any, y: Any = None) -> CrashEstimator:
         if self.c == self.crash_c:
             import os
 
             os._exit(1)
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
         return self
 
     def score(self, X: Any, y: Any = None) -> float:

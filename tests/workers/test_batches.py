@@ -80,3 +80,31 @@ def test_threads_run_batches_and_give_scikit_learns_scores():
     expected = SklearnGridSearchCV(Tiny(), SPACE, cv=5, refit=False).fit(X, Y)
     for key in ("mean_test_score", "std_test_score", "rank_test_score", "split0_test_score"):
         np.testing.assert_array_equal(search.cv_results_[key], expected.cv_results_[key], err_msg=key)
+
+
+class Appends(BaseEstimator):
+    """A fit that changes its list param in place: a task must never see another's."""
+
+    def __init__(self, c: int = 0, seen: list | None = None) -> None:
+        self.c = c
+        self.seen = seen
+
+    def fit(self, X, y=None):
+        self.seen.append(float(X[0, 0]))
+        self.n_seen_ = len(self.seen)
+        return self
+
+    def score(self, X, y=None):
+        return self.c + self.n_seen_ * 1000 + self.seen[-1] / 1000
+
+
+def test_folds_of_a_candidate_share_no_mutable_param_on_a_worker():
+    # The folds of a candidate travel with the same params bytes; a worker unpickles
+    # them once only when every value is an immutable scalar.
+    space = {"c": list(range(60)), "seen": [[], [0.5]]}
+    with LocalProcesses(2, heartbeat_timeout=10, start_timeout=120) as pool:
+        result = run_search(Appends(), space, X, Y, cv=5, workers=pool, refit=False, progress=False)
+        assert pool.stats["task_batches"] >= 1
+    expected = run_search(Appends(), space, X, Y, cv=5, workers=1, refit=False, progress=False)
+    assert_same_scores(result, expected)
+    assert set(np.unique(result.cv_results_["split0_test_score"] // 1000)) == {1.0, 2.0}
