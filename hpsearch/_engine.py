@@ -252,7 +252,11 @@ def _fit_and_score_plain(
     lookups, the dataframe detection of ``_safe_split``, which cost more than a small
     fit): the same steps in the same order, scikit-learn's own ``_score``, and a fit
     error's traceback text as ``_fit_and_score`` formats it (its frame named in place of
-    this one), so results, warnings and ``cv_results_`` are the same.
+    this one), so results, warnings and ``cv_results_`` are the same. One step moves:
+    the test fold is taken after the fit (and, without ``return_train_score``, once the
+    training fold is let go), so a task never holds both folds and the fit's own arrays
+    at once; ``fit_time`` then leaves out the test fold's indexing, ``score_time``
+    counts it.
 
     Its output is ``_fit_and_score``'s with ``return_n_test_samples`` and ``return_times``.
     """
@@ -271,8 +275,9 @@ def _fit_and_score_plain(
         estimator = estimator.set_params(**clone(parameters, safe=False))
     start_time = time.time()
     X_train, y_train = split_rows(estimator, X, y, train)
-    X_test, y_test = split_rows(estimator, X, y, test, train)
     result: dict[str, Any] = {}
+    # The rows X_test will have (pairwise too: X[test][:, train]), for a failed fit.
+    n_test = int(np.count_nonzero(test)) if np.asarray(test).dtype == bool else len(test)
     try:
         if y_train is None:
             estimator.fit(X_train, **fit_params)
@@ -295,6 +300,14 @@ def _fit_and_score_plain(
     else:
         result["fit_error"] = None
         fit_time = time.time() - start_time
+        if not return_train_score:
+            # Folds are copies of their rows. The test fold is taken after the fit, and
+            # the training fold let go first when no train score needs it: a task then
+            # holds the training fold and what the fit allocates, or the test fold, not
+            # all three at once (``benchmarks/bench_memory.py``).
+            X_train = y_train = None
+        X_test, y_test = split_rows(estimator, X, y, test, train)
+        n_test = _num_samples(X_test)
         test_scores = _score(estimator, X_test, y_test, scorer, score_params_test, error_score)
         score_time = time.time() - start_time - fit_time
         if return_train_score:
@@ -302,7 +315,7 @@ def _fit_and_score_plain(
     result["test_scores"] = test_scores
     if return_train_score:
         result["train_scores"] = train_scores
-    result["n_test_samples"] = _num_samples(X_test)
+    result["n_test_samples"] = n_test
     result["fit_time"] = fit_time
     result["score_time"] = score_time
     return result
