@@ -242,6 +242,26 @@ _FIT_CALLS = {"unsupervised": "estimator.fit(X_train, **fit_params)",
 _FIT_LINES = _fit_lines()
 
 
+def _own_indices(indices: Any) -> np.ndarray:
+    """A split's indices as an array that holds only them.
+
+    ``ShuffleSplit`` yields slices of one permutation of every row per split: kept as
+    they are, each split would keep its whole permutation alive (``train_size=0.05``:
+    ten times the indices' own size) for the whole search.
+
+    Examples
+    --------
+    >>> permutation = np.arange(1000)
+    >>> _own_indices(permutation[:10]).base is None, _own_indices(permutation) is permutation
+    (True, True)
+    """
+    array = np.asarray(indices)
+    base = array.base
+    if isinstance(base, np.ndarray) and base.nbytes > 2 * array.nbytes:
+        return array.copy()
+    return array
+
+
 def _fit_and_score_plain(
     estimator: Any, X: Any, y: Any, *, scorer: Any, train: np.ndarray, test: np.ndarray,
     parameters: dict[str, Any], fit_params: Any, score_params: Any, return_train_score: bool,
@@ -611,7 +631,7 @@ class CandidateEvaluator:
         cv = cv or search._checked_cv_orig
         n_splits = search.n_splits_
         splits = [
-            (np.asarray(train), np.asarray(test))
+            (_own_indices(train), _own_indices(test))
             for train, test in cv.split(setup.X, setup.y, **setup.routed_params.splitter.split)
         ]
         if len(splits) != n_splits:
