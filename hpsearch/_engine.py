@@ -211,9 +211,13 @@ def _filters_mutated() -> None:
 
 
 def _plain_data(X: Any, y: Any) -> bool:
-    """Whether ``X`` and ``y`` are plain numpy arrays (no dataframe, sparse matrix or
-    array-API namespace), which :func:`_fit_and_score_plain` indexes directly."""
-    return type(X) is np.ndarray and (y is None or type(y) is np.ndarray)
+    """Whether ``X`` and ``y`` are plain numpy arrays or memmaps (no dataframe, sparse
+    matrix or array-API namespace), which :func:`_fit_and_score_plain` indexes directly."""
+    return type(X) in _PLAIN_ARRAYS and (y is None or type(y) in _PLAIN_ARRAYS)
+
+
+#: What ``_fit_and_score_plain`` indexes as ``X[indices]``, as ``_safe_split`` ends up doing.
+_PLAIN_ARRAYS = (np.ndarray, np.memmap)
 
 
 def _fit_lines() -> dict[str, Any] | None:

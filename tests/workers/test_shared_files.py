@@ -198,3 +198,15 @@ def test_local_processes_map_a_memmapped_x_and_score_as_gridsearchcv(tmp_path):
     assert_same_scores(result, again)
     expected = GridSearchCV(Ridge(), space, cv=3).fit(np.asarray(X), y)
     np.testing.assert_array_equal(result.cv_results_["mean_test_score"], expected.cv_results_["mean_test_score"])
+
+
+def test_a_memmapped_x_on_threads_scores_as_gridsearchcv_on_the_plain_path(tmp_path):
+    from hpsearch._engine import _plain_data
+
+    X = memmapped(tmp_path, rows=2_000)
+    y = np.asarray(X @ np.arange(8.0) + RNG.normal(size=len(X)))
+    assert _plain_data(X, y)  # indexed as X[indices], one fold at a time
+    space = {"alpha": [0.1, 1.0, 10.0]}
+    result = run_search(Ridge(), space, X, y, cv=3, workers=2, progress=False)
+    expected = GridSearchCV(Ridge(), space, cv=3).fit(X, y)
+    np.testing.assert_array_equal(result.cv_results_["mean_test_score"], expected.cv_results_["mean_test_score"])
