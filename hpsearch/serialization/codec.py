@@ -205,10 +205,21 @@ def _dump(pickler_class: Any, obj: Any, callback: Any) -> bytes:
     with io.BytesIO() as file:
         pickler = pickler_class(file, protocol=5, buffer_callback=callback)
         if pickler_class is pickle.Pickler:
-            # A plain dict, looked up in C, made per call (copyreg's table may grow).
-            pickler.dispatch_table = {**copyreg.dispatch_table, np.memmap: _reduce_memmap}
+            pickler.dispatch_table = _PICKLE_TABLE
         pickler.dump(obj)
         return file.getvalue()
+
+
+class _MemmapTable(dict[type, Any]):
+    """pickle's dispatch table with memmaps as arrays: a dict looked up in C, falling
+    back to copyreg's live table (which libraries extend; copying its hundreds of
+    entries per call cost more than the pickling of a task's params)."""
+
+    def __missing__(self, cls: type) -> Any:
+        return copyreg.dispatch_table[cls]  # a KeyError tells pickle there is none
+
+
+_PICKLE_TABLE = _MemmapTable({np.memmap: _reduce_memmap})
 
 
 class _CloudPickler(cloudpickle.Pickler):
