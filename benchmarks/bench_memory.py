@@ -1,6 +1,6 @@
 """Memory of a search on a large X with 2 local worker processes, against loky.
 
-    python benchmarks/bench_memory.py [--mb 500] [--repeat 3] [--cases subsample,kfold]
+    python benchmarks/bench_memory.py [--mb 500] [--repeat 3] [--cases subsample,kfold,subsample-memmap]
 
 Each run is a fresh Python process (so nothing freed by an earlier run counts) that
 builds X (``--mb`` MB of float64, 100 columns) and y, starts its pool of 2 worker
@@ -29,7 +29,11 @@ Cases (both estimators fit ``Ridge`` for 2 alphas; the split is the same for all
   so the figure is what it costs to get X to the workers;
 - ``kfold``: ``KFold(3)``: each fit works on a copy of 2/3 of X plus 1/3 for the test
   fold (scikit-learn's ``_safe_split`` indexes, so copies, the rows of each fold), so
-  each busy worker adds about one X of fold copies, whoever ships the data.
+  each busy worker adds about one X of fold copies, whoever ships the data;
+- ``subsample-memmap``, ``kfold-memmap``: the same, X saved to a ``.npy`` file (in
+  ``--dir``, default the temporary folder) and given as ``np.load(path, mmap_mode="r")``,
+  read once before the baseline (as an in-memory X is in it): local workers map the same
+  file (joblib passes its memmaps by file name too), so nothing is copied to ship it.
 
 Runs alternate between contenders; medians over ``--repeat`` runs are reported.
 """
@@ -44,6 +48,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 N_FEATURES = 100
 
@@ -121,12 +126,35 @@ def make_data(mb: float) -> tuple[object, object]:
 def make_cv(case: str) -> object:
     from sklearn.model_selection import KFold, ShuffleSplit
 
-    if case == "subsample":
+    if case.startswith("subsample"):
         return ShuffleSplit(n_splits=4, train_size=0.05, test_size=0.05, random_state=0)
     return KFold(3)
 
 
-def child(contender: str, case: str, mb: float) -> dict[str, object]:
+def child(contender: str, case: str, mb: float, folder: str | None = None) -> dict[str, object]:
+    import gc
+    import tempfile
+
+    import numpy as np
+
+    X, y = make_data(mb)
+    small_X, small_y = X[:200].copy(), y[:200].copy()
+    if not case.endswith("-memmap"):
+        return measure(contender, case, X, y, small_X, small_y)
+    with tempfile.TemporaryDirectory(dir=folder, prefix="bench-memory-") as tmp:
+        path = os.path.join(tmp, "X.npy")
+        np.save(path, X)
+        del X
+        gc.collect()
+        X = np.load(path, mmap_mode="r")
+        float(np.asarray(X).sum())  # its pages mapped here before the baseline, as an array's are
+        try:
+            return measure(contender, case, X, y, small_X, small_y)
+        finally:
+            del X
+
+
+def measure(contender: str, case: str, X: Any, y: Any, small_X: Any, small_y: Any) -> dict[str, object]:
     import gc
 
     import numpy as np
@@ -135,8 +163,6 @@ def child(contender: str, case: str, mb: float) -> dict[str, object]:
 
     from hpsearch import LocalProcesses, run_search
 
-    X, y = make_data(mb)
-    small_X, small_y = X[:200].copy(), y[:200].copy()
     space = {"alpha": [0.1, 1.0]}
     cv = make_cv(case)
     pool = None
@@ -173,9 +199,10 @@ def child(contender: str, case: str, mb: float) -> dict[str, object]:
 # --------------------------------------------------------------------------- driver
 
 
-def run_one(contender: str, case: str, mb: float) -> dict[str, object]:
+def run_one(contender: str, case: str, mb: float, folder: str | None) -> dict[str, object]:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, __file__, "--child", contender, "--case", case, "--mb", str(mb)],
+    extra = ["--dir", folder] if folder else []
+    out = subprocess.run([sys.executable, __file__, "--child", contender, "--case", case, "--mb", str(mb), *extra],
                          env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"{contender} / {case} failed:\n{out.stderr[-3000:]}")
@@ -186,13 +213,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=500.0, help="size of X in MB (default 500)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cases", default="subsample,kfold")
+    parser.add_argument("--cases", default="subsample,kfold",
+                        help="of subsample, kfold, subsample-memmap, kfold-memmap")
+    parser.add_argument("--dir", help="where the memmap cases write X (default: the temporary folder)")
     parser.add_argument("--contenders", default="hpsearch-shared,hpsearch-copies,loky")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.case, args.mb)), flush=True)
+        print(json.dumps(child(args.child, args.case, args.mb, args.dir)), flush=True)
         return
 
     contenders = args.contenders.split(",")
@@ -202,7 +231,7 @@ def main() -> None:
         for repeat in range(args.repeat):
             order = contenders if repeat % 2 == 0 else contenders[::-1]
             for contender in order:
-                result = run_one(contender, case, args.mb)
+                result = run_one(contender, case, args.mb, args.dir)
                 runs[contender].append(result)
                 data = result["data_bytes"]
                 print(f"  {case:9s} {contender:16s} run {repeat + 1}: +{result['peak_pss'] / 1e6:7.0f} MB PSS "

@@ -233,9 +233,13 @@ def _filters_mutated() -> None:
 
 
 def _plain_data(X: Any, y: Any) -> bool:
-    """Whether ``X`` and ``y`` are plain numpy arrays (no dataframe, sparse matrix or
-    array-API namespace), which :func:`_fit_and_score_plain` indexes directly."""
-    return type(X) is np.ndarray and (y is None or type(y) is np.ndarray)
+    """Whether ``X`` and ``y`` are plain numpy arrays or memmaps (no dataframe, sparse
+    matrix or array-API namespace), which :func:`_fit_and_score_plain` indexes directly."""
+    return type(X) in _PLAIN_ARRAYS and (y is None or type(y) in _PLAIN_ARRAYS)
+
+
+#: What ``_fit_and_score_plain`` indexes as ``X[indices]``, as ``_safe_split`` ends up doing.
+_PLAIN_ARRAYS = (np.ndarray, np.memmap)
 
 
 def _fit_lines() -> dict[str, Any] | None:
@@ -264,6 +268,26 @@ _FIT_CALLS = {"unsupervised": "estimator.fit(X_train, **fit_params)",
 _FIT_LINES = _fit_lines()
 
 
+def _own_indices(indices: Any) -> np.ndarray:
+    """A split's indices as an array that holds only them.
+
+    ``ShuffleSplit`` yields slices of one permutation of every row per split: kept as
+    they are, each split would keep its whole permutation alive (``train_size=0.05``:
+    ten times the indices' own size) for the whole search.
+
+    Examples
+    --------
+    >>> permutation = np.arange(1000)
+    >>> _own_indices(permutation[:10]).base is None, _own_indices(permutation) is permutation
+    (True, True)
+    """
+    array = np.asarray(indices)
+    base = array.base
+    if isinstance(base, np.ndarray) and base.nbytes > 2 * array.nbytes:
+        return array.copy()
+    return array
+
+
 def _fit_and_score_plain(
     estimator: Any, X: Any, y: Any, *, scorer: Any, train: np.ndarray, test: np.ndarray,
     parameters: dict[str, Any], fit_params: Any, score_params: Any, return_train_score: bool,
@@ -274,7 +298,11 @@ def _fit_and_score_plain(
     lookups, the dataframe detection of ``_safe_split``, which cost more than a small
     fit): the same steps in the same order, scikit-learn's own ``_score``, and a fit
     error's traceback text as ``_fit_and_score`` formats it (its frame named in place of
-    this one), so results, warnings and ``cv_results_`` are the same.
+    this one), so results, warnings and ``cv_results_`` are the same. One step moves:
+    the test fold is taken after the fit (and, without ``return_train_score``, once the
+    training fold is let go), so a task never holds both folds and the fit's own arrays
+    at once; ``fit_time`` then leaves out the test fold's indexing, ``score_time``
+    counts it.
 
     Its output is ``_fit_and_score``'s with ``return_n_test_samples`` and ``return_times``.
     """
@@ -292,14 +320,16 @@ def _fit_and_score_plain(
     if parameters is not None:
         estimator = estimator.set_params(**clone(parameters, safe=False))
     start_time = time.time()
-    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False:
-        # split_rows' own fast path, with the estimator's tags read once for both folds
+    # split_rows' own fast path for plain arrays, with the estimator's tags read once
+    # for both folds
+    plain = type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False
+    if plain:
         X_train, y_train = X[train], None if y is None else y[train]
-        X_test, y_test = X[test], None if y is None else y[test]
     else:
         X_train, y_train = split_rows(estimator, X, y, train)
-        X_test, y_test = split_rows(estimator, X, y, test, train)
     result: dict[str, Any] = {}
+    # The rows X_test will have (pairwise too: X[test][:, train]), for a failed fit.
+    n_test = int(np.count_nonzero(test)) if np.asarray(test).dtype == bool else len(test)
     try:
         if y_train is None:
             estimator.fit(X_train, **fit_params)
@@ -322,6 +352,17 @@ def _fit_and_score_plain(
     else:
         result["fit_error"] = None
         fit_time = time.time() - start_time
+        if not return_train_score:
+            # Folds are copies of their rows. The test fold is taken after the fit, and
+            # the training fold let go first when no train score needs it: a task then
+            # holds the training fold and what the fit allocates, or the test fold, not
+            # all three at once (``benchmarks/bench_memory.py``).
+            X_train = y_train = None
+        if plain:
+            X_test, y_test = X[test], None if y is None else y[test]
+        else:
+            X_test, y_test = split_rows(estimator, X, y, test, train)
+        n_test = _num_samples(X_test)
         test_scores = _score(estimator, X_test, y_test, scorer, score_params_test, error_score)
         score_time = time.time() - start_time - fit_time
         if return_train_score:
@@ -329,7 +370,7 @@ def _fit_and_score_plain(
     result["test_scores"] = test_scores
     if return_train_score:
         result["train_scores"] = train_scores
-    result["n_test_samples"] = _num_samples(X_test)
+    result["n_test_samples"] = n_test
     result["fit_time"] = fit_time
     result["score_time"] = score_time
     return result
@@ -625,7 +666,7 @@ class CandidateEvaluator:
         cv = cv or search._checked_cv_orig
         n_splits = search.n_splits_
         splits = [
-            (np.asarray(train), np.asarray(test))
+            (_own_indices(train), _own_indices(test))
             for train, test in cv.split(setup.X, setup.y, **setup.routed_params.splitter.split)
         ]
         if len(splits) != n_splits:

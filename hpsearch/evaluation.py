@@ -222,7 +222,8 @@ def _split(estimator: Any, X: Any, y: Any, indices: np.ndarray, train: np.ndarra
     ``_safe_split`` ends in, without its per-call dataframe detection, which costs
     more than a small fit. Pairwise estimators and other containers go through it.
     """
-    if type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False:
+    plain = (np.ndarray, np.memmap)
+    if type(X) in plain and (y is None or type(y) in plain) and _is_pairwise(estimator) is False:
         return X[indices], None if y is None else y[indices]
     return _safe_split(estimator, X, y, indices, train)
 

@@ -116,3 +116,45 @@ def test_the_training_fold_is_let_go_before_the_test_fold_is_taken(return_train_
                                 {"score": lambda est, X, y=None: est.score(X)},
                                 return_train_score=return_train_score)
     assert evaluate(context, {}, 0).test_scores == {"score": alive}
+
+
+class _FailsOnOddRows(BaseEstimator):
+    def fit(self, X, y=None):
+        if len(X) % 2:
+            raise ValueError("odd")
+        return self
+
+    def score(self, X, y=None):
+        return float(len(X))
+
+
+@pytest.mark.parametrize("return_train_score, alive", [(False, 0.0), (True, 1.0)])
+def test_the_search_classes_also_let_the_training_fold_go_before_the_test_fold(return_train_score, alive):
+    # scikit-learn's _fit_and_score, as hpsearch runs it for numpy data, takes the test
+    # fold after the fit: both folds and the fit's own arrays are never held at once.
+    from hpsearch import GridSearchCV
+
+    X = np.arange(40.0).reshape(20, 2)
+    search = GridSearchCV(_RemembersTrainingFold(), {}, cv=[(np.arange(10), np.arange(10, 20))], refit=False,
+                          return_train_score=return_train_score).fit(X)
+    assert search.cv_results_["mean_test_score"].tolist() == [alive]
+
+
+@pytest.mark.parametrize("test", [np.arange(11, 14), np.isin(np.arange(20), [1, 3, 5])])
+def test_a_failed_fit_counts_its_test_rows_as_scikit_learn_does(test):
+    # The test fold is taken after the fit: a fit that fails counts its rows without it.
+    from sklearn.metrics import check_scoring
+    from sklearn.model_selection._validation import _fit_and_score
+
+    from hpsearch._engine import _fit_and_score_plain
+
+    X = np.arange(40.0).reshape(20, 2)
+    train = np.arange(11)  # odd: the fit fails
+    common = dict(train=train, test=test, parameters={}, fit_params=None, score_params=None,
+                  return_train_score=False, error_score=-1.0)
+    scorer = check_scoring(_FailsOnOddRows())
+    ours = _fit_and_score_plain(_FailsOnOddRows(), X, None, scorer=scorer, **common)
+    theirs = _fit_and_score(_FailsOnOddRows(), X, None, scorer=scorer, verbose=0, return_n_test_samples=True,
+                            return_times=True, **common)
+    assert ours["n_test_samples"] == theirs["n_test_samples"] == 3
+    assert ours["test_scores"] == theirs["test_scores"] == -1.0

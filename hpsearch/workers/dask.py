@@ -372,7 +372,7 @@ def _pack_params(params: Any) -> Any:
 
     from ..serialization import dumps
 
-    frames = dumps(params)
+    frames = dumps(params, memmaps=False)
     if len(frames) == 2 and sum(memoryview(f).nbytes for f in frames) <= INLINE_PARAMS_BYTES:
         return [bytes(f) for f in frames]
     return to_serialize(params)

@@ -565,7 +565,7 @@ class PeerTable:
         if peer is None or search is None or search.offer.context_id is None:
             return []  # the worker is gone: the scheduler requeues its tasks on WorkerLost
         try:
-            frames: list[Any] = dumps(task.params)
+            frames: list[Any] = dumps(task.params, memmaps=False)
         except Exception as exc:  # the task cannot travel: it fails as data, nothing hangs
             logger.error("task %d cannot be sent to %s: %r", task.task_id, peer.name, exc)
             return [TaskFailed(peer.name, task.task_id, task.attempt,
@@ -616,7 +616,7 @@ class PeerTable:
                 frames, nbytes = last[1], last[2]
             else:
                 try:
-                    frames = dumps(task.params)
+                    frames = dumps(task.params, memmaps=False)
                 except Exception:  # submit reports it as a TaskFailed
                     frames = []
                 nbytes = sum(memoryview(f).nbytes for f in frames)

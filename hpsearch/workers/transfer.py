@@ -113,7 +113,8 @@ class Offer:
         sizes = [memoryview(f).nbytes for f in frames]
         offer = cls(search, chunk_frames(frames, limit), sizes, sum(sizes), segment=segment)
         if segment is not None:
-            offer.local_chunks = chunk_frames([f for i, f in enumerate(frames) if i not in segment.frames], limit)
+            shared = segment.shared_sizes
+            offer.local_chunks = chunk_frames([f for i, f in enumerate(frames) if i not in shared], limit)
         return offer
 
     def search_fields(self, shared: bool = False) -> dict[str, Any]:
@@ -126,7 +127,7 @@ class Offer:
     def wire_bytes(self, shared: bool) -> int:
         """The bytes a transfer sends: all, or (``shared``) those not in the segment."""
         if shared and self.segment is not None:
-            return self.nbytes - sum(size for _, size in self.segment.frames.values())
+            return self.nbytes - sum(self.segment.shared_sizes.values())
         return self.nbytes
 
 
