@@ -28,8 +28,8 @@ the same grid with fit times that depend on the hyperparameters, as in real spac
 SGD's measured time per row and pass, so four run at once whatever the machine's load
 and idle time comes from the search alone; it is measured with cv=5 and cv=3 (a
 candidate's 5 folds fill 4 slots unevenly, 3 folds leave one empty at a barrier), and
-with the real SGD fits (their times vary about 3.5x across the grid: the penalty and
-the epochs to convergence). Last, the same SleepFit searches run in virtual time (the
+with the real SGD fits (their times vary 3.5x across the grid, 10th to 90th
+percentile: the penalty and the epochs to convergence). Last, the same SleepFit searches run in virtual time (the
 real ``SchedulerState`` and strategy, exact task times, no threads): the idle time the
 scheduling itself leaves.
 
@@ -351,7 +351,8 @@ def virtual_idle(rows: int, cv: int, asynchronous: bool, workers: int = 4) -> di
             task = waiting.pop(0)
             free -= 1
             n = state.candidates[task.candidate_id].resource or train
-            seconds = SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * fit_epochs(task.params["alpha"], task.params["penalty"]) * n
+            passes = fit_epochs(task.params["alpha"], task.params["penalty"])
+            seconds = SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * passes * n
             spans.append((now, now + seconds))
             heapq.heappush(events, (now + seconds, task.task_id, task))
 
@@ -364,7 +365,8 @@ def virtual_idle(rows: int, cv: int, asynchronous: bool, workers: int = 4) -> di
         n = state.candidates[task.candidate_id].resource or train
         noise = np.sin(zlib.crc32(repr((task.params, task.fold)).encode()) % 1000) * (1000 / n) ** 0.5
         score = quality(task.params["alpha"], task.params["loss"]) + 0.05 * float(noise)
-        carry_out(state.handle(TaskFinished("w", task.task_id, task.attempt, FoldResult({"score": score}, 0, 0, 1)), now))
+        result = FoldResult({"score": score}, 0, 0, 1)
+        carry_out(state.handle(TaskFinished("w", task.task_id, task.attempt, result), now))
         start_tasks()
     if not state.done:
         raise RuntimeError("the simulated search did not finish")
