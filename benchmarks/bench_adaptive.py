@@ -24,8 +24,8 @@ had no task for it), *hand-off* (the task was handed over, the slot not yet runn
 it) and *tail* (a slot's last task ended before the search's last one). The space is
 the same grid with fit times that depend on the hyperparameters, as in real spaces:
 ``SleepFit`` sleeps 2 to 20 passes over its rows (:func:`fit_epochs`: more at small
-``alpha``, twice as many with an l1 or elastic-net penalty; 10x across the grid) at
-SGD's measured time per row and pass, so four run at once whatever the machine's load
+``alpha``, twice as many with an l1 or elastic-net penalty; 10x across the grid) at ten
+times SGD's measured time per row and pass (:data:`SECONDS_PER_ROW_PASS`), so four run at once whatever the machine's load
 and idle time comes from the search alone; it is measured with cv=5 and cv=3 (a
 candidate's 5 folds fill 4 slots unevenly, 3 folds leave one empty at a barrier), and
 with the real SGD fits (their times vary 3.5x across the grid, 10th to 90th
@@ -174,10 +174,13 @@ def fit_epochs(alpha: float, penalty: str) -> float:
     return (10 - 8 * position) * (1 if penalty == "l2" else 2)
 
 
-#: SGDClassifier's measured time per training row and pass over the data on one free
-#: core (20 features): a sleeping fit of n rows and e passes sleeps that times n x e.
-SECONDS_PER_ROW_PASS = 0.2e-6
-SECONDS_PER_FIT = 0.0005  # the fixed cost of a fit and its scoring
+#: Time per training row and pass over the data: ten times SGDClassifier's measured
+#: 0.2 us on one free core (20 features), as for a costlier model (kernel SVC, boosted
+#: trees are slower still). At SGD's own scale a rung-0 fit sleeps about a millisecond,
+#: as long as a sleeping thread may take to wake up on a loaded machine, and that
+#: wake-up, not the hyperparameters, would set the fit times.
+SECONDS_PER_ROW_PASS = 2e-6
+SECONDS_PER_FIT = 0.005  # the fixed cost of a fit and its scoring
 
 
 class SleepFit(ClassifierMixin, BaseEstimator):

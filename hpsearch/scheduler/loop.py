@@ -258,7 +258,6 @@ class _Driver:
                 self.close(command.error)
                 return
 
-
     def _run_inline(self, strategy: Strategy, command: Ask | Tell) -> bool:
         """Ask or tell a strategy on this thread: its answer is the next event handled, in
         this same pass. False when it raised (the search ends with its error)."""
