@@ -29,9 +29,11 @@ times SGD's measured time per row and pass (:data:`SECONDS_PER_ROW_PASS`), so fo
 and idle time comes from the search alone; it is measured with cv=5 and cv=3 (a
 candidate's 5 folds fill 4 slots unevenly, 3 folds leave one empty at a barrier), and
 with the real SGD fits (their times vary 3.5x across the grid, 10th to 90th
-percentile: the penalty and the epochs to convergence). Last, the same SleepFit searches run in virtual time (the
-real ``SchedulerState`` and strategy, exact task times, no threads): the idle time the
-scheduling itself leaves.
+percentile: the penalty and the epochs to convergence; with 4 threads on fewer cores an idle slot's core goes to
+the other fits, so there idle time costs less than it shows). Last, the same space
+runs in virtual time (the real ``SchedulerState`` and strategy, SleepFit's task times
+exactly, no threads; fold noise from a hash, so the promotions may differ from the
+threaded runs'): the idle time the scheduling itself leaves.
 
     python benchmarks/bench_adaptive.py [--rows 20000] [--repeat 3] [--idle-only | --no-idle]   # after pip install .[test]
 
@@ -310,10 +312,11 @@ def idle_time(X: Any, y: Any, repeat: int, workers: int = 4) -> dict[str, dict[s
 
 
 def virtual_idle(rows: int, cv: int, asynchronous: bool, workers: int = 4) -> dict[str, float]:
-    """The same search in virtual time: the real ``SchedulerState`` and halving strategy,
-    ``workers`` slots, each task taking exactly SleepFit's time and scored like it (fold
-    noise from a hash), with no thread, hand-off or wake-up: the idle time the
-    scheduling itself leaves (barriers, the end of the search)."""
+    """The same space in virtual time: the real ``SchedulerState`` and halving strategy,
+    ``workers`` slots, each task taking exactly SleepFit's time and scored like it (but
+    with fold noise from a hash, so promotions may differ from a threaded run's), with no
+    thread, hand-off or wake-up: the idle time the scheduling itself leaves (barriers,
+    the end of the search)."""
     import heapq
     import zlib
 
@@ -388,7 +391,7 @@ def print_idle(idle: dict[str, dict[str, float]], rows: int) -> None:
         sync, asha = idle[f"{space}: synchronous halving"], idle[f"{space}: ASHA"]
         print(f"  {space}: ASHA / synchronous: idle worker-s {asha['seconds'] / sync['seconds']:.2f}, "
               f"idle fraction {asha['idle'] / sync['idle']:.2f}, span {asha['span'] / sync['span']:.2f}")
-    print("Virtual time (the real scheduler state and strategies, SleepFit's task times, no threads):")
+    print("Virtual time (the real scheduler state and strategies, SleepFit's task times, hashed fold noise, no threads):")
     for cv in (5, 3):
         sync, asha = virtual_idle(rows, cv, False), virtual_idle(rows, cv, True)
         print(f"  cv={cv}: synchronous idle {sync['idle']:6.2%} ({int(sync['tasks'])} tasks, span {sync['span']:.2f} s), "
