@@ -13,17 +13,29 @@ Every method runs in the same process, interleaved ``--repeat`` times (medians):
   LocalCluster of 2 single-threaded workers, ``max_iter=27``.
 
 A method *reaches* when the candidate it picks has a full-grid CV score within 0.5%
-of the best one; its time is its whole run (the time to know its answer). A second
-part measures idle worker time with 4 thread workers, between the first task's start
-and the last task's end: synchronous halving waits at every rung, ASHA does not.
-Idle = 4 x span - busy, where busy sums the wall time of every task (the benchmark
-wraps the slot threads' ``evaluate`` to time them) and span runs from the first
-task's start to the last task's end. It is measured twice: with the SGD fits, and with
-``SleepFit``, whose fit sleeps as long as an SGD fit of that size would take on one
-free core, so four of them run at once whatever the machine's load: idle time then
-comes from the search alone, not from fits waiting for a core.
+of the best one; its time is its whole run (the time to know its answer).
 
-    python benchmarks/bench_adaptive.py [--rows 20000] [--repeat 3] [--idle-only]   # after pip install .[test]
+A second part measures idle worker time with 4 thread workers (``ThreadWorkers(4)``),
+between the first task's start and the last task's end: synchronous halving waits at
+every rung barrier, ASHA does not. Idle = 4 x span - busy, where busy sums the wall
+time of every task (the benchmark wraps ``ThreadWorker``'s ``submit``, ``submit_many``
+and task runner to time them), split into *waiting* (a slot was free and the scheduler
+had no task for it), *hand-off* (the task was handed over, the slot not yet running
+it) and *tail* (a slot's last task ended before the search's last one). The space is
+the same grid with fit times that depend on the hyperparameters, as in real spaces:
+``SleepFit`` sleeps 2 to 20 passes over its rows (:func:`fit_epochs`: more at small
+``alpha``, twice as many with an l1 or elastic-net penalty; 10x across the grid) at ten
+times SGD's measured time per row and pass (:data:`SECONDS_PER_ROW_PASS`), so four run at once whatever the machine's load
+and idle time comes from the search alone; it is measured with cv=5 and cv=3 (a
+candidate's 5 folds fill 4 slots unevenly, 3 folds leave one empty at a barrier), and
+with the real SGD fits (their times vary 3.5x across the grid, 10th to 90th
+percentile: the penalty and the epochs to convergence; with 4 threads on fewer cores an idle slot's core goes to
+the other fits, so there idle time costs less than it shows). Last, the same space
+runs in virtual time (the real ``SchedulerState`` and strategy, SleepFit's task times
+exactly, no threads; fold noise from a hash, so the promotions may differ from the
+threaded runs'): the idle time the scheduling itself leaves.
+
+    python benchmarks/bench_adaptive.py [--rows 20000] [--repeat 3] [--idle-only | --no-idle]   # after pip install .[test]
 
 Targets: hpsearch's adaptive searches at least 5x faster than the full grid, and
 hpsearch's halving at least 1.3x faster than scikit-learn's on 2 workers.
@@ -77,12 +89,13 @@ def main() -> None:
     parser.add_argument("--n-iter", type=int, default=48, help="random search's candidates")
     parser.add_argument("--no-dask", action="store_true", help="skip dask-ml")
     parser.add_argument("--idle-only", action="store_true", help="only the idle-time part")
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle-time part")
     args = parser.parse_args()
     warnings.simplefilter("ignore", ConvergenceWarning)
     X, y = make_classification(args.rows, 20, n_informative=10, random_state=0)
     est = SGDClassifier(max_iter=20, random_state=0)  # bounded epochs: no fit runs for minutes
     if args.idle_only:
-        print_idle(idle_time(est, X, y, args.repeat))
+        print_idle(idle_time(X, y, args.repeat), args.rows)
         return
     w = args.workers
     common = dict(cv=5, workers=w, progress=False, random_state=0)
@@ -125,7 +138,7 @@ def main() -> None:
                 picked[name] = run()
                 times[name].append(time.perf_counter() - start)
                 print(f"  ran {name}: {times[name][-1]:.2f} s", flush=True)
-        idle = idle_time(est, X, y, args.repeat)
+        idle = None if args.no_idle else idle_time(X, y, args.repeat)
         reference = results["grid"].cv_results_  # the full grid is the reference
         scores = {key(p): s for p, s in zip(reference["params"], reference["mean_test_score"])}
         best = max(scores.values())
@@ -148,91 +161,242 @@ def main() -> None:
     ours = statistics.median(times["hpsearch halving"])
     print(f"  scikit-learn halving / hpsearch halving = {sk / ours:.2f}x (target >= 1.3)")
     print(f"  scikit-learn halving / hpsearch ASHA    = {sk / statistics.median(times['hpsearch ASHA']):.2f}x")
-    print_idle(idle)
+    if idle is not None:
+        print_idle(idle, args.rows)
 
 
-def print_idle(idle: dict[str, tuple[float, float, int]]) -> None:
-    print("Idle worker time, 4 thread workers, first task's start to last task's end (median over runs):")
-    for name, (fraction, seconds, tasks) in idle.items():
-        print(f"  {name:40s} idle {fraction:6.1%} of worker time ({seconds:.2f} worker-s, {tasks} tasks)")
-    for label in ("SGD", "SleepFit"):
-        sync, asha = idle[f"{label}: synchronous halving"][1], idle[f"{label}: ASHA"][1]
-        print(f"  {label}: ASHA idle / synchronous idle = {asha / sync:.2f}")
+def fit_epochs(alpha: float, penalty: str) -> float:
+    """The cost model of the idle-time part: the passes over the data a fit of these
+    hyperparameters makes. Like SGD's with a tolerance, it falls as regularisation
+    grows (10 passes at the grid's smallest ``alpha``, 2 at its largest, log-linearly),
+    and an l1 or elastic-net penalty doubles it (SGD's measured cost here): 2 to 20
+    passes, fits 10x apart across the grid, as fit times vary in real spaces (SVC over
+    ``C``, boosting over depth)."""
+    position = GRID["alpha"].index(alpha) / (len(GRID["alpha"]) - 1)
+    return (10 - 8 * position) * (1 if penalty == "l2" else 2)
+
+
+#: Time per training row and pass over the data: ten times SGDClassifier's measured
+#: 0.2 us on one free core (20 features), as for a costlier model (kernel SVC, boosted
+#: trees are slower still). At SGD's own scale a rung-0 fit sleeps about a millisecond,
+#: as long as a sleeping thread may take to wake up on a loaded machine, and that
+#: wake-up, not the hyperparameters, would set the fit times.
+SECONDS_PER_ROW_PASS = 2e-6
+SECONDS_PER_FIT = 0.005  # the fixed cost of a fit and its scoring
 
 
 class SleepFit(ClassifierMixin, BaseEstimator):
-    """Fits that take ``seconds_per_row`` per training row (plus 1 ms) without using a
-    core, scored by a fixed function of the parameters plus fold noise that shrinks
-    with the training size (so successive halving has something to rank)."""
+    """Fits that sleep as long as :func:`fit_epochs` passes over their rows would take
+    (so four run at once whatever the machine's load, and idle time comes from the
+    search alone, not from fits waiting for a core), scored by a fixed function of the
+    parameters plus fold noise that shrinks with the training size (so successive
+    halving has something to rank)."""
 
     def __init__(self, alpha: float = 1e-4, loss: str = "hinge", penalty: str = "l2",
-                 seconds_per_row: float = 2e-6, max_iter: int = 20, random_state: Any = None) -> None:
+                 max_iter: int = 20, random_state: Any = None) -> None:
         self.alpha = alpha
         self.loss = loss
         self.penalty = penalty
-        self.seconds_per_row = seconds_per_row
         self.max_iter = max_iter
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> SleepFit:
-        time.sleep(0.001 + self.seconds_per_row * len(X))
+        time.sleep(SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * fit_epochs(self.alpha, self.penalty) * len(X))
         self.classes_ = np.unique(y)
         self.n_rows_ = len(X)
         return self
 
     def score(self, X: Any, y: Any) -> float:
-        quality = -abs(np.log10(self.alpha) + 4) / 3 + 0.01 * GRID["loss"].index(self.loss)
         noise = np.sin(float(np.sum(X[:3])) * 1000) * (1000 / self.n_rows_) ** 0.5
-        return float(quality + 0.05 * noise)
+        return quality(self.alpha, self.loss) + 0.05 * float(noise)
+
+
+def quality(alpha: float, loss: str) -> float:
+    """SleepFit's score without noise: best at ``alpha=1e-4``."""
+    return float(-abs(np.log10(alpha) + 4) / 3 + 0.01 * GRID["loss"].index(loss))
 
 
 class _TaskClock:
-    """Start and end of every task run by thread workers (wraps their ``evaluate``)."""
+    """When each task run by thread workers was handed to them, and when it started and
+    ended on which slot thread (wraps ``ThreadWorker``'s ``submit``, ``submit_many``
+    and the method its slot threads run a task with)."""
 
     def __init__(self) -> None:
-        self.spans: list[tuple[float, float]] = []
+        self.handed: dict[tuple[int, int], float] = {}
+        self.runs: list[tuple[int, float, float, tuple[int, int]]] = []  # thread, start, end, task
         self._lock = threading.Lock()
 
     def __enter__(self) -> _TaskClock:
-        import hpsearch.workers.slots as slots
+        from hpsearch.workers.threads import ThreadWorker
 
-        self._slots, self._evaluate = slots, slots.evaluate
+        self._cls = ThreadWorker
+        self._saved = ThreadWorker.submit, ThreadWorker.submit_many, ThreadWorker._run
+        submit, submit_many, run = self._saved
 
-        def timed(context: Any, params: Any, fold: int) -> Any:
+        def timed_submit(worker: Any, task: Any) -> None:
+            self.handed[task.task_id, task.attempt] = time.perf_counter()
+            submit(worker, task)
+
+        def timed_submit_many(worker: Any, tasks: Any) -> None:
+            now = time.perf_counter()
+            for task in tasks:
+                self.handed[task.task_id, task.attempt] = now
+            submit_many(worker, tasks)
+
+        def timed_run(worker: Any, task: Any) -> None:
             start = time.perf_counter()
             try:
-                return self._evaluate(context, params, fold)
+                run(worker, task)
             finally:
                 with self._lock:
-                    self.spans.append((start, time.perf_counter()))
+                    self.runs.append((threading.get_ident(), start, time.perf_counter(), (task.task_id, task.attempt)))
 
-        slots.evaluate = timed
+        ThreadWorker.submit, ThreadWorker.submit_many, ThreadWorker._run = (  # type: ignore[method-assign]
+            timed_submit, timed_submit_many, timed_run)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._slots.evaluate = self._evaluate
+        self._cls.submit, self._cls.submit_many, self._cls._run = self._saved  # type: ignore[method-assign]
 
-    def idle(self, workers: int) -> tuple[float, float]:
-        """(idle fraction, idle worker-seconds) between the first start and the last end."""
-        first = min(s for s, _ in self.spans)
-        last = max(e for _, e in self.spans)
-        busy = sum(e - s for s, e in self.spans)
-        idle = workers * (last - first) - busy
-        return idle / (workers * (last - first)), idle
+    def idle(self, workers: int) -> dict[str, float]:
+        """Idle worker time between the first task's start and the last one's end, as a
+        fraction of ``workers`` x that span, and its parts: ``waiting`` (a slot was free
+        and the scheduler had no task for it: the strategy had none to give, or was
+        being asked), ``handoff`` (the task was handed over, the slot not yet running it)
+        and ``tail`` (a slot's last task ended before the search's last one)."""
+        first = min(s for _, s, _, _ in self.runs)
+        last = max(e for _, _, e, _ in self.runs)
+        total = workers * (last - first)
+        parts = {"waiting": 0.0, "handoff": 0.0, "tail": 0.0}
+        slots: dict[int, list[tuple[float, float, tuple[int, int]]]] = {}
+        for thread, start, end, task in self.runs:
+            slots.setdefault(thread, []).append((start, end, task))
+        for runs in slots.values():
+            runs.sort()
+            free = first  # when the slot was last free
+            for start, end, task in runs:
+                handed = self.handed.get(task, start)
+                parts["waiting"] += max(0.0, min(handed, start) - free)
+                parts["handoff"] += start - max(free, min(handed, start))
+                free = end
+            parts["tail"] += last - free
+        busy = sum(e - s for _, s, e, _ in self.runs)
+        out = {name: value / total for name, value in parts.items()}
+        out["idle"] = (total - busy) / total
+        out["seconds"] = total - busy
+        out["tasks"] = len(self.runs)
+        out["span"] = last - first
+        return out
 
 
-def idle_time(est: Any, X: Any, y: Any, repeat: int) -> dict[str, tuple[float, float, int]]:
-    out: dict[str, list[tuple[float, float, int]]] = {}
+IDLE_SPACES = ("SleepFit, cv=5", "SleepFit, cv=3", "SGD, cv=5")
+
+
+def idle_time(X: Any, y: Any, repeat: int, workers: int = 4) -> dict[str, dict[str, float]]:
+    """Idle worker time of synchronous halving and ASHA on ``workers`` thread workers
+    (medians over ``repeat`` alternating runs), per space of :data:`IDLE_SPACES`."""
+    from hpsearch import ThreadWorkers
+
+    out: dict[str, list[dict[str, float]]] = {}
+    sgd = SGDClassifier(max_iter=20, random_state=0)
     for _ in range(repeat):
-        for label, estimator in (("SGD", est), ("SleepFit", SleepFit())):
+        for space in IDLE_SPACES:
+            estimator = sgd if space.startswith("SGD") else SleepFit()
             for name, asynchronous in (("synchronous halving", False), ("ASHA", True)):
                 with _TaskClock() as clock:
-                    run_search(estimator, GRID, X, y, strategy="halving", asynchronous=asynchronous, cv=5,
-                               workers=4, progress=False, random_state=0, refit=False)
-                fraction, seconds = clock.idle(4)
-                out.setdefault(f"{label}: {name}", []).append((fraction, seconds, len(clock.spans)))
-    return {name: (statistics.median(f for f, _, _ in v), statistics.median(s for _, s, _ in v),
-                   int(statistics.median(n for _, _, n in v))) for name, v in out.items()}
+                    run_search(estimator, GRID, X, y, strategy="halving", asynchronous=asynchronous,
+                               cv=int(space[-1]), workers=ThreadWorkers(workers), progress=False,
+                               random_state=0, refit=False)
+                out.setdefault(f"{space}: {name}", []).append(clock.idle(workers))
+    return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in out.items()}
+
+
+def virtual_idle(rows: int, cv: int, asynchronous: bool, workers: int = 4) -> dict[str, float]:
+    """The same space in virtual time: the real ``SchedulerState`` and halving strategy,
+    ``workers`` slots, each task taking exactly SleepFit's time and scored like it (but
+    with fold noise from a hash, so promotions may differ from a threaded run's), with no
+    thread, hand-off or wake-up: the idle time the scheduling itself leaves (barriers,
+    the end of the search)."""
+    import heapq
+    import zlib
+
+    from sklearn.model_selection import ParameterGrid
+
+    from hpsearch.evaluation import FoldResult
+    from hpsearch.scheduler.state import Ask, Dispatch, DispatchBatch, Proposed, SchedulerState, Tell
+    from hpsearch.strategies.halving import SuccessiveHalvingStrategy, halving_plan
+    from hpsearch.workers.base import TaskFinished, WorkerJoined
+
+    configs = list(ParameterGrid(GRID))
+    if asynchronous:  # ASHA takes the grid in a random order, as run_search does
+        configs = [configs[i] for i in np.random.RandomState(0).permutation(len(configs))]
+    train = rows - rows // cv
+    plan = halving_plan(len(configs), factor=3, min_resources_=2 * 2 * cv, max_resources_=train, exhaust=True)
+    strategy = SuccessiveHalvingStrategy(configs, plan, factor=3, asynchronous=asynchronous)
+    state = SchedulerState(cv, split_offsets={r: 0 for r in plan.n_resources})
+
+    class Slots:
+        name, slots, prefetch = "w", workers, 0
+
+    now, events, waiting, free = 0.0, [], [], workers
+    spans: list[tuple[float, float]] = []
+
+    def carry_out(commands: list[Any]) -> None:
+        while commands:
+            command = commands.pop(0)
+            if isinstance(command, Ask):
+                commands += state.handle(Proposed(strategy.ask(command.n), strategy.finished), now)
+            elif isinstance(command, Tell):
+                strategy.tell(command.candidate_id, command.score)
+            elif isinstance(command, (Dispatch, DispatchBatch)):
+                waiting.extend(command.tasks if isinstance(command, DispatchBatch) else (command.task,))
+
+    def start_tasks() -> None:
+        nonlocal free
+        while waiting and free:
+            task = waiting.pop(0)
+            free -= 1
+            n = state.candidates[task.candidate_id].resource or train
+            passes = fit_epochs(task.params["alpha"], task.params["penalty"])
+            seconds = SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * passes * n
+            spans.append((now, now + seconds))
+            heapq.heappush(events, (now + seconds, task.task_id, task))
+
+    carry_out(state.handle(WorkerJoined(Slots()), now))  # type: ignore[arg-type]
+    carry_out(state.start(now))
+    start_tasks()
+    while events:
+        now, _, task = heapq.heappop(events)
+        free += 1
+        n = state.candidates[task.candidate_id].resource or train
+        noise = np.sin(zlib.crc32(repr((task.params, task.fold)).encode()) % 1000) * (1000 / n) ** 0.5
+        score = quality(task.params["alpha"], task.params["loss"]) + 0.05 * float(noise)
+        result = FoldResult({"score": score}, 0, 0, 1)
+        carry_out(state.handle(TaskFinished("w", task.task_id, task.attempt, result), now))
+        start_tasks()
+    if not state.done:
+        raise RuntimeError("the simulated search did not finish")
+    span = max(e for _, e in spans) - min(s for s, _ in spans)
+    busy = sum(e - s for s, e in spans)
+    return {"idle": 1 - busy / (workers * span), "seconds": workers * span - busy, "tasks": len(spans), "span": span}
+
+
+def print_idle(idle: dict[str, dict[str, float]], rows: int) -> None:
+    print("Idle worker time, 4 thread workers (ThreadWorkers(4)), first task's start to last task's end, "
+          "median over runs; parts: waiting for a task / hand-off / tail:")
+    for name, r in idle.items():
+        print(f"  {name:40s} idle {r['idle']:6.2%} = {r['waiting']:6.2%} + {r['handoff']:6.2%} + {r['tail']:6.2%}"
+              f"  ({r['seconds']:.2f} worker-s, span {r['span']:.2f} s, {int(r['tasks'])} tasks)")
+    for space in IDLE_SPACES:
+        sync, asha = idle[f"{space}: synchronous halving"], idle[f"{space}: ASHA"]
+        print(f"  {space}: ASHA / synchronous: idle worker-s {asha['seconds'] / sync['seconds']:.2f}, "
+              f"idle fraction {asha['idle'] / sync['idle']:.2f}, span {asha['span'] / sync['span']:.2f}")
+    print("Virtual time (the real scheduler state and strategies, SleepFit's task times, hashed fold noise, no threads):")
+    for cv in (5, 3):
+        sync, asha = virtual_idle(rows, cv, False), virtual_idle(rows, cv, True)
+        print(f"  cv={cv}: synchronous idle {sync['idle']:6.2%} ({int(sync['tasks'])} tasks, span {sync['span']:.2f} s), "
+              f"ASHA idle {asha['idle']:6.2%} ({int(asha['tasks'])} tasks, span {asha['span']:.2f} s): "
+              f"ratio {asha['seconds'] / sync['seconds']:.2f}")
 
 
 if __name__ == "__main__":

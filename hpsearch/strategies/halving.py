@@ -292,7 +292,14 @@ def ceil_keep(factor: float) -> Keep:
 
 
 class _BracketStrategy:
-    """Runs brackets side by side and turns their work into candidates."""
+    """Runs brackets side by side and turns their work into candidates.
+
+    ``ask`` and ``tell`` take microseconds, so the scheduler calls them on the thread
+    that handles results (``inline``), not through the strategy thread: the next rung's
+    work reaches a free slot in the pass that handled the score making it ready.
+    """
+
+    inline = True
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], brackets: Sequence[Bracket], resource: str,
                  *, bracket_tag: bool = False) -> None:

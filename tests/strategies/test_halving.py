@@ -210,3 +210,10 @@ def test_asha_over_a_sorted_grid_promotes_about_what_synchronous_halving_does():
         counts[asynchronous] = len(_asha_evaluations(strategy, lambda p: float(p["alpha"])))
     assert counts[False] == 240 + 80 + 27 + 9 + 3
     assert counts[True] <= 1.15 * counts[False], counts
+
+
+def test_halving_strategies_are_asked_inline():
+    # ask and tell take microseconds: the scheduler runs them on the thread handling
+    # results (tests/workers/test_threads.py), so the next rung's work waits for no
+    # other thread to wake up.
+    assert SuccessiveHalvingStrategy.inline is True and HyperbandStrategy.inline is True

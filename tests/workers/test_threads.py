@@ -104,6 +104,19 @@ def test_strategy_runs_off_the_loop_thread_and_hears_every_score():
     assert sorted(strategy.scores) == [0, 1, 2]
 
 
+class InlineGrid(ThreadCheckingGrid):
+    inline = True  # ask and tell are cheap: run them on the thread handling events
+
+
+def test_an_inline_strategy_is_asked_and_told_on_the_threads_handling_events():
+    strategy = InlineGrid({"c": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    results = run_scheduler(strategy, [ThreadWorkers(2)], make_context(RecordingClassifier()), score_key="score")
+    assert [c.id for c, _ in results] == [0, 1, 2, 3, 4]
+    assert sorted(strategy.scores) == [0, 1, 2, 3, 4]
+    # the caller's thread (the first ask) and the slot threads reporting results
+    assert strategy.threads and "hpsearch-strategy" not in strategy.threads
+
+
 class BrokenStrategy(GridStrategy):
     def tell(self, candidate_id, score):
         raise RuntimeError("the strategy broke")
@@ -112,6 +125,17 @@ class BrokenStrategy(GridStrategy):
 def test_a_strategy_error_ends_the_search_instead_of_hanging():
     with pytest.raises(RuntimeError, match="the strategy broke"):
         run_scheduler(BrokenStrategy({"c": [1.0, 2.0]}), [ThreadWorkers(1)],
+                      make_context(RecordingClassifier()), score_key="score")
+    assert not [t for t in threading.enumerate() if t.name.startswith("hpsearch-")]
+
+
+class BrokenInlineStrategy(BrokenStrategy):
+    inline = True
+
+
+def test_an_inline_strategy_error_ends_the_search():
+    with pytest.raises(RuntimeError, match="the strategy broke"):
+        run_scheduler(BrokenInlineStrategy({"c": [1.0, 2.0]}), [ThreadWorkers(1)],
                       make_context(RecordingClassifier()), score_key="score")
     assert not [t for t in threading.enumerate() if t.name.startswith("hpsearch-")]
 
