@@ -254,10 +254,11 @@ class ParallelProbe:
         if self.decided:
             return False
         self.count += 1
-        if self.verdict is None:
+        if self.verdict is None or self.known:  # known: measured only for the slowdown of a start
             self.wall += timing.wall
             self.cpu += timing.cpu
             self.waiting = None if self.waiting is None or timing.waiting is None else self.waiting + timing.waiting
+        if self.verdict is None:
             if self.count < self.needed or timing.end - self.start < self.min_seconds:
                 return False
             self.verdict = self._judge(timing.end)

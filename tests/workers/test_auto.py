@@ -145,6 +145,12 @@ def test_a_known_gil_bound_search_starts_the_processes_once_the_work_left_pays()
     assert [probe.record(t) for t in timings(0.1, 0.0, [0.1, 0.2])] == [False, True]
     small = ParallelProbe(2, start=0.0, total=12, warm=False, known="gil")
     assert not any(small.record(t) for t in timings(0.1, 0.0, [0.1, 0.2])) and small.decided
+    # Still slower to start on a loaded machine: 3 s of work left pays for a start
+    # on an idle one, not on one where the tasks waited for a core as long as they ran.
+    idle = ParallelProbe(2, start=0.0, total=32, warm=False, known="gil")
+    assert [idle.record(t) for t in timings(0.1, 0.0, [0.1, 0.2])] == [False, True]
+    loaded = ParallelProbe(2, start=0.0, total=32, warm=False, known="gil")
+    assert not any(loaded.record(t) for t in timings(0.05, 0.05, [0.1, 0.2])) and loaded.decided
 
 
 @pytest.mark.parametrize("verdict", ["parallel", "waiting"])
