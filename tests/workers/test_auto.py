@@ -243,6 +243,34 @@ def test_a_later_search_of_a_gil_bound_kind_starts_on_the_warm_processes(caplog)
     assert list(ours.cv_results_["mean_test_score"]) == list(theirs.cv_results_["mean_test_score"])
 
 
+class CentroidWithHook(SlowPythonCentroid):
+    """Takes a fit parameter; a lock there makes the context impossible to pickle."""
+
+    def fit(self, X, y, hook=None):
+        return super().fit(X, y)
+
+
+@pytest.mark.slow
+def test_a_known_gil_bound_search_whose_context_cannot_travel_stays_on_threads(caplog):
+    from types import SimpleNamespace
+
+    auto._remember_verdict(search_kind(SimpleNamespace(estimator=CentroidWithHook(), X=X)), "gil")
+    space = {"rounds": [1, 2, 3, 4]}
+    pool = AutoWorkers(2)
+    try:
+        run_search(SlowPythonCentroid(), {"rounds": [1]}, X, Y, cv=2, workers=local.warm_processes(2),
+                   progress=False)
+        assert local.warm_pool_ready(2)
+        with caplog.at_level("WARNING", logger="hpsearch"):
+            ours = run_search(CentroidWithHook(), space, X, Y, cv=3, workers=pool, progress=False,
+                              fit_params={"hook": threading.Lock()})
+    finally:
+        local.close_warm_processes()
+    assert not pool.moved and "stays on threads" in caplog.text
+    theirs = GridSearchCV(SlowPythonCentroid(), space, cv=3).fit(X, Y)
+    assert list(ours.cv_results_["mean_test_score"]) == list(theirs.cv_results_["mean_test_score"])
+
+
 def test_a_probes_verdict_is_kept_for_the_next_search_of_its_kind():
     from types import SimpleNamespace
 
