@@ -9,9 +9,10 @@ of N worker processes (:func:`~hpsearch.workers.local.warm_processes`, started o
 reused by every later search), without losing a task.
 
 The measure, over the first ``2 N`` tasks and at least 0.2 s (``min_seconds``: a few
-tasks of milliseconds are too short a window to tell the GIL from noise), is taken per task on the thread that ran it:
-its wall time, its CPU time (``time.thread_time``) and, on Linux, the time it was
-runnable but waiting for a core (``/proc/thread-self/schedstat``). The rest of the wall
+tasks of milliseconds are too short a window to tell the GIL from noise), is taken per
+task on the thread that ran it: its wall time, its CPU time (``time.thread_time``) and,
+on Linux, the time it was runnable but waiting for a core
+(``/proc/thread-self/schedstat``). The rest of the wall
 time the thread slept: a fit that only computes sleeps on nothing but the GIL. The
 threads run in parallel when they kept at least ``0.65 N`` cores busy on average (CPU
 time over wall time); they take turns on the GIL when they kept fewer and slept at
@@ -151,7 +152,8 @@ class ParallelProbe:
     fits wait on a sleep, files or a device; stay) or
     ``"unclear"`` (few cores busy but no thread asleep: other programs load the
     machine, and processes would get no more of it; move only to warm processes,
-    which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change.
+    which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change;
+    ``known`` whether the verdict came from an earlier search (the ``known`` parameter).
 
     Parameters
     ----------
@@ -168,6 +170,15 @@ class ParallelProbe:
         slowdown from waiting for a core): a move on the GIL's account waits until
         that much thread work remains (or, the total unknown, until the search ran
         that long). An ``"unclear"`` verdict moves only to running warm processes.
+    min_seconds : float
+        The verdict waits for a task ending this long after ``start`` at least, so
+        that tasks of a few milliseconds are measured over more than noise.
+    known : {None, "parallel", "gil", "waiting"}
+        The verdict of an earlier search of the same kind (:func:`search_kind`): no
+        verdict is taken. ``"gil"`` with ``warm`` and at least ``4 n`` tasks sets
+        ``move`` at once (the search starts on the processes); ``"gil"`` without
+        ``warm`` starts them once the work left pays, measured from the first ``n``
+        tasks; the others stay on threads.
     busy_threshold, sleep_threshold, idle_threshold : float
         The threads run in parallel when they keep at least ``busy_threshold * n``
         cores busy; they take turns on the GIL when they keep fewer and sleep at
