@@ -392,14 +392,17 @@ class _MeasuredThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._on_timing = on_timing
         self.measuring = True
+        self.finished = 0  # tasks run here (a count read loosely, for the move)
 
     def _run(self, task: Task) -> None:
         if not self.measuring:
             super()._run(task)
+            self.finished += 1
             return
         waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
         super()._run(task)
         end, waited_after = time.perf_counter(), thread_waiting()
+        self.finished += 1
         waiting = None if waited is None or waited_after is None else waited_after - waited
         self._on_timing(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
 
@@ -529,6 +532,13 @@ class AutoWorkers(ThreadWorkers):
         with self._lock:
             worker, stopping = self._worker, self._stopping
         if worker is None or stopping:
+            return
+        total = self._probe.total
+        if total is not None and isinstance(worker, _MeasuredThreadWorker) and total - worker.finished <= 2 * self.n:
+            # The threads are almost done (the processes took long to start): moving
+            # would run their last tasks twice, and a copy left running at the end is
+            # stopped by killing its warm process. The processes join beside the threads.
+            logger.info("the threads are almost done: their tasks stay on them")
             return
         self.moved = True
         # The scheduler gives the threads' unfinished tasks to the processes; a thread
