@@ -8,9 +8,11 @@ show the threads taking turns on the GIL the search moves to the process's warm 
 of N worker processes (:func:`~hpsearch.workers.local.warm_processes`, started once and
 reused by every later search), without losing a task.
 
-The measure, after the first ``2 N`` tasks, is taken per task on the thread that ran it:
-its wall time, its CPU time (``time.thread_time``) and, on Linux, the time it was
-runnable but waiting for a core (``/proc/thread-self/schedstat``). The rest of the wall
+The measure, over the first ``2 N`` tasks and at least 0.2 s (``min_seconds``: a few
+tasks of milliseconds are too short a window to tell the GIL from noise), is taken per
+task on the thread that ran it: its wall time, its CPU time (``time.thread_time``) and,
+on Linux, the time it was runnable but waiting for a core
+(``/proc/thread-self/schedstat``). The rest of the wall
 time the thread slept: a fit that only computes sleeps on nothing but the GIL. The
 threads run in parallel when they kept at least ``0.65 N`` cores busy on average (CPU
 time over wall time); they take turns on the GIL when they kept fewer and slept at
@@ -43,6 +45,15 @@ or more (the number of tasks is known from the search's candidates and folds), o
 when it is unknown (an adaptive strategy), once the search has already run that long
 on threads. The processes start in the background while the threads go on. So a
 small search never pays for starting processes.
+
+The verdict is kept for the process's later searches of the same kind (the estimator's
+class and its inner estimators', the data's type, shape and dtype: :func:`search_kind`;
+the latest 256 kinds): a later search of a kind whose fits took turns on the GIL starts
+on the warm pool at once when it is running and free (no tasks on threads, none run
+twice), or else, unmeasured, starts it as soon as the work left pays for it; a kind
+that ran in parallel on threads, or waited on something other than a core, stays on
+threads unmeasured. An unclear verdict (a loaded machine) is not kept.
+:func:`forget_verdicts` clears them.
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ from .threads import ThreadWorker, ThreadWorkers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AutoWorkers", "ParallelProbe", "TaskTiming", "thread_waiting"]
+__all__ = ["AutoWorkers", "ParallelProbe", "TaskTiming", "forget_verdicts", "search_kind", "thread_waiting"]
 
 _SCHEDSTAT = "/proc/thread-self/schedstat"
 _schedstat_works = True
@@ -141,7 +152,8 @@ class ParallelProbe:
     fits wait on a sleep, files or a device; stay) or
     ``"unclear"`` (few cores busy but no thread asleep: other programs load the
     machine, and processes would get no more of it; move only to warm processes,
-    which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change.
+    which cost little, and only with ``10 n`` tasks left). ``decided`` is True once nothing will change;
+    ``known`` whether the verdict came from an earlier search (the ``known`` parameter).
 
     Parameters
     ----------
@@ -158,6 +170,15 @@ class ParallelProbe:
         slowdown from waiting for a core): a move on the GIL's account waits until
         that much thread work remains (or, the total unknown, until the search ran
         that long). An ``"unclear"`` verdict moves only to running warm processes.
+    min_seconds : float
+        The verdict waits for a task ending this long after ``start`` at least, so
+        that tasks of a few milliseconds are measured over more than noise.
+    known : {None, "parallel", "gil", "waiting"}
+        The verdict of an earlier search of the same kind (:func:`search_kind`): no
+        verdict is taken. ``"gil"`` with ``warm`` and at least ``4 n`` tasks sets
+        ``move`` at once (the search starts on the processes); ``"gil"`` without
+        ``warm`` starts them once the work left pays, measured from the first ``n``
+        tasks; the others stay on threads.
     busy_threshold, sleep_threshold, idle_threshold : float
         The threads run in parallel when they keep at least ``busy_threshold * n``
         cores busy; they take turns on the GIL when they keep fewer and sleep at
@@ -206,12 +227,17 @@ class ParallelProbe:
         total: int | None = None,
         warm: bool = False,
         start_seconds: float = 2.0,
+        min_seconds: float = 0.2,
+        known: str | None = None,
         busy_threshold: float = 0.65,
         sleep_threshold: float = 0.15,
         idle_threshold: float = 0.4,
     ) -> None:
+        if known not in (None, "parallel", "gil", "waiting"):
+            raise ValueError(f"known must be None, 'parallel', 'gil' or 'waiting', got {known!r}")
         self.n = n
         self.needed = 2 * n
+        self.min_seconds = min_seconds
         self.start = start
         self.total = total
         self.warm = warm
@@ -226,22 +252,32 @@ class ParallelProbe:
         self.verdict: str | None = None
         self.decided = n < 2  # one thread never takes turns with another
         self.move = False
+        self.known = known is not None and not self.decided
+        if self.known:
+            self.verdict = known
+            self.decided = known != "gil"
+            if known == "gil" and warm:
+                self.decided = True
+                self.move = total is None or total >= 2 * self.needed
 
     def record(self, timing: TaskTiming) -> bool:
         """Note one finished task; True when the search should move to processes now."""
         if self.decided:
             return False
         self.count += 1
-        if self.verdict is None:
+        if self.verdict is None or self.known:  # known: measured only for the slowdown of a start
             self.wall += timing.wall
             self.cpu += timing.cpu
             self.waiting = None if self.waiting is None or timing.waiting is None else self.waiting + timing.waiting
-            if self.count < self.needed:
+        if self.verdict is None:
+            if self.count < self.needed or timing.end - self.start < self.min_seconds:
                 return False
             self.verdict = self._judge(timing.end)
             if self.verdict in ("parallel", "waiting"):
                 self.decided = True
                 return False
+        if self.count < self.n:  # a verdict known from an earlier search: seconds per task need n tasks
+            return False
         if self._move_pays(timing.end):
             self.decided = self.move = True
             logger.info("moving the search to %d local worker processes (%s)", self.n,
@@ -291,19 +327,82 @@ class ParallelProbe:
         return pays
 
 
+#: What the probes of this process found, by kind of search (:func:`search_kind`):
+#: a later search of the same kind starts where it belongs, without a probe.
+_VERDICTS: dict[tuple[Any, ...], str] = {}
+_VERDICTS_KEPT = 256
+_verdicts_lock = threading.Lock()
+
+
+def search_kind(context: Any) -> tuple[Any, ...] | None:
+    """What a probe's verdict holds for: the estimator's class and its inner estimators'
+    (a pipeline's steps), and the data's type, shape and dtype; None when unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from sklearn.svm import SVC
+    >>> kind = search_kind(SimpleNamespace(estimator=SVC(), X=np.zeros((10, 3))))
+    >>> kind == search_kind(SimpleNamespace(estimator=SVC(C=2.0), X=np.ones((10, 3))))
+    True
+    >>> kind == search_kind(SimpleNamespace(estimator=SVC(), X=np.zeros((20, 3))))
+    False
+    """
+    estimator, X = getattr(context, "estimator", None), getattr(context, "X", None)
+    if estimator is None or X is None:
+        return None
+    try:
+        inner = tuple(type(v) for v in estimator.get_params(deep=True).values() if hasattr(v, "fit"))
+    except Exception:  # not a scikit-learn estimator: its class must do
+        inner = ()
+    shape = getattr(X, "shape", None)
+    return (type(estimator), inner, type(X), tuple(shape) if shape is not None else None,
+            str(getattr(X, "dtype", "")))
+
+
+def _known_verdict(kind: tuple[Any, ...] | None) -> str | None:
+    if kind is None:
+        return None
+    with _verdicts_lock:
+        return _VERDICTS.get(kind)
+
+
+def _remember_verdict(kind: tuple[Any, ...], verdict: str) -> None:
+    with _verdicts_lock:
+        _VERDICTS.pop(kind, None)
+        _VERDICTS[kind] = verdict
+        while len(_VERDICTS) > _VERDICTS_KEPT:
+            del _VERDICTS[next(iter(_VERDICTS))]
+
+
+def forget_verdicts() -> None:
+    """Forget what the probes of this process found: every later ``workers=N`` search probes again.
+
+    Examples
+    --------
+    >>> forget_verdicts()
+    """
+    with _verdicts_lock:
+        _VERDICTS.clear()
+
+
 class _MeasuredThreadWorker(ThreadWorker):
     def __init__(self, *args: Any, on_timing: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_timing = on_timing
         self.measuring = True
+        self.finished = 0  # tasks run here (a count read loosely, for the move)
 
     def _run(self, task: Task) -> None:
         if not self.measuring:
             super()._run(task)
+            self.finished += 1
             return
         waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
         super()._run(task)
         end, waited_after = time.perf_counter(), thread_waiting()
+        self.finished += 1
         waiting = None if waited is None or waited_after is None else waited_after - waited
         self._on_timing(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
 
@@ -369,20 +468,41 @@ class AutoWorkers(ThreadWorkers):
         self.moved = False
         self._stopping = False
         self._context, self._emit = context, emit
+        verbose = int(getattr(context, "verbose", 0) or 0) > 1  # the fits' lines must reach this output
+        self._kind = None if verbose else search_kind(context)
         n_candidates = int(getattr(context, "n_candidates", 0) or 0)
         self._probe = ParallelProbe(
             self.n, start=time.perf_counter(), total=n_candidates * context.n_splits or None,
-            warm=warm_pool_ready(self.n), start_seconds=self.start_seconds,
+            warm=warm_pool_ready(self.n), start_seconds=self.start_seconds, known=_known_verdict(self._kind),
         )
-        if int(getattr(context, "verbose", 0) or 0) > 1:
-            self._probe.decided = True  # the fits' lines must reach this process's output
+        if verbose:
+            self._probe.decided = True
+        if self._probe.move and self._start_on_processes(context, emit):
+            return
         self._limits = threadpool_limits(limits=self.inner_threads, user_api="blas")
         self._worker = _MeasuredThreadWorker(context, emit, self.n, name=f"threads-{next(_POOL_IDS)}",
                                              inner_threads=self.inner_threads, on_timing=self._timing)
         self._worker.measuring = self._switching = not self._probe.decided
-        if self._switching:
+        if self._switching and self._probe.verdict is None:
             _probe_switch_interval(True)
+        else:
+            self._switching = False
         emit(WorkerJoined(self._worker))
+
+    def _start_on_processes(self, context: EvaluationContext, emit: Emit) -> bool:
+        """Run the whole search on the warm processes: an earlier search of the same kind
+        showed its fits taking turns on the GIL. False (stay on threads) if they fail."""
+        logger.info("moving the search to %d local worker processes (warm) at its start: an earlier "
+                    "search of the same estimator and data took turns on the GIL", self.n)
+        processes = WarmProcesses(self.n)
+        try:
+            processes.start(context, emit)
+        except Exception:
+            logger.warning("could not start local worker processes; the search stays on threads", exc_info=True)
+            self._probe.decided, self._probe.move = True, False
+            return False
+        self._processes, self.moved = processes, True
+        return True
 
     def _timing(self, timing: TaskTiming) -> None:
         with self._lock:
@@ -390,6 +510,8 @@ class AutoWorkers(ThreadWorkers):
             if self._switching and self._probe.verdict is not None:
                 self._switching = False  # the verdict is in
                 _probe_switch_interval(False)
+                if self._kind is not None and not self._probe.known and self._probe.verdict != "unclear":
+                    _remember_verdict(self._kind, self._probe.verdict)
             if self._probe.decided and isinstance(self._worker, _MeasuredThreadWorker):
                 self._worker.measuring = False
             if move:
@@ -410,6 +532,13 @@ class AutoWorkers(ThreadWorkers):
         with self._lock:
             worker, stopping = self._worker, self._stopping
         if worker is None or stopping:
+            return
+        total = self._probe.total
+        if total is not None and isinstance(worker, _MeasuredThreadWorker) and total - worker.finished <= 2 * self.n:
+            # The threads are almost done (the processes took long to start): moving
+            # would run their last tasks twice, and a copy left running at the end is
+            # stopped by killing its warm process. The processes join beside the threads.
+            logger.info("the threads are almost done: their tasks stay on them")
             return
         self.moved = True
         # The scheduler gives the threads' unfinished tasks to the processes; a thread

@@ -16,8 +16,8 @@ from sklearn.model_selection import GridSearchCV
 
 from hpsearch import ThreadWorkers, run_search
 from hpsearch._engine import CallerThreadWorker, make_pools
-from hpsearch.workers import local
-from hpsearch.workers.auto import AutoWorkers, ParallelProbe, TaskTiming, thread_waiting
+from hpsearch.workers import auto, local
+from hpsearch.workers.auto import AutoWorkers, ParallelProbe, TaskTiming, search_kind, thread_waiting
 
 X, Y = load_iris(return_X_y=True)
 
@@ -120,6 +120,50 @@ def test_fits_that_wait_on_no_core_stay_on_threads():
     assert probe.decided and probe.verdict == "waiting" and not probe.move
 
 
+def test_tiny_tasks_are_measured_for_min_seconds_at_least():
+    # 2 n tasks of 10 ms are too short a window to tell the GIL from noise: the
+    # verdict waits for the first task ending min_seconds after the start.
+    probe = ParallelProbe(2, start=0.0, total=1000, warm=True, min_seconds=0.2)
+    ends = [0.01 * (i + 1) for i in range(19)]
+    assert not any(probe.record(t) for t in timings(0.005, 0.0, ends, wall=0.01)) and probe.verdict is None
+    assert probe.record(timings(0.005, 0.0, [0.21], wall=0.01)[0]) is True
+    assert probe.verdict == "gil" and probe.count == 20
+
+
+def test_a_known_gil_bound_search_starts_on_warm_processes():
+    probe = ParallelProbe(2, start=0.0, total=100, warm=True, known="gil")
+    assert probe.move and probe.decided and probe.verdict == "gil" and probe.known
+    few = ParallelProbe(2, start=0.0, total=6, warm=True, known="gil")  # the last tasks: not worth it
+    assert not few.move and few.decided
+
+
+def test_a_known_gil_bound_search_starts_the_processes_once_the_work_left_pays():
+    # No probe (the verdict is known): after n tasks, 0.1 s of search per task and
+    # 98 tasks left are 9.8 s, worth a 2 s start.
+    probe = ParallelProbe(2, start=0.0, total=100, warm=False, known="gil")
+    assert not probe.move and not probe.decided
+    assert [probe.record(t) for t in timings(0.1, 0.0, [0.1, 0.2])] == [False, True]
+    small = ParallelProbe(2, start=0.0, total=12, warm=False, known="gil")
+    assert not any(small.record(t) for t in timings(0.1, 0.0, [0.1, 0.2])) and small.decided
+    # Still slower to start on a loaded machine: 3 s of work left pays for a start
+    # on an idle one, not on one where the tasks waited for a core as long as they ran.
+    idle = ParallelProbe(2, start=0.0, total=32, warm=False, known="gil")
+    assert [idle.record(t) for t in timings(0.1, 0.0, [0.1, 0.2])] == [False, True]
+    loaded = ParallelProbe(2, start=0.0, total=32, warm=False, known="gil")
+    assert not any(loaded.record(t) for t in timings(0.05, 0.05, [0.1, 0.2])) and loaded.decided
+
+
+@pytest.mark.parametrize("verdict", ["parallel", "waiting"])
+def test_a_search_known_to_stay_on_threads_is_not_measured(verdict):
+    probe = ParallelProbe(2, start=0.0, total=100, warm=True, known=verdict)
+    assert probe.decided and probe.verdict == verdict and not probe.move
+
+
+def test_a_known_verdict_must_be_one_a_probe_gives():
+    with pytest.raises(ValueError, match="known must be"):
+        ParallelProbe(2, start=0.0, known="unclear")
+
+
 def test_one_thread_never_moves():
     probe = ParallelProbe(1, start=0.0, total=100, warm=True)
     assert probe.decided and not any(probe.record(t) for t in timings(0.1, 0.0, [1.0, 2.0]))
@@ -176,6 +220,85 @@ def test_gil_bound_search_moves_to_processes_and_loses_nothing():
     for key in ("mean_test_score", "std_test_score", "rank_test_score"):
         assert list(ours.cv_results_[key]) == list(theirs.cv_results_[key])
     assert all(not np.isnan(s) for s in ours.cv_results_["mean_test_score"])
+
+
+@pytest.mark.slow
+def test_a_later_search_of_a_gil_bound_kind_starts_on_the_warm_processes(caplog):
+    # What an earlier probe found (set here, as a loaded machine may blur a real probe).
+    from types import SimpleNamespace
+
+    auto._remember_verdict(search_kind(SimpleNamespace(estimator=SlowPythonCentroid(), X=X)), "gil")
+    space = {"rounds": [3000, 3001, 3002]}
+    pool = AutoWorkers(2)
+    try:
+        run_search(SlowPythonCentroid(), {"rounds": [1]}, X, Y, cv=2, workers=local.warm_processes(2),
+                   progress=False)
+        with caplog.at_level("INFO", logger="hpsearch"):
+            ours = run_search(SlowPythonCentroid(), space, X, Y, cv=3, workers=pool, progress=False)
+    finally:
+        local.close_warm_processes()
+    assert pool.moved and "at its start" in caplog.text
+    assert not any("threads-" in r.getMessage() and "joined" in r.getMessage() for r in caplog.records)
+    theirs = GridSearchCV(SlowPythonCentroid(), space, cv=3).fit(X, Y)
+    assert list(ours.cv_results_["mean_test_score"]) == list(theirs.cv_results_["mean_test_score"])
+
+
+class CentroidWithHook(SlowPythonCentroid):
+    """Takes a fit parameter; a lock there makes the context impossible to pickle."""
+
+    def fit(self, X, y, hook=None):
+        return super().fit(X, y)
+
+
+@pytest.mark.slow
+def test_a_known_gil_bound_search_whose_context_cannot_travel_stays_on_threads(caplog):
+    from types import SimpleNamespace
+
+    auto._remember_verdict(search_kind(SimpleNamespace(estimator=CentroidWithHook(), X=X)), "gil")
+    space = {"rounds": [1, 2, 3, 4]}
+    pool = AutoWorkers(2)
+    try:
+        run_search(SlowPythonCentroid(), {"rounds": [1]}, X, Y, cv=2, workers=local.warm_processes(2),
+                   progress=False)
+        assert local.warm_pool_ready(2)
+        with caplog.at_level("WARNING", logger="hpsearch"):
+            ours = run_search(CentroidWithHook(), space, X, Y, cv=3, workers=pool, progress=False,
+                              fit_params={"hook": threading.Lock()})
+    finally:
+        local.close_warm_processes()
+    assert not pool.moved and "stays on threads" in caplog.text
+    theirs = GridSearchCV(SlowPythonCentroid(), space, cv=3).fit(X, Y)
+    assert list(ours.cv_results_["mean_test_score"]) == list(theirs.cv_results_["mean_test_score"])
+
+
+def test_a_probes_verdict_is_kept_for_the_next_search_of_its_kind():
+    from types import SimpleNamespace
+
+    from .helpers import SleepEstimator
+
+    data = np.zeros((20, 2))
+    pool = AutoWorkers(2)
+    run_search(SleepEstimator(delay=0.5), {"c": [1.0, 2.0]}, data, cv=2, workers=pool, progress=False)
+    kind = search_kind(SimpleNamespace(estimator=SleepEstimator(), X=data))
+    assert auto._known_verdict(kind) == "waiting"  # sleeping fits keep no core busy, on any machine
+    run_search(SleepEstimator(delay=0.01), {"c": [1.0, 2.0]}, data, cv=2, workers=pool, progress=False)
+    assert pool._probe.known and not pool.moved  # not measured again
+
+
+def test_search_kind_is_the_estimators_classes_and_the_datas_shape():
+    from types import SimpleNamespace
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    def kind(estimator, data=X):
+        return search_kind(SimpleNamespace(estimator=estimator, X=data))
+
+    assert kind(make_pipeline(StandardScaler(), SVC())) == kind(make_pipeline(StandardScaler(), SVC(C=3.0)))
+    assert kind(make_pipeline(StandardScaler(), SVC())) != kind(make_pipeline(SVC()))
+    assert kind(SVC()) != kind(SVC(), X.astype(np.float32))
+    assert search_kind(SimpleNamespace(estimator=None, X=X)) is None
 
 
 @pytest.mark.slow
