@@ -38,7 +38,7 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import msgpack
 import numpy as np
@@ -722,23 +722,34 @@ class DaskWorkers:
         if reply["status"] != "ok":
             raise RuntimeError(f"Dask worker {address} cannot load the search's data:\n{reply.get('error')}")
 
+    async def _ask(
+        self, search: _Search, worker: DaskWorker, handler: str, pack: Callable[[], dict[str, Any]]
+    ) -> tuple[bool, Any]:
+        """Call a worker's hpsearch ``handler`` for this search with the arguments ``pack``
+        makes (once), sending the context again once if the worker evicted it.
+        ``(False, None)`` when the worker is unreachable (the search is told it failed);
+        an error while packing or calling is a ``status: error`` reply."""
+        rpc = self._rpc(worker.address)
+        try:
+            kwargs = pack()
+            reply = await getattr(rpc, handler)(cid=search.cid, **kwargs)
+            if reply is not None and reply["status"] == "missing":  # evicted by another search
+                await self._ensure_context(search, worker.address)
+                reply = await getattr(rpc, handler)(cid=search.cid, **kwargs)
+        except OSError as exc:
+            self._act(search, search.membership.failed(worker.address, repr(exc), time.monotonic()))
+            return False, None
+        except Exception:
+            reply = {"status": "error", "error": clip_text(traceback.format_exc())}
+        return True, reply
+
     async def _run_task(self, search: _Search, worker: DaskWorker, task: Task) -> None:
         if search.workers.get(worker.address) is not worker:
             return  # lost meanwhile: the search requeued the task
-        rpc = self._rpc(worker.address)
         self.stats["tasks_sent"] += 1
-        try:
-            params = _pack_params(task.params)
-            reply = await rpc.hpsearch_task(cid=search.cid, params=params, fold=task.fold)
-            if reply is not None and reply["status"] == "missing":  # evicted by another search
-                await self._ensure_context(search, worker.address)
-                reply = await rpc.hpsearch_task(cid=search.cid, params=params, fold=task.fold)
-        except OSError as exc:
-            self._act(search, search.membership.failed(worker.address, repr(exc), time.monotonic()))
-            return
-        except Exception:
-            reply = {"status": "error", "error": clip_text(traceback.format_exc())}
-        if not search.active:
+        sent, reply = await self._ask(
+            search, worker, "hpsearch_task", lambda: {"params": _pack_params(task.params), "fold": task.fold})
+        if not sent or not search.active:
             return
         if reply is None or reply["status"] != "ok":
             error = "no hpsearch handler on the worker" if reply is None else reply.get("error", repr(reply))
@@ -758,21 +769,11 @@ class DaskWorkers:
     async def _run_batch(self, search: _Search, worker: DaskWorker, tasks: tuple[Task, ...]) -> None:
         if search.workers.get(worker.address) is not worker:
             return  # lost meanwhile: the search requeued the tasks
-        rpc = self._rpc(worker.address)
         self.stats["tasks_sent"] += len(tasks)
         self.stats["batches_sent"] += 1
-        try:
-            items = [[_pack_params(task.params), task.fold] for task in tasks]
-            reply = await rpc.hpsearch_tasks(cid=search.cid, tasks=items)
-            if reply is not None and reply["status"] == "missing":  # evicted by another search
-                await self._ensure_context(search, worker.address)
-                reply = await rpc.hpsearch_tasks(cid=search.cid, tasks=items)
-        except OSError as exc:
-            self._act(search, search.membership.failed(worker.address, repr(exc), time.monotonic()))
-            return
-        except Exception:
-            reply = {"status": "error", "error": clip_text(traceback.format_exc())}
-        if not search.active:
+        sent, reply = await self._ask(
+            search, worker, "hpsearch_tasks", lambda: {"tasks": [[_pack_params(t.params), t.fold] for t in tasks]})
+        if not sent or not search.active:
             return
         events: list[Any] = []
         if reply is None or reply["status"] != "ok" or len(reply.get("results", ())) != len(tasks):
