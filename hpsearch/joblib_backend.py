@@ -124,6 +124,7 @@ class _AutoRunner:
         self.n = n
         self.start_seconds = start_seconds
         self.moved = False  # whether the last Parallel call moved to processes
+        self.last_verdict: str | None = None  # the probe's verdict on the last call, if it gave one
         self._threads = _ThreadRunner(n)
         self._lock = threading.Lock()
         self._probe: ParallelProbe | None = None
@@ -213,6 +214,8 @@ class _AutoRunner:
             mover.join(300.0)
         self._threads.close()
         with self._lock:
+            if self._probe is not None:
+                self.last_verdict = self._probe.verdict
             warm, self._warm, self._processes, self._probe = self._warm, None, None, None
         if warm is not None:
             warm.stop()  # the warm pool stays up for later searches and calls

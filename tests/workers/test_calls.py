@@ -240,10 +240,19 @@ def test_an_int_moves_gil_bound_batches_to_the_warm_processes():
     warm.open().total_slots()
     warm.stop()  # given back, still running
     assert warm_pool_ready(2)
+    verdicts = []
     with joblib.parallel_config(backend="hpsearch", workers=2):
-        pids = joblib.Parallel(n_jobs=-1, batch_size=1)(joblib.delayed(spin_pid)(0.02) for _ in range(80))
-        runner = active_runner()
-    assert isinstance(runner, _AutoRunner) and runner.moved
+        # Each Parallel call is measured anew; other programs busy on the cores (a pool
+        # from an earlier test still winding down) give a "loaded" verdict that rightly
+        # stays on threads, so a GIL-bound call gets three tries to be judged on a quiet moment.
+        for _ in range(3):
+            pids = joblib.Parallel(n_jobs=-1, batch_size=1)(joblib.delayed(spin_pid)(0.02) for _ in range(80))
+            runner = active_runner()
+            assert isinstance(runner, _AutoRunner)
+            if runner.moved:
+                break
+            verdicts.append(runner.last_verdict)
+    assert runner.moved, f"never moved; the probe's verdicts: {verdicts}"
     assert os.getpid() in pids  # the first batches, measured on threads
     assert set(pids) - {os.getpid()}  # the later ones on the processes
     assert warm_pool_ready(2)  # given back for later searches
