@@ -148,25 +148,12 @@ def _handlers(worker: Any) -> dict[str, Any]:
         _CACHE.counters["contexts_loaded"] += 1
         return {"status": "ok", "loaded": True}
 
-    async def hpsearch_task(cid: str, params: Any, fold: int) -> dict[str, Any]:
-        context = _CACHE.context(cid)
-        if context is None:
-            return {"status": "missing"}
-        loop = asyncio.get_running_loop()
-        try:
-            if isinstance(params, (list, tuple)):  # the two frames of dumps(params)
-                params = loads(params)
-            result = await loop.run_in_executor(worker.executors["default"], evaluate, context, params, fold)
-        except Exception:  # evaluate keeps fit errors as data: this is a bug or bad params
-            return {"status": "error", "error": clip_text(traceback.format_exc())}
-        _CACHE.counters["tasks"] += 1
-        # Packed here: Dask walks every reply with sizeof (to decide whether to offload
-        # its serialization) and packs it again; one bytes object is one step.
-        return {"status": "ok", "result": msgpack.packb(result.to_message(), use_bin_type=True)}
-
     async def hpsearch_tasks(cid: str, tasks: list[Any]) -> dict[str, Any]:
-        """A batch: ``[params, fold]`` pairs run one by one, in order, on one thread;
-        one reply with every result (``["ok", packed]`` or ``["error", text]``)."""
+        """Tasks, ``[params, fold]`` pairs (one, or a batch of tiny ones), run one by one,
+        in order, on one thread; one reply with every result (``["ok", packed]`` or
+        ``["error", text]``). Each result is packed here: Dask walks every reply with
+        sizeof (to decide whether to offload its serialization) and packs it again; one
+        bytes object is one step."""
         context = _CACHE.context(cid)
         if context is None:
             return {"status": "missing"}
@@ -219,7 +206,6 @@ def _handlers(worker: Any) -> dict[str, Any]:
 
     return {
         "hpsearch_context": hpsearch_context,
-        "hpsearch_task": hpsearch_task,
         "hpsearch_tasks": hpsearch_tasks,
         "hpsearch_buffers": hpsearch_buffers,
         "hpsearch_call": hpsearch_call,
@@ -396,13 +382,13 @@ class DaskWorker:
         Usually called on that loop itself (the search handles each result there and
         dispatches the next task at once): the send is then scheduled directly,
         without waking the loop through its self-pipe (a syscall and one more loop
-        pass per task)."""
-        self._send(self._pool._run_task, task)
+        pass per task). A batch of one."""
+        self._send(self._pool._run_tasks, (task,))
 
     def submit_many(self, tasks: Sequence[Task]) -> None:
         """Send a batch of tasks in one call; the Dask worker runs them one by one, in
         order, on one of its threads, and the results come back together (``Results``)."""
-        self._send(self._pool._run_batch, tuple(tasks))
+        self._send(self._pool._run_tasks, tuple(tasks))
 
     def _send(self, run: Any, what: Any) -> None:
         pool = self._pool
@@ -743,34 +729,14 @@ class DaskWorkers:
             reply = {"status": "error", "error": clip_text(traceback.format_exc())}
         return True, reply
 
-    async def _run_task(self, search: _Search, worker: DaskWorker, task: Task) -> None:
-        if search.workers.get(worker.address) is not worker:
-            return  # lost meanwhile: the search requeued the task
-        self.stats["tasks_sent"] += 1
-        sent, reply = await self._ask(
-            search, worker, "hpsearch_task", lambda: {"params": _pack_params(task.params), "fold": task.fold})
-        if not sent or not search.active:
-            return
-        if reply is None or reply["status"] != "ok":
-            error = "no hpsearch handler on the worker" if reply is None else reply.get("error", repr(reply))
-            search.emit(TaskFailed(worker.name, task.task_id, task.attempt, str(error)))
-            return
-        try:
-            message = reply["result"]
-            if isinstance(message, bytes):
-                message = msgpack.unpackb(message, raw=False, strict_map_key=True)
-            result = FoldResult.from_message(message)
-        except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
-            search.emit(TaskFailed(worker.name, task.task_id, task.attempt, f"malformed result: {exc}"))
-            return
-        self.stats["results"] += 1
-        search.emit(TaskFinished(worker.name, task.task_id, task.attempt, result))
-
-    async def _run_batch(self, search: _Search, worker: DaskWorker, tasks: tuple[Task, ...]) -> None:
+    async def _run_tasks(self, search: _Search, worker: DaskWorker, tasks: tuple[Task, ...]) -> None:
+        """One call to the worker's ``hpsearch_tasks`` with a task or a batch; each result
+        (or failure) reported, a batch's as one ``Results`` event."""
         if search.workers.get(worker.address) is not worker:
             return  # lost meanwhile: the search requeued the tasks
         self.stats["tasks_sent"] += len(tasks)
-        self.stats["batches_sent"] += 1
+        if len(tasks) > 1:
+            self.stats["batches_sent"] += 1
         sent, reply = await self._ask(
             search, worker, "hpsearch_tasks", lambda: {"tasks": [[_pack_params(t.params), t.fold] for t in tasks]})
         if not sent or not search.active:
