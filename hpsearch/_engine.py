@@ -46,7 +46,7 @@ from sklearn.model_selection._validation import (
 from sklearn.utils.validation import _check_method_params, _num_samples
 
 from .errors import FitFailedError, InvalidParameterError
-from .evaluation import EvaluationContext, FoldResult, _is_pairwise, evaluate_plain, split_rows
+from .evaluation import PLAIN_ARRAYS, EvaluationContext, FoldResult, evaluate_plain, rows_by_index, split_rows
 from .scheduler import SearchProgress, run_scheduler
 from .strategies.base import Candidate, ListStrategy, Strategy
 from .workers.base import Emit, PoolFailed, Task, TaskFinished, WorkerJoined, WorkerPool
@@ -235,11 +235,7 @@ def _filters_mutated() -> None:
 def _plain_data(X: Any, y: Any) -> bool:
     """Whether ``X`` and ``y`` are plain numpy arrays or memmaps (no dataframe, sparse
     matrix or array-API namespace), which :func:`_fit_and_score_plain` indexes directly."""
-    return type(X) in _PLAIN_ARRAYS and (y is None or type(y) in _PLAIN_ARRAYS)
-
-
-#: What ``_fit_and_score_plain`` indexes as ``X[indices]``, as ``_safe_split`` ends up doing.
-_PLAIN_ARRAYS = (np.ndarray, np.memmap)
+    return type(X) in PLAIN_ARRAYS and (y is None or type(y) in PLAIN_ARRAYS)
 
 
 def _fit_lines() -> dict[str, Any] | None:
@@ -320,9 +316,7 @@ def _fit_and_score_plain(
     if parameters is not None:
         estimator = estimator.set_params(**clone(parameters, safe=False))
     start_time = time.time()
-    # split_rows' own fast path for plain arrays, with the estimator's tags read once
-    # for both folds
-    plain = type(X) is np.ndarray and (y is None or type(y) is np.ndarray) and _is_pairwise(estimator) is False
+    plain = rows_by_index(estimator, X, y)  # split_rows' fast path, the tags read once for both folds
     if plain:
         X_train, y_train = X[train], None if y is None else y[train]
     else:

@@ -222,10 +222,19 @@ def _split(estimator: Any, X: Any, y: Any, indices: np.ndarray, train: np.ndarra
     ``_safe_split`` ends in, without its per-call dataframe detection, which costs
     more than a small fit. Pairwise estimators and other containers go through it.
     """
-    plain = (np.ndarray, np.memmap)
-    if type(X) in plain and (y is None or type(y) in plain) and _is_pairwise(estimator) is False:
+    if rows_by_index(estimator, X, y):
         return X[indices], None if y is None else y[indices]
     return _safe_split(estimator, X, y, indices, train)
+
+
+#: Arrays whose folds are ``X[indices]``, as ``_safe_split`` ends up taking them.
+PLAIN_ARRAYS = (np.ndarray, np.memmap)
+
+
+def rows_by_index(estimator: Any, X: Any, y: Any) -> bool:
+    """Whether the folds of ``X`` and ``y`` are ``X[indices]``: plain numpy arrays (or
+    memmaps) and an estimator that is not pairwise (whose test fold also takes columns)."""
+    return type(X) in PLAIN_ARRAYS and (y is None or type(y) in PLAIN_ARRAYS) and _is_pairwise(estimator) is False
 
 
 #: The rows of a fold, as scikit-learn's ``_safe_split`` takes them (see :func:`_split`).

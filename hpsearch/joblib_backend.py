@@ -44,7 +44,7 @@ from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, Se
 from joblib._utils import _retrieve_traceback_capturing_wrapped_call, _TracebackCapturingWrapper
 
 from .errors import InvalidParameterError
-from .workers.auto import ParallelProbe, TaskTiming, _probe_switch_interval, thread_waiting
+from .workers.auto import ParallelProbe, TaskTiming, _probe_switch_interval, run_timed
 from .workers.local import LocalProcesses, WarmProcesses, warm_pool_ready
 from .workers.threads import ThreadWorkers, available_cores
 
@@ -163,13 +163,7 @@ class _AutoRunner:
         return self._threads.submit(func)
 
     def _measured(self, func: Any) -> Any:
-        waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
-        try:
-            return func()
-        finally:
-            end, waited_after = time.perf_counter(), thread_waiting()
-            waiting = None if waited is None or waited_after is None else waited_after - waited
-            self._record(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
+        return run_timed(func, self._record)
 
     def _record(self, timing: TaskTiming) -> None:
         with self._lock:

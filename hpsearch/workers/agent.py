@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import zmq
 
 from ..errors import ProtocolError, VersionMismatchError
@@ -86,8 +87,6 @@ _IMMUTABLE = (int, float, str, bool, type(None), complex, bytes)
 
 def _immutable_values(params: dict[str, Any]) -> bool:
     """Whether every value of ``params`` is a plain immutable scalar, which tasks may share."""
-    import numpy as np
-
     return all(type(value) in _IMMUTABLE or isinstance(value, (np.number, np.bool_)) for value in params.values())
 
 

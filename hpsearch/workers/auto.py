@@ -63,7 +63,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from .._validation import check_integer
 from ..evaluation import EvaluationContext
@@ -74,6 +74,8 @@ from .threads import ThreadWorker, ThreadWorkers
 logger = logging.getLogger(__name__)
 
 __all__ = ["AutoWorkers", "ParallelProbe", "TaskTiming", "forget_verdicts", "search_kind", "thread_waiting"]
+
+_T = TypeVar("_T")
 
 _SCHEDSTAT = "/proc/thread-self/schedstat"
 _schedstat_works = True
@@ -139,6 +141,18 @@ class TaskTiming:
     cpu: float
     waiting: float | None
     end: float
+
+
+def run_timed(run: Callable[[], _T], on_timing: Callable[[TaskTiming], None]) -> _T:
+    """``run()`` on this thread, then ``on_timing`` with how the thread saw it (also when
+    it raised): what a probe measures of each task."""
+    waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
+    try:
+        return run()
+    finally:
+        end, waited_after = time.perf_counter(), thread_waiting()
+        waiting = None if waited is None or waited_after is None else waited_after - waited
+        on_timing(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
 
 
 class ParallelProbe:
@@ -395,16 +409,14 @@ class _MeasuredThreadWorker(ThreadWorker):
         self.finished = 0  # tasks run here (a count read loosely, for the move)
 
     def _run(self, task: Task) -> None:
-        if not self.measuring:
-            super()._run(task)
-            self.finished += 1
-            return
-        waited, cpu, wall = thread_waiting(), time.thread_time(), time.perf_counter()
+        if self.measuring:
+            run_timed(lambda: self._run_counted(task), self._on_timing)
+        else:
+            self._run_counted(task)
+
+    def _run_counted(self, task: Task) -> None:
         super()._run(task)
-        end, waited_after = time.perf_counter(), thread_waiting()
         self.finished += 1
-        waiting = None if waited is None or waited_after is None else waited_after - waited
-        self._on_timing(TaskTiming(end - wall, time.thread_time() - cpu, waiting, end))
 
 
 class AutoWorkers(ThreadWorkers):

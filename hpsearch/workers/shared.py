@@ -267,10 +267,12 @@ def _file_backed(frames: Sequence[Any], groups: list[list[int]]) -> tuple[list[d
             try:
                 info = os.stat(found[3])
             except OSError:
-                info = None
-        position = None if found is None else found[1] + start - found[0]
-        if (found is None or info is None or position is None or not stat.S_ISREG(info.st_mode)
-                or info.st_ino != found[2] or position + nbytes > info.st_size):
+                pass
+        if found is None or info is None:
+            others.append(group)
+            continue
+        position = found[1] + start - found[0]  # where the buffer starts in the file
+        if not stat.S_ISREG(info.st_mode) or info.st_ino != found[2] or position + nbytes > info.st_size:
             others.append(group)
             continue
         file = files.setdefault((info.st_dev, info.st_ino), {
