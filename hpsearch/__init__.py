@@ -6,6 +6,8 @@
 >>> #                     strategy="random", n_iter=20, workers=4)
 """
 
+import typing as _typing
+
 from . import joblib_backend as _joblib_backend  # registers the "hpsearch" joblib backend
 from .adaptive_cv import HalvingGridSearchCV, HalvingRandomSearchCV, HyperbandSearchCV
 from .api import run_search
@@ -31,7 +33,6 @@ from .strategies import Candidate, GridStrategy, RandomStrategy, Strategy
 from .strategies.halving import HyperbandStrategy, SuccessiveHalvingStrategy
 from .workers import (
     AutoWorkers,
-    DaskWorkers,
     LocalProcesses,
     RemoteWorkers,
     ThreadWorkers,
@@ -39,6 +40,24 @@ from .workers import (
     WorkerPool,
     warm_processes,
 )
+
+if _typing.TYPE_CHECKING:
+    from .workers import DaskWorkers
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """``DaskWorkers``, imported on first use (Dask's ``distributed`` is slow to import and
+    worker processes never need it)."""
+    if name == "DaskWorkers":
+        from .workers.dask import DaskWorkers
+
+        return DaskWorkers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "DaskWorkers"})
+
 
 __version__ = "0.1.0"
 

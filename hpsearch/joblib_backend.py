@@ -34,6 +34,7 @@ import concurrent.futures
 import functools
 import logging
 import numbers
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -251,8 +252,9 @@ _ACCEPTED = (
 def _runner(workers: Any) -> _Runner:
     """The runner for ``workers``, read as ``run_search(workers=...)`` reads it."""
     from .workers.auto import AutoWorkers
-    from .workers.dask import DaskWorkers
     from .workers.remote import RemoteWorkers
+
+    dask_module = sys.modules.get("hpsearch.workers.dask")  # not imported: workers is no DaskWorkers
 
     if isinstance(workers, numbers.Integral) and not isinstance(workers, bool):
         if workers < 1:
@@ -268,7 +270,7 @@ def _runner(workers: Any) -> _Runner:
         return _ThreadRunner(workers.n)
     if isinstance(workers, WarmProcesses):
         return _WarmRunner(workers)
-    if isinstance(workers, DaskWorkers):
+    if dask_module is not None and isinstance(workers, dask_module.DaskWorkers):
         return _PoolRunner(workers, lambda: workers.client is not None, workers.total_threads)
     if isinstance(workers, RemoteWorkers):  # LocalProcesses too: it trusts its own children
         if not workers.trust_workers:
