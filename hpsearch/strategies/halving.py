@@ -330,6 +330,7 @@ class _BracketStrategy:
     """
 
     inline = True
+    ask_idle: Callable[[int], list[Candidate]]  # ASHA only (see _ask_idle)
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], brackets: Sequence[Bracket], resource: str,
                  *, bracket_tag: bool = False) -> None:
@@ -342,6 +343,8 @@ class _BracketStrategy:
         self._told: list[int] = []  # candidate ids in the order their scores arrived
         self._next_id = 0
         self._turn = 0
+        if any(isinstance(b, AsyncBracket) for b in self.brackets):  # the scheduler asks only then
+            self.ask_idle = self._ask_idle
 
     def _candidate(self, b: int, config: int, rung: int, *, idle: bool = False) -> Candidate:
         amount = self.brackets[b].resources[rung]
@@ -378,11 +381,12 @@ class _BracketStrategy:
             out.append(self._candidate(b, *job))
         return out
 
-    def ask_idle(self, n: int) -> list[Candidate]:
+    def _ask_idle(self, n: int) -> list[Candidate]:
         """Up to ``n`` candidates for slots that would otherwise sit idle, asked by the
         scheduler only when ``ask`` has nothing and a slot is free: promotions beyond
         ASHA's quota (:meth:`AsyncBracket.pop_idle`), tagged ``idle_promotion``.
-        Synchronous brackets give none (their rungs are scikit-learn's)."""
+        It is the strategy's ``ask_idle`` when a bracket is asynchronous; synchronous
+        brackets give none (their rungs are scikit-learn's)."""
         if n < 0:
             raise InvalidParameterError(f"ask_idle(n) needs n >= 0, got {n}")
         out: list[Candidate] = []
