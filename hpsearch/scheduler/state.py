@@ -370,7 +370,7 @@ class SchedulerState:
         self.told_since_ask = False  # a Tell was issued after the pending Ask
         self.idle_asks = idle_asks
         self.idle_starved = False  # ask_idle had nothing to give until it hears more scores
-        self.idle_tasks: set[int] = set()  # queued tasks of candidates from ask_idle
+        self.idle_tasks: set[int] = set()  # the tasks of candidates from ask_idle
         self.idle_candidates: set[int] = set()
         self._regular_open = 0  # candidates not from ask_idle, proposed and not complete
         self.strategy_finished = False
@@ -954,6 +954,8 @@ class SchedulerState:
             while self.queue and len(tasks) < self.batch and target.free > 0:
                 index = self._index_for(target)
                 task_id = self.queue[index]
+                if task_id in self.idle_tasks:  # never in a batch (see above)
+                    break
                 del self.queue[index]
                 tasks.append(self._dispatch(self.tasks[task_id], target).task)
             commands.append(first if len(tasks) == 1 else DispatchBatch(target.worker, tuple(tasks)))
