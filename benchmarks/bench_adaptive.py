@@ -30,10 +30,15 @@ and idle time comes from the search alone; it is measured with cv=5 and cv=3 (a
 candidate's 5 folds fill 4 slots unevenly, 3 folds leave one empty at a barrier), and
 with the real SGD fits (their times vary 3.5x across the grid, 10th to 90th
 percentile: the penalty and the epochs to convergence; with 4 threads on fewer cores an idle slot's core goes to
-the other fits, so there idle time costs less than it shows). Last, the same space
-runs in virtual time (the real ``SchedulerState`` and strategy, SleepFit's task times
-exactly, no threads; fold noise from a hash, so the promotions may differ from the
-threaded runs'): the idle time the scheduling itself leaves.
+the other fits, so there idle time costs less than it shows). SleepFit scores a
+candidate by a fixed function of its parameters plus noise hashed from the candidate and
+its test rows, so promotions vary across candidates and seeds as real ones do. Last,
+the same SleepFit searches run in virtual time: ``run_search`` itself (the same
+strategy, plan, subsampled splits, fits and scores) with its scheduler loop replaced by
+one on a simulated clock (the real ``SchedulerState``, each task lasting exactly what
+its fit would sleep, no threads), over several seeds: the idle time the scheduling
+itself leaves, counted as in the threaded runs. Target: ASHA's idle fraction at most a
+third of synchronous halving's, threaded and virtual, cv=5 and cv=3.
 
     python benchmarks/bench_adaptive.py [--rows 20000] [--repeat 3] [--idle-only | --no-idle]   # after pip install .[test]
 
@@ -48,6 +53,7 @@ import statistics
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -95,7 +101,7 @@ def main() -> None:
     X, y = make_classification(args.rows, 20, n_informative=10, random_state=0)
     est = SGDClassifier(max_iter=20, random_state=0)  # bounded epochs: no fit runs for minutes
     if args.idle_only:
-        print_idle(idle_time(X, y, args.repeat), args.rows)
+        print_idle(idle_time(X, y, args.repeat), X, y)
         return
     w = args.workers
     common = dict(cv=5, workers=w, progress=False, random_state=0)
@@ -162,7 +168,7 @@ def main() -> None:
     print(f"  scikit-learn halving / hpsearch halving = {sk / ours:.2f}x (target >= 1.3)")
     print(f"  scikit-learn halving / hpsearch ASHA    = {sk / statistics.median(times['hpsearch ASHA']):.2f}x")
     if idle is not None:
-        print_idle(idle, args.rows)
+        print_idle(idle, X, y)
 
 
 def fit_epochs(alpha: float, penalty: str) -> float:
@@ -201,14 +207,22 @@ class SleepFit(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> SleepFit:
-        time.sleep(SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * fit_epochs(self.alpha, self.penalty) * len(X))
+        sleep(SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * fit_epochs(self.alpha, self.penalty) * len(X))
         self.classes_ = np.unique(y)
         self.n_rows_ = len(X)
         return self
 
     def score(self, X: Any, y: Any) -> float:
-        noise = np.sin(float(np.sum(X[:3])) * 1000) * (1000 / self.n_rows_) ** 0.5
+        """:func:`quality` plus noise drawn from the candidate and its test rows (a hash,
+        the same in every process and run), shrinking with the training size."""
+        seed = repr((self.alpha, self.loss, self.penalty, len(X), round(float(np.sum(X[:3])), 6)))
+        noise = np.sin(zlib.crc32(seed.encode()) % 100_000) * (1000 / self.n_rows_) ** 0.5
         return quality(self.alpha, self.loss) + 0.05 * float(noise)
+
+
+#: How SleepFit waits: ``time.sleep``, or in virtual time a call that adds the
+#: seconds to the running task's duration (see :func:`virtual_idle`).
+sleep: Callable[[float], None] = time.sleep
 
 
 def quality(alpha: float, loss: str) -> float:
@@ -294,58 +308,86 @@ IDLE_SPACES = ("SleepFit, cv=5", "SleepFit, cv=3", "SGD, cv=5")
 
 def idle_time(X: Any, y: Any, repeat: int, workers: int = 4) -> dict[str, dict[str, float]]:
     """Idle worker time of synchronous halving and ASHA on ``workers`` thread workers
-    (medians over ``repeat`` alternating runs), per space of :data:`IDLE_SPACES`."""
+    (medians over ``repeat`` alternating runs, run ``r`` with ``random_state=r``: ASHA's
+    order of the grid), per space of :data:`IDLE_SPACES`."""
     from hpsearch import ThreadWorkers
 
     out: dict[str, list[dict[str, float]]] = {}
     sgd = SGDClassifier(max_iter=20, random_state=0)
-    for _ in range(repeat):
+    for seed in range(repeat):
         for space in IDLE_SPACES:
             estimator = sgd if space.startswith("SGD") else SleepFit()
             for name, asynchronous in (("synchronous halving", False), ("ASHA", True)):
                 with _TaskClock() as clock:
-                    run_search(estimator, GRID, X, y, strategy="halving", asynchronous=asynchronous,
-                               cv=int(space[-1]), workers=ThreadWorkers(workers), progress=False,
-                               random_state=0, refit=False)
-                out.setdefault(f"{space}: {name}", []).append(clock.idle(workers))
+                    result = run_search(estimator, GRID, X, y, strategy="halving", asynchronous=asynchronous,
+                                        cv=int(space[-1]), workers=ThreadWorkers(workers), progress=False,
+                                        random_state=seed, refit=False)
+                idle = clock.idle(workers)
+                idle["idle promotions"] = float(np.sum(result.cv_results_.get("idle_promotion", 0)))
+                out.setdefault(f"{space}: {name}", []).append(idle)
     return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in out.items()}
 
 
-def virtual_idle(rows: int, cv: int, asynchronous: bool, workers: int = 4) -> dict[str, float]:
-    """The same space in virtual time: the real ``SchedulerState`` and halving strategy,
-    ``workers`` slots, each task taking exactly SleepFit's time and scored like it (but
-    with fold noise from a hash, so promotions may differ from a threaded run's), with no
-    thread, hand-off or wake-up: the idle time the scheduling itself leaves (barriers,
-    the end of the search)."""
+def virtual_idle(X: Any, y: Any, cv: int, asynchronous: bool, seed: int = 0, workers: int = 4) -> dict[str, float]:
+    """The SleepFit space in virtual time: ``run_search`` as in :func:`idle_time` (the
+    same strategy, plan, subsampled splits, fits and scores: :func:`hpsearch.evaluation.evaluate`
+    runs every task), but its scheduler loop is replaced by one that keeps a simulated
+    clock: ``workers`` slots, a task lasting exactly the seconds its fit would sleep,
+    the real ``SchedulerState`` handing tasks out one by one (no batches, no threads,
+    no hand-off, no wake-up). Idle is counted as in :meth:`_TaskClock.idle`: the time
+    slots run no task between the first task's start and the last one's end, the idle
+    the scheduling itself leaves (barriers, the end of the search)."""
+    from hpsearch import ThreadWorkers, _engine
+    from hpsearch.evaluation import evaluate
+
+    spans: list[tuple[float, float]] = []
+
+    def scheduler(strategy: Any, pools: Any, context: Any, *, score_key: str, **_: Any) -> Any:
+        return _simulate(strategy, context, score_key, workers, spans, evaluate)
+
+    saved = _engine.run_scheduler
+    _engine.run_scheduler = scheduler  # type: ignore[assignment]
+    try:
+        result = run_search(SleepFit(), GRID, X, y, strategy="halving", asynchronous=asynchronous, cv=cv,
+                            workers=ThreadWorkers(workers), progress=False, random_state=seed, refit=False)
+    finally:
+        _engine.run_scheduler = saved  # type: ignore[assignment]
+    first = min(s for s, _ in spans)
+    last = max(e for _, e in spans)
+    busy = sum(e - s for s, e in spans)
+    total = workers * (last - first)
+    return {"idle": (total - busy) / total, "seconds": total - busy, "tasks": len(spans), "span": last - first,
+            "idle promotions": float(np.sum(result.cv_results_.get("idle_promotion", 0)))}
+
+
+def _simulate(strategy: Any, context: Any, score_key: str, workers: int, spans: list[tuple[float, float]],
+              evaluate: Callable[..., Any]) -> list[Any]:
+    """A search's scheduler loop in virtual time (see :func:`virtual_idle`)."""
     import heapq
-    import zlib
 
-    from sklearn.model_selection import ParameterGrid
-
-    from hpsearch.evaluation import FoldResult
-    from hpsearch.scheduler.state import Ask, Dispatch, DispatchBatch, Proposed, SchedulerState, Tell
-    from hpsearch.strategies.halving import SuccessiveHalvingStrategy, halving_plan
+    from hpsearch.scheduler.loop import ask
+    from hpsearch.scheduler.state import Ask, Dispatch, DispatchBatch, SchedulerState, Tell
     from hpsearch.workers.base import TaskFinished, WorkerJoined
 
-    configs = list(ParameterGrid(GRID))
-    if asynchronous:  # ASHA takes the grid in a random order, as run_search does
-        configs = [configs[i] for i in np.random.RandomState(0).permutation(len(configs))]
-    train = rows - rows // cv
-    plan = halving_plan(len(configs), factor=3, min_resources_=2 * 2 * cv, max_resources_=train, exhaust=True)
-    strategy = SuccessiveHalvingStrategy(configs, plan, factor=3, asynchronous=asynchronous)
-    state = SchedulerState(cv, split_offsets={r: 0 for r in plan.n_resources})
+    global sleep
+    state = SchedulerState(context.n_splits, list(context.scorers), score_key, error_score=context.error_score,
+                           split_offsets=context.subsample_offsets,
+                           idle_asks=callable(getattr(strategy, "ask_idle", None)))
 
     class Slots:
         name, slots, prefetch = "w", workers, 0
 
-    now, events, waiting, free = 0.0, [], [], workers
-    spans: list[tuple[float, float]] = []
+    now = 0.0
+    events: list[tuple[float, int, Any, Any]] = []
+    waiting: list[Any] = []
+    free = workers
+    slept: list[float] = []
 
     def carry_out(commands: list[Any]) -> None:
         while commands:
             command = commands.pop(0)
             if isinstance(command, Ask):
-                commands += state.handle(Proposed(strategy.ask(command.n), strategy.finished), now)
+                commands += state.handle(ask(strategy, command), now)
             elif isinstance(command, Tell):
                 strategy.tell(command.candidate_id, command.score)
             elif isinstance(command, (Dispatch, DispatchBatch)):
@@ -356,47 +398,52 @@ def virtual_idle(rows: int, cv: int, asynchronous: bool, workers: int = 4) -> di
         while waiting and free:
             task = waiting.pop(0)
             free -= 1
-            n = state.candidates[task.candidate_id].resource or train
-            passes = fit_epochs(task.params["alpha"], task.params["penalty"])
-            seconds = SECONDS_PER_FIT + SECONDS_PER_ROW_PASS * passes * n
+            slept.clear()
+            result = evaluate(context, task.params, task.fold)
+            seconds = sum(slept)
             spans.append((now, now + seconds))
-            heapq.heappush(events, (now + seconds, task.task_id, task))
+            heapq.heappush(events, (now + seconds, task.task_id, task, result))
 
-    carry_out(state.handle(WorkerJoined(Slots()), now))  # type: ignore[arg-type]
-    carry_out(state.start(now))
-    start_tasks()
-    while events:
-        now, _, task = heapq.heappop(events)
-        free += 1
-        n = state.candidates[task.candidate_id].resource or train
-        noise = np.sin(zlib.crc32(repr((task.params, task.fold)).encode()) % 1000) * (1000 / n) ** 0.5
-        score = quality(task.params["alpha"], task.params["loss"]) + 0.05 * float(noise)
-        result = FoldResult({"score": score}, 0, 0, 1)
-        carry_out(state.handle(TaskFinished("w", task.task_id, task.attempt, result), now))
+    saved, sleep = sleep, slept.append
+    try:
+        carry_out(state.handle(WorkerJoined(Slots()), now))  # type: ignore[arg-type]
+        carry_out(state.start(now))
         start_tasks()
+        while events:
+            now, _, task, result = heapq.heappop(events)
+            free += 1
+            carry_out(state.handle(TaskFinished("w", task.task_id, task.attempt, result), now))
+            start_tasks()
+    finally:
+        sleep = saved
     if not state.done:
         raise RuntimeError("the simulated search did not finish")
-    span = max(e for _, e in spans) - min(s for s, _ in spans)
-    busy = sum(e - s for s, e in spans)
-    return {"idle": 1 - busy / (workers * span), "seconds": workers * span - busy, "tasks": len(spans), "span": span}
+    return state.results()
 
 
-def print_idle(idle: dict[str, dict[str, float]], rows: int) -> None:
+def print_idle(idle: dict[str, dict[str, float]], X: Any, y: Any, seeds: int = 5) -> None:
     print("Idle worker time, 4 thread workers (ThreadWorkers(4)), first task's start to last task's end, "
           "median over runs; parts: waiting for a task / hand-off / tail:")
     for name, r in idle.items():
         print(f"  {name:40s} idle {r['idle']:6.2%} = {r['waiting']:6.2%} + {r['handoff']:6.2%} + {r['tail']:6.2%}"
-              f"  ({r['seconds']:.2f} worker-s, span {r['span']:.2f} s, {int(r['tasks'])} tasks)")
+              f"  ({r['seconds']:.2f} worker-s, span {r['span']:.2f} s, {int(r['tasks'])} tasks, "
+              f"{int(r['idle promotions'])} idle promotions)")
     for space in IDLE_SPACES:
         sync, asha = idle[f"{space}: synchronous halving"], idle[f"{space}: ASHA"]
-        print(f"  {space}: ASHA / synchronous: idle worker-s {asha['seconds'] / sync['seconds']:.2f}, "
-              f"idle fraction {asha['idle'] / sync['idle']:.2f}, span {asha['span'] / sync['span']:.2f}")
-    print("Virtual time (the real scheduler state and strategies, SleepFit's task times, hashed fold noise, no threads):")
+        print(f"  {space}: ASHA / synchronous: idle fraction {asha['idle'] / sync['idle']:.2f} (target <= 0.33), "
+              f"idle worker-s {asha['seconds'] / sync['seconds']:.2f}, span {asha['span'] / sync['span']:.2f}")
+    print(f"Virtual time (run_search with its scheduler loop on a simulated clock: the real SchedulerState, strategy, "
+          f"splits, fits and scores; SleepFit's sleeps as task times), median over random_state 0..{seeds - 1}:")
     for cv in (5, 3):
-        sync, asha = virtual_idle(rows, cv, False), virtual_idle(rows, cv, True)
+        runs = {name: [virtual_idle(X, y, cv, asynchronous, seed) for seed in range(seeds)]
+                for name, asynchronous in (("synchronous", False), ("ASHA", True))}
+        med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+        ratios = sorted(a["idle"] / s["idle"] for s, a in zip(runs["synchronous"], runs["ASHA"]))
+        sync, asha = med["synchronous"], med["ASHA"]
         print(f"  cv={cv}: synchronous idle {sync['idle']:6.2%} ({int(sync['tasks'])} tasks, span {sync['span']:.2f} s), "
-              f"ASHA idle {asha['idle']:6.2%} ({int(asha['tasks'])} tasks, span {asha['span']:.2f} s): "
-              f"ratio {asha['seconds'] / sync['seconds']:.2f}")
+              f"ASHA idle {asha['idle']:6.2%} ({int(asha['tasks'])} tasks, span {asha['span']:.2f} s, "
+              f"{int(asha['idle promotions'])} idle promotions): idle fraction ratio {asha['idle'] / sync['idle']:.2f} "
+              f"(per seed {', '.join(f'{r:.2f}' for r in ratios)}), span ratio {asha['span'] / sync['span']:.2f}")
 
 
 if __name__ == "__main__":

@@ -556,6 +556,9 @@ class _Tagged:
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
+        ask_idle = getattr(strategy, "ask_idle", None)
+        if callable(ask_idle):  # only then does the scheduler ask for idle slots' work
+            self.ask_idle = lambda n: [replace(c, params={**c.params, CANDIDATE_KEY: c.id}) for c in ask_idle(n)]
 
     def ask(self, n: int) -> list[Candidate]:
         return [replace(c, params={**c.params, CANDIDATE_KEY: c.id}) for c in self.strategy.ask(n)]

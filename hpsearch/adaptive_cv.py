@@ -124,7 +124,9 @@ class HalvingGridSearchCV(_HalvingFit, _SkHalvingGrid):
         Where the fits run (as in :func:`hpsearch.run_search`); None uses ``n_jobs`` local workers.
     asynchronous : bool
         Promote candidates without waiting for the whole iteration (ASHA). The
-        candidates then differ from scikit-learn's.
+        candidates then differ from scikit-learn's; a slot that would sit idle at the
+        end gets the best configuration not yet promoted, one rung up
+        (``cv_results_["idle_promotion"]`` marks those).
     incremental : bool
         With an iteration resource (``n_estimators``, ``max_iter``): promoted
         candidates continue training from their models (see :mod:`hpsearch.incremental`).

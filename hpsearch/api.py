@@ -163,7 +163,9 @@ def run_search(
     asynchronous : bool
         For the adaptive strategies: promote a candidate as soon as it is in the top
         ``1/factor`` of its rung's results so far (ASHA), so no worker waits for a rung
-        to finish. Gives up scikit-learn's exact candidates for speed.
+        to finish. Gives up scikit-learn's exact candidates for speed. At the end of
+        the search, a slot that would sit idle gets the best configuration not yet
+        promoted, one rung up (``cv_results_["idle_promotion"]`` marks those).
     incremental : bool
         For the adaptive strategies with an iteration resource (``max_iter``,
         ``n_estimators``): a promoted candidate continues training from the model it

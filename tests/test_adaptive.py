@@ -112,6 +112,11 @@ def test_asha_runs_every_promotion_of_synchronous_halving(data):
     assert {k for k in sync_runs if k[1] == 1 and rung0[k[0]] > cut} <= set(asha_runs)
     assert asha.best_params_ == sync.best_params_
     assert asha.cv_results_["n_resources"].max() == 592
+    # promotions made for idle slots are marked (none at rung 0); synchronous halving has
+    # no such column (scikit-learn's cv_results_)
+    idle = asha.cv_results_["idle_promotion"]
+    assert idle.dtype == bool and not idle[asha.cv_results_["iter"] == 0].any()
+    assert "idle_promotion" not in sync.cv_results_
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -79,8 +79,7 @@ class StrategyRunner:
             for command in item if isinstance(item, list) else (item,):
                 try:
                     if isinstance(command, Ask):
-                        candidates = self._strategy.ask(command.n)
-                        self._emit(Proposed(list(candidates), bool(self._strategy.finished)))
+                        self._emit(ask(self._strategy, command))
                     else:
                         self._strategy.tell(command.candidate_id, command.score)
                 except BaseException as exc:  # a strategy bug must end the search, not hang it
@@ -263,7 +262,7 @@ class _Driver:
         this same pass. False when it raised (the search ends with its error)."""
         try:
             if isinstance(command, Ask):
-                self._pending.append(Proposed(list(strategy.ask(command.n)), bool(strategy.finished)))
+                self._pending.append(ask(strategy, command))
             else:
                 strategy.tell(command.candidate_id, command.score)
         except Exception as exc:
@@ -274,6 +273,15 @@ class _Driver:
 
 
 _RESULTS = (TaskFinished, TaskFailed)
+
+
+def ask(strategy: Strategy, command: Ask) -> Proposed:
+    """The strategy's answer to ``command``: its ``ask``, or ``ask_idle`` for idle slots."""
+    if command.idle:
+        candidates = strategy.ask_idle(command.n)  # type: ignore[attr-defined]
+    else:
+        candidates = strategy.ask(command.n)
+    return Proposed(list(candidates), bool(strategy.finished), idle=command.idle)
 
 
 def abandon(worker: Worker, task: Task, emit: Callable[[Any], None]) -> None:
@@ -378,6 +386,7 @@ def _run(
         split_offsets=context.subsample_offsets,
         pruner=pruner,
         batch_seconds=BATCH_SECONDS,
+        idle_asks=callable(getattr(strategy, "ask_idle", None)),
     )
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task

@@ -56,6 +56,15 @@ Rules it keeps:
   candidate of its resource (:mod:`hpsearch.scheduler.pruning`) has its remaining
   folds skipped: queued ones never run, results of running ones are ignored, and the
   candidate is reported as ``pruned``.
+* Idle slots (``idle_asks``, a strategy with ``ask_idle``: ASHA): when the strategy
+  has nothing to give until it hears more scores, nothing is queued, a worker has a
+  slot running nothing and some regular candidate is still unfinished, the strategy is
+  asked for work for those slots (``Ask(idle=True)``, enough candidates to cover
+  them). Those tasks only ever go to a slot running nothing, queue behind every
+  regular task (a regular task proposed later is dispatched first), and are never
+  asked for while only they are running, so they fill the end of a search without
+  prolonging it by more than one of their tasks. An empty answer is not asked again
+  before the next score.
 """
 
 from __future__ import annotations
@@ -108,10 +117,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Proposed:
-    """The strategy answered an ``Ask``: new candidates, and whether it is finished."""
+    """The strategy answered an ``Ask``: new candidates, and whether it is finished.
+    ``idle``: the answer to an ``Ask(idle=True)`` (``ask_idle``)."""
 
     candidates: list[Candidate]
     finished: bool
+    idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,11 @@ class DispatchBatch:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
+    """Ask the strategy for up to ``n`` candidates: ``ask(n)``, or with ``idle`` its
+    ``ask_idle(n)`` (work for slots that would otherwise sit idle)."""
+
     n: int
+    idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +303,9 @@ class SchedulerState:
         Most tasks in one batch.
     batch_after : int
         Results whose time must be known before tasks are batched.
+    idle_asks : bool
+        Ask the strategy for work for idle slots (``Ask(idle=True)``, see above); only
+        for a strategy that has ``ask_idle``.
     """
 
     def __init__(
@@ -312,6 +330,7 @@ class SchedulerState:
         batch_seconds: float | None = None,
         max_batch: int = 64,
         batch_after: int = 8,
+        idle_asks: bool = False,
     ) -> None:
         if score_names and score_key not in score_names:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
@@ -349,6 +368,11 @@ class SchedulerState:
         self.asking = False
         self.starved = False  # the strategy had nothing to give until it hears more scores
         self.told_since_ask = False  # a Tell was issued after the pending Ask
+        self.idle_asks = idle_asks
+        self.idle_starved = False  # ask_idle had nothing to give until it hears more scores
+        self.idle_tasks: set[int] = set()  # the tasks of candidates from ask_idle
+        self.idle_candidates: set[int] = set()
+        self._regular_open = 0  # candidates not from ask_idle, proposed and not complete
         self.strategy_finished = False
         self.completed: list[int] = []
         self.n_tasks_done = 0
@@ -475,7 +499,13 @@ class SchedulerState:
         self.strategy_finished = event.finished
         # An empty answer means "wait for scores" only if no score was told after the
         # Ask went out: a Tell issued meanwhile reaches the strategy after that Ask.
-        self.starved = not event.candidates and not event.finished and not self.told_since_ask
+        empty = not event.candidates and not event.finished and not self.told_since_ask
+        if event.idle:
+            self.idle_starved = empty
+            self.idle_candidates.update(cand.id for cand in event.candidates)
+        else:
+            self.starved = empty
+            self._regular_open += len(event.candidates)
         commands: list[Command] = []
         offsets: dict[int, int] = {}
         for cand in event.candidates:
@@ -516,7 +546,12 @@ class SchedulerState:
                 continue
             if self.affinity is not None:
                 self.groups[task_id] = (prefixes[cand.id], split)
+            if event.idle:
+                self.idle_tasks.add(task_id)
             self.queue.append(task_id)
+        if self.idle_tasks and not event.idle:  # regular tasks go ahead of queued idle-slot ones
+            self.queue = deque([*(t for t in self.queue if t not in self.idle_tasks),
+                                *(t for t in self.queue if t in self.idle_tasks)])
         return commands
 
     def _release(self, worker: str, task_id: int, attempt: int) -> _Copy | None:
@@ -592,7 +627,10 @@ class SchedulerState:
         results: list[FoldResult] = slots  # type: ignore[assignment]
         self.completed.append(cid)
         self.starved = False  # the strategy hears a new score: it may have more to give
+        self.idle_starved = False
         self.told_since_ask = True
+        if cid not in self.idle_candidates:
+            self._regular_open -= 1
         group = self._group(self.candidates[cid])
         self._open.get(group, set()).discard(cid)
         commands: list[Command] = []
@@ -671,7 +709,10 @@ class SchedulerState:
                 logger.error("%s", error)
                 commands += self._record(ts, self._failure(ts.task, f"TaskFailedError: {error}"))
                 continue
-            self.queue.appendleft(task_id)
+            if task_id in self.idle_tasks:
+                self.queue.append(task_id)  # behind the regular tasks, as always
+            else:
+                self.queue.appendleft(task_id)
         return commands
 
     def _failure(self, task: Task, text: str) -> FoldResult:
@@ -883,6 +924,18 @@ class SchedulerState:
             if pick is None:
                 break
             target, index = pick
+            if self.queue[index] in self.idle_tasks:
+                # Only into a slot running nothing, one by one (never in a worker's
+                # prefetch queue or a batch, where a regular task would wait behind it).
+                task_id = self.queue[index]
+                spare = [w for w in self.workers.values() if w.idle_slots > 0]
+                if not spare:
+                    break
+                group = self.groups.get(task_id)
+                target = max(spare, key=lambda w: (group is not None and group in w.held, w.idle_slots))
+                del self.queue[index]
+                commands.append(self._dispatch(self.tasks[task_id], target))
+                continue
             if target.batched and target.free < min(self.batch, len(self.queue)):
                 # It still holds more than a batch: the next one goes out whole, once
                 # that many have finished (a worker with room for single tasks may
@@ -901,6 +954,8 @@ class SchedulerState:
             while self.queue and len(tasks) < self.batch and target.free > 0:
                 index = self._index_for(target)
                 task_id = self.queue[index]
+                if task_id in self.idle_tasks:  # never in a batch (see above)
+                    break
                 del self.queue[index]
                 tasks.append(self._dispatch(self.tasks[task_id], target).task)
             commands.append(first if len(tasks) == 1 else DispatchBatch(target.worker, tuple(tasks)))
@@ -911,4 +966,11 @@ class SchedulerState:
                 self.asking = True
                 self.told_since_ask = False
                 commands.append(Ask(math.ceil(wanted / self.n_folds)))
+        elif (self.idle_asks and self.starved and not (self.asking or self.strategy_finished or self.idle_starved)
+              and not self.queue and self._regular_open > 0):
+            idle = sum(max(0, ws.idle_slots) for ws in self.workers.values())
+            if idle > 0:
+                self.asking = True
+                self.told_since_ask = False
+                commands.append(Ask(math.ceil(idle / self.n_folds), idle=True))
         return commands

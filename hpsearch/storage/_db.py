@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS ops (   -- every ask and tell, in the order the strategy saw them
     search_id INTEGER NOT NULL REFERENCES searches(id),
     seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,            -- 'ask' or 'tell'
+    kind TEXT NOT NULL,            -- 'ask', 'ask_idle' (work for idle slots) or 'tell'
     n INTEGER,                     -- ask: how many were asked for
     candidate_ids TEXT,            -- ask: JSON list of the ids it returned
     candidate_id INTEGER,          -- tell

@@ -355,8 +355,8 @@ class SearchJournal:
         told: set[int] = set()
         for seq, kind, n, ids_json, cid, score in ops:
             self._seq = seq + 1
-            if kind == "ask":
-                got = strategy.ask(n)
+            if kind in ("ask", "ask_idle"):  # ask_idle: work for idle slots (ASHA)
+                got = strategy.ask(n) if kind == "ask" else strategy.ask_idle(n)  # type: ignore[attr-defined]
                 want = json.loads(ids_json)
                 if [c.id for c in got] != want or any(describe(c.params) != keys.get(c.id) for c in got):
                     stored = [(i, keys.get(i)) for i in want]
@@ -457,9 +457,9 @@ class SearchJournal:
                     r.fit_time, r.score_time, r.n_test_samples, _scores_json(r.test_scores),
                     None if r.train_scores is None else _scores_json(r.train_scores), r.error,
                 ))
-            elif kind == "ask":
+            elif kind in ("ask", "ask_idle"):
                 _, n, candidates, when = item
-                ops.append((sid, self._seq, "ask", n, json.dumps([c.id for c in candidates]), None, None))
+                ops.append((sid, self._seq, kind, n, json.dumps([c.id for c in candidates]), None, None))
                 self._seq += 1
                 for c in candidates:
                     cands.append((sid, c.id, json.dumps(_jsonable(c.params)), describe(c.params), when))
@@ -552,6 +552,15 @@ class _JournaledStrategy:
         # Proposals fixed up front (grid, random) do not depend on scores: their tells
         # need not be replayed, so they are not recorded (a resumed run tells them again).
         self._learns = not isinstance(inner, ListStrategy)
+        ask_idle = getattr(inner, "ask_idle", None)
+        if callable(ask_idle):  # only then does the scheduler ask for idle slots' work
+
+            def recorded_ask_idle(n: int) -> list[Candidate]:
+                out = list(ask_idle(n))
+                self._journal._put(("ask_idle", n, out, time.time()))
+                return out
+
+            self.ask_idle = recorded_ask_idle
 
     def ask(self, n: int) -> list[Candidate]:
         if self._recovered:

@@ -49,6 +49,10 @@ class Strategy(Protocol):
     CV score, higher is better; ``nan`` means its fits failed. ``finished`` is True
     once nothing more will ever be asked. ``total`` is the number of candidates the
     strategy will propose in all, when known in advance (for progress), else None.
+
+    Optionally, ``ask_idle(n)``: up to ``n`` candidates for worker slots that would
+    otherwise sit idle, asked only after ``ask`` gave none (ASHA's promotions beyond
+    its quota, :mod:`hpsearch.strategies.halving`; see the scheduler's idle asks).
     """
 
     def ask(self, n: int) -> list[Candidate]: ...

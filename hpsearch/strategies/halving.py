@@ -208,6 +208,16 @@ class AsyncBracket:
     ranked within the first ``floor(n / factor)`` of the ``n`` results its rung has so
     far. A rung that can receive no more results promotes its first ``keep(n, rung)``.
     Otherwise ``pop`` starts a new configuration at rung 0. Ties rank by arrival.
+
+    ``pop_idle`` is asked only for slots that would otherwise sit idle (``pop`` has
+    nothing: no new configuration is left and no promotion is due, so the search's last
+    configurations are climbing the rungs with few tasks in flight). It promotes the
+    best not-yet-promoted configuration of the lowest rung that has one: beyond ASHA's
+    quota, one rung up, where tasks are the shortest, so a regular promotion that
+    becomes due meanwhile waits at most for one short task. Its result is ranked with
+    the others at that rung (a better one takes a place in the top ``1 / factor``), but
+    the quota counts only the other results, so these promotions never make ASHA
+    promote more. ``idle_promoted`` lists them, as (configuration, rung reached).
     """
 
     def __init__(self, configs: Sequence[int], resources: Sequence[int], keep: Keep, factor: float) -> None:
@@ -218,6 +228,9 @@ class AsyncBracket:
         self._results: list[dict[int, float]] = [{} for _ in self.resources]
         self._promoted: list[set[int]] = [set() for _ in self.resources]
         self._outstanding = [0] * len(self.resources)
+        self.idle_promoted: list[tuple[int, int]] = []
+        self._regular = [0] * len(self.resources)  # results per rung, those of idle promotions left out
+        self._idle_jobs: set[tuple[int, int]] = set()
         # memos of _closed / _promotable, valid until the next pop or tell
         self._closed_memo: dict[int, bool] = {}
         self._promotable_memo: dict[int, int | None] = {}
@@ -248,7 +261,7 @@ class AsyncBracket:
         done = self._results[rung]
         if rung + 1 >= len(self.resources) or not done:
             return None
-        n = len(done)
+        n = self._regular[rung]
         quota = self.keep(n, rung) if self._closed(rung) else math.floor(n / self.factor)
         if quota <= 0:
             return None
@@ -272,11 +285,28 @@ class AsyncBracket:
             return self._base.popleft(), 0
         return None
 
+    def pop_idle(self) -> tuple[int, int] | None:
+        """A promotion beyond the quota, for a slot that would sit idle (see the class)."""
+        for rung in range(len(self.resources) - 1):
+            done = self._results[rung]
+            waiting = [c for c in done if c not in self._promoted[rung]]
+            if waiting:
+                config = max(waiting, key=lambda c: done[c] if done[c] == done[c] else -math.inf)
+                self._changed()
+                self._promoted[rung].add(config)
+                self._outstanding[rung + 1] += 1
+                self.idle_promoted.append((config, rung + 1))
+                self._idle_jobs.add((config, rung + 1))
+                return config, rung + 1
+        return None
+
     def tell(self, config: int, rung: int, score: float) -> None:
         if not 0 <= rung < len(self.resources) or self._outstanding[rung] <= 0:
             raise InvalidParameterError(f"configuration {config} was not asked for at rung {rung}")
         self._changed()
         self._outstanding[rung] -= 1
+        if (config, rung) not in self._idle_jobs:
+            self._regular[rung] += 1
         self._results[rung][config] = float(score)
 
     @property
@@ -300,6 +330,7 @@ class _BracketStrategy:
     """
 
     inline = True
+    ask_idle: Callable[[int], list[Candidate]]  # ASHA only (see _ask_idle)
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], brackets: Sequence[Bracket], resource: str,
                  *, bracket_tag: bool = False) -> None:
@@ -312,8 +343,10 @@ class _BracketStrategy:
         self._told: list[int] = []  # candidate ids in the order their scores arrived
         self._next_id = 0
         self._turn = 0
+        if any(isinstance(b, AsyncBracket) for b in self.brackets):  # the scheduler asks only then
+            self.ask_idle = self._ask_idle
 
-    def _candidate(self, b: int, config: int, rung: int) -> Candidate:
+    def _candidate(self, b: int, config: int, rung: int, *, idle: bool = False) -> Candidate:
         amount = self.brackets[b].resources[rung]
         params = dict(self.configs[config])
         n_samples = None
@@ -324,6 +357,8 @@ class _BracketStrategy:
         tags: dict[str, Any] = {"iter": rung, "n_resources": amount}
         if self._bracket_tag:
             tags["bracket"] = b
+        if isinstance(self.brackets[b], AsyncBracket):
+            tags["idle_promotion"] = idle
         cid = self._next_id
         self._next_id += 1
         self._jobs[cid] = (b, config, rung)
@@ -344,6 +379,21 @@ class _BracketStrategy:
                 continue
             idle = 0
             out.append(self._candidate(b, *job))
+        return out
+
+    def _ask_idle(self, n: int) -> list[Candidate]:
+        """Up to ``n`` candidates for slots that would otherwise sit idle, asked by the
+        scheduler only when ``ask`` has nothing and a slot is free: promotions beyond
+        ASHA's quota (:meth:`AsyncBracket.pop_idle`), tagged ``idle_promotion``.
+        It is the strategy's ``ask_idle`` when a bracket is asynchronous; synchronous
+        brackets give none (their rungs are scikit-learn's)."""
+        if n < 0:
+            raise InvalidParameterError(f"ask_idle(n) needs n >= 0, got {n}")
+        out: list[Candidate] = []
+        for b, bracket in enumerate(self.brackets):
+            pop_idle = getattr(bracket, "pop_idle", None)
+            while pop_idle is not None and len(out) < n and (job := pop_idle()) is not None:
+                out.append(self._candidate(b, *job, idle=True))
         return out
 
     def tell(self, candidate_id: int, score: float) -> None:
@@ -394,6 +444,8 @@ class _BracketStrategy:
                 "mean_fit_time": float(cv_results["mean_fit_time"][cid]),
                 "mean_score_time": float(cv_results["mean_score_time"][cid]),
             }
+            if "idle_promotion" in cv_results:
+                record["idle_promotion"] = bool(cv_results["idle_promotion"][cid])
             history.append(record)
             models.setdefault(record["model_id"], []).append(record)
         return history, models

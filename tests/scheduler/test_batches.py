@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hpsearch.evaluation import FoldResult
-from hpsearch.scheduler.state import Dispatch, DispatchBatch, Proposed, SchedulerState, Tick
+from hpsearch.scheduler.state import Ask, Dispatch, DispatchBatch, Proposed, SchedulerState, Tick
 from hpsearch.strategies.base import Candidate
 from hpsearch.workers.base import Results, TaskFinished, WorkerJoined, WorkerLost
 
@@ -189,3 +189,22 @@ def test_time_limits_stay_per_task_inside_a_batch():
     assert [a.task.task_id for a in failed] == [batch[0]]
     assert state.fold_results[batch[0]][0].error.startswith("FitTimeoutError")
     assert all(state.fold_results[t][0] is None for t in batch[1:])
+
+
+def test_idle_slot_tasks_never_go_in_a_batch():
+    state = SchedulerState(n_folds=1, lookahead=0, batch_seconds=0.02, max_batch=64, batch_after=4, idle_asks=True)
+    state.start(0.0)
+    state.handle(WorkerJoined(BatchWorker("w", slots=4, prefetch=0)), 0.0)
+    state.handle(Proposed([Candidate(i, {"x": i}) for i in range(5)], False), 0.0)
+    commands = finish(state, "w", [0, 1, 2, 3], 0.001, 0.01)
+    assert state.batch == 16 and sent(commands) == [("w", [4])]
+    assert len([c for c in commands if isinstance(c, Ask)]) == 1  # for the 64 tasks a batched worker holds
+    commands = state.handle(Proposed([], False), 0.01)  # nothing until candidate 4's score
+    assert [c for c in commands if isinstance(c, Ask)] == [Ask(3, idle=True)]
+    commands = state.handle(Proposed([Candidate(i, {"x": i}) for i in range(5, 11)], False, idle=True), 0.01)
+    assert sent(commands) == [("w", [5]), ("w", [6]), ("w", [7])]  # one by one, into the 3 idle slots
+    commands = finish(state, "w", [4], 0.001, 0.02)
+    assert sent(commands) == [("w", [8])]  # into the slot freed
+    commands = state.handle(Proposed([Candidate(i, {"x": i}) for i in range(11, 14)], False), 0.02)
+    assert sent(commands) == [("w", [11, 12, 13])]  # the regular batch stops before the idle tasks
+    assert list(state.queue) == [9, 10]

@@ -261,3 +261,66 @@ def test_a_stale_task_failure_does_not_requeue_a_running_task():
     state.handle(WorkerJoined(FakeWorker("b")))  # runs attempt 1
     assert state.handle(TaskFailed("a", 0, 0, "late news from the lost worker")) == []
     assert state.tasks[0].deaths == 1 and state.tasks[0].worker == "b" and not state.queue
+
+
+def propose_idle(state, ids, finished=False):
+    return state.handle(Proposed([Candidate(i, {"x": i}) for i in ids], finished, idle=True))
+
+
+def test_idle_slots_are_offered_to_the_strategy_while_regular_work_runs():
+    state = SchedulerState(n_folds=2, lookahead=0, idle_asks=True)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w", slots=4)))
+    commands = propose(state, [0])  # 2 tasks on 4 slots
+    assert len(of(commands, Dispatch)) == 2 and of(commands, Ask) == [Ask(1)]
+    # the strategy has nothing until it hears a score: the 2 idle slots are offered
+    assert of(propose(state, []), Ask) == [Ask(1, idle=True)]
+    commands = propose_idle(state, [1, 2])  # 4 tasks for 2 idle slots
+    assert [d.task.candidate_id for d in of(commands, Dispatch)] == [1, 1]
+    assert list(state.queue) == [4, 5]  # the rest waits for a slot running nothing
+    commands = state.handle(TaskFinished("w", 0, 0, ok()))
+    assert [d.task.task_id for d in of(commands, Dispatch)] == [4]  # into the slot freed
+    # a regular candidate proposed now goes ahead of those still waiting
+    commands = propose(state, [3])
+    assert of(commands, Dispatch) == [] and list(state.queue) == [6, 7, 5]
+    commands = state.handle(TaskFinished("w", 2, 0, ok()))
+    assert [d.task.task_id for d in of(commands, Dispatch)] == [6]
+
+
+def test_idle_asks_stop_with_the_regular_work_and_after_an_empty_answer():
+    state = SchedulerState(n_folds=2, lookahead=0, idle_asks=True)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w", slots=4)))
+    propose(state, [0])
+    propose(state, [])
+    commands = propose_idle(state, [])  # nothing to give: not asked again before a score
+    assert of(commands, Ask) == [] and state.idle_starved
+    assert of(state.handle(Tick(1.0)), Ask) == []
+    state.handle(TaskFinished("w", 0, 0, ok()))
+    commands = state.handle(TaskFinished("w", 1, 0, ok()))  # candidate 0 done: a Tell
+    assert of(commands, Tell) and of(commands, Ask) == [Ask(2)]  # a regular ask first
+    propose(state, [1])
+    commands = propose(state, [])
+    assert of(commands, Ask) == [Ask(1, idle=True)]
+    propose_idle(state, [2])  # fills the 2 idle slots
+    commands = state.handle(TaskFinished("w", 2, 0, ok()))
+    assert of(commands, Ask) == [Ask(1, idle=True)]  # a slot runs nothing again
+    propose_idle(state, [])
+    commands = state.handle(TaskFinished("w", 3, 0, ok()))  # the last regular candidate ends
+    assert of(commands, Tell) and of(commands, Ask) == [Ask(1)]
+    commands = propose(state, [])
+    # only the idle promotion runs: its slots are not filled again, the search can end
+    assert of(commands, Ask) == [] and state.in_flight == 2
+
+
+def test_idle_tasks_never_wait_in_a_workers_prefetch_queue():
+    state = SchedulerState(n_folds=3, lookahead=0, idle_asks=True)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w", slots=2, prefetch=2)))
+    propose(state, [0])  # 3 tasks: 2 running, 1 prefetched
+    assert of(propose(state, []), Ask) == []  # no slot runs nothing
+    assert of(state.handle(TaskFinished("w", 0, 0, ok())), Ask) == []  # the prefetched task starts
+    commands = state.handle(TaskFinished("w", 1, 0, ok()))
+    assert of(commands, Ask) == [Ask(1, idle=True)]
+    commands = propose_idle(state, [1])
+    assert [d.task.task_id for d in of(commands, Dispatch)] == [3] and list(state.queue) == [4, 5]

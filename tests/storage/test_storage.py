@@ -161,3 +161,32 @@ def test_bad_input_still_comes_first(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         searches.run_search(searches.Quadratic(), {"n": []}, searches.X, searches.Y, storage=tmp_path / "s.db")
     assert not (tmp_path / "s.db").exists()
+
+
+def test_asha_idle_promotions_are_stored_and_replayed(tmp_path, fit_log, monkeypatch):
+    """ASHA's asks for idle slots are ops of their own ('ask_idle'): a rerun of the
+    finished search replays them and fits nothing."""
+    import sqlite3
+
+    from hpsearch import ThreadWorkers, run_search
+
+    monkeypatch.setenv("HPSEARCH_TEST_DELAY", "0.01")
+    db = tmp_path / "search.db"
+
+    def asha():
+        return run_search(searches.Quadratic(), searches.SPACES["grid"], searches.X, searches.Y,
+                          strategy="halving", asynchronous=True, factor=2, cv=searches.CV, random_state=0,
+                          refit=False, progress=False, workers=ThreadWorkers(4), storage=db)
+
+    first = asha()
+    fits = n_fits(fit_log)
+    with sqlite3.connect(db) as conn:
+        kinds = {kind for (kind,) in conn.execute("SELECT kind FROM ops")}
+    # the last configurations climb with 3 folds on 4 slots: a slot is offered at least once
+    assert "ask_idle" in kinds
+    idle = first.cv_results_["idle_promotion"]
+    again = asha()
+    assert n_fits(fit_log) == fits
+    assert again.cv_results_["params"] == first.cv_results_["params"]
+    assert list(again.cv_results_["idle_promotion"]) == list(idle)
+    assert list(again.cv_results_["mean_test_score"]) == list(first.cv_results_["mean_test_score"])

@@ -217,3 +217,78 @@ def test_halving_strategies_are_asked_inline():
     # results (tests/workers/test_threads.py), so the next rung's work waits for no
     # other thread to wake up.
     assert SuccessiveHalvingStrategy.inline is True and HyperbandStrategy.inline is True
+
+
+def test_async_bracket_promotes_into_idle_slots_from_the_lowest_rung():
+    bracket = AsyncBracket(range(3), [1, 3, 9], ceil_keep(3), factor=3)
+    assert [bracket.pop() for _ in range(3)] == [(0, 0), (1, 0), (2, 0)]
+    for config, score in ((0, 0.1), (1, 0.9), (2, 0.5)):
+        bracket.tell(config, 0, score)
+    assert bracket.pop() == (1, 1)  # the top third of rung 0
+    assert bracket.pop() is None  # nothing due: 1 is climbing, alone
+    # an idle slot gets the best configuration not yet promoted, one rung up
+    assert bracket.pop_idle() == (2, 1)
+    assert bracket.pop_idle() == (0, 1)
+    assert bracket.pop_idle() is None  # rung 0 all promoted, rung 1 has no result yet
+    bracket.tell(2, 1, 0.95)  # an idle promotion's result ranks with the others...
+    assert bracket.pop() is None  # ...but adds nothing to the quota: floor(0 / 3) = 0
+    bracket.tell(1, 1, 0.6)
+    bracket.tell(0, 1, 0.2)
+    # rung 1 is closed with one regular result: keep(1) = 1 goes on, the best ranked (2)
+    assert bracket.pop() == (2, 2)
+    assert bracket.pop() is None and bracket.pop_idle() == (1, 2)
+    assert bracket.idle_promoted == [(2, 1), (0, 1), (1, 2)]
+    bracket.tell(2, 2, 0.9)
+    bracket.tell(1, 2, 0.8)
+    assert bracket.finished
+
+
+def test_ask_idle_tags_asha_candidates_and_synchronous_halving_gives_none():
+    configs = [{"c": c} for c in range(9)]
+    plan = halving_plan(9, factor=3, min_resources_=1, max_resources_=9)
+    sync = SuccessiveHalvingStrategy(configs, plan, factor=3, resource="r")
+    asha = SuccessiveHalvingStrategy(configs, plan, factor=3, resource="r", asynchronous=True)
+    first = sync.ask(9)
+    assert "idle_promotion" not in first[0].tags  # scikit-learn's cv_results_ columns
+    for cand in first[:8]:
+        sync.tell(cand.id, cand.params["c"])
+    assert not hasattr(sync, "ask_idle")  # the scheduler never asks it
+    regular = asha.ask(9)
+    assert {c.tags["idle_promotion"] for c in regular} == {False}
+    for cand in regular:
+        asha.tell(cand.id, cand.params["c"])
+    promoted = asha.ask(9)  # rung 0 closed: its top 3 go on
+    assert sorted(c.params["c"] for c in promoted) == [6, 7, 8]
+    idle = asha.ask_idle(2)
+    assert [(c.params["c"], c.tags["iter"], c.tags["idle_promotion"]) for c in idle] == [(5, 1, True), (4, 1, True)]
+    with pytest.raises(InvalidParameterError):
+        asha.ask_idle(-1)
+
+
+def test_asha_with_idle_promotions_still_runs_every_synchronous_promotion():
+    """Idle promotions at every chance (the most a scheduler may ask) keep the search
+    finite, and with scores that rank configurations alike at every rung (so an idle
+    promotion's result never outranks a regular one) ASHA's guarantee intact."""
+    rng = random.Random(1)
+    for trial in range(20):
+        n = rng.randint(1, 40)
+        scores = {c: rng.random() for c in range(n)}
+        plan = halving_plan(n, factor=3, min_resources_=1, max_resources_=81)
+        sync = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r")
+        asha = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r",
+                                         asynchronous=True)
+        sync_jobs = {(c.params["c"], c.tags["iter"]) for c in drive(sync, lambda c: scores[c.params["c"]])}
+        asked, pending = [], []
+        while not (asha.finished and not pending):
+            new = asha.ask(rng.randint(1, 6))
+            if not new and pending:
+                new = asha.ask_idle(1)
+            asked += new
+            pending += new
+            assert pending
+            rng.shuffle(pending)
+            cand = pending.pop(0)
+            asha.tell(cand.id, scores[cand.params["c"]])
+        jobs = [(c.params["c"], c.tags["iter"]) for c in asked]
+        assert len(jobs) == len(set(jobs)), "a configuration ran twice at a rung"
+        assert sync_jobs <= set(jobs), trial
