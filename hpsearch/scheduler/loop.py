@@ -143,6 +143,7 @@ class _Driver:
         self._to_caller: list[Any] = []
         self.runner: StrategyRunner | None = None
         self.inline: Strategy | None = None  # a strategy asked and told on this thread
+        self.notify = True  # finished candidates go to the caller's thread (False: nobody listens)
         self.notices: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def start(self) -> None:
@@ -251,7 +252,8 @@ class _Driver:
                 elif not self._run_inline(self.inline, command):
                     return
             elif isinstance(command, CandidateDone):
-                self._to_caller.append((command, state.n_tasks_done, len(state.completed)))
+                if self.notify:
+                    self._to_caller.append((command, state.n_tasks_done, len(state.completed)))
             elif isinstance(command, Abandon):
                 abandon(command.worker, command.task, self._pending.append)
             elif isinstance(command, Abort):
@@ -382,6 +384,7 @@ def _run(
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task
     driver = _Driver(state, type(strategy).__name__, clock)
+    driver.notify = on_candidate is not None  # else the caller's thread is not woken per candidate
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
     if getattr(strategy, "inline", False) is True:
         # Its ask and tell take microseconds: a free slot does not wait for the strategy
