@@ -185,7 +185,7 @@ class FoldResult:
 
 def _wire_scores(value: Any, what: str) -> dict[str, float]:
     """Scores from the wire: a map of scorer names to numbers, as floats."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # a dict from msgpack: no ABC check
         out = {}
         for name, score in value.items():
             if not isinstance(name, str) or not isinstance(score, (int, float)):

@@ -174,7 +174,7 @@ class Abandon:
 Command = Union[Dispatch, DispatchBatch, Ask, Tell, CandidateDone, Abort, Abandon]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Copy:
     """One dispatch of a task to one worker."""
 
@@ -185,7 +185,7 @@ class _Copy:
     abandoned: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _TaskState:
     task: Task
     fold: int  # the CV fold (task.fold is the index of the split it runs on)
@@ -204,7 +204,7 @@ class _TaskState:
         return sum(not c.abandoned for c in self.copies.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class _WorkerState:
     worker: Worker
     running: dict[int, _Copy] = field(default_factory=dict)  # task id -> copy, dispatch order
@@ -516,22 +516,24 @@ class SchedulerState:
             prefixes = {cand.id: self.affinity(cand.params) for cand in event.candidates}
             first = {p: i for i, p in reversed(list(enumerate(prefixes.values())))}
             new_tasks.sort(key=lambda cf: (first[prefixes[cf[0].id]], offsets[cf[0].id] + cf[1]))
+        n_folds, tasks, queue, pruned = self.n_folds, self.tasks, self.queue, self.pruned
         for cand, fold in new_tasks:
-            task_id = cand.id * self.n_folds + fold
-            split = offsets[cand.id] + fold  # the split it runs on (a subsampled copy, or the fold)
-            ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, split, cand.params), fold)
-            if cand.id in self.pruned:  # pruned by a known result recorded just before
+            cid = cand.id
+            task_id = cid * n_folds + fold
+            split = offsets[cid] + fold  # the split it runs on (a subsampled copy, or the fold)
+            ts = tasks[task_id] = _TaskState(Task(task_id, cid, split, cand.params), fold)
+            if cid in pruned:  # pruned by a known result recorded just before
                 commands += self._record(ts, self._skipped())
                 continue
-            known = self.known_results.pop((cand.id, fold), None) if self.known_results else None
+            known = self.known_results.pop((cid, fold), None) if self.known_results else None
             if known is not None and self._malformed(known) is None:
                 if self.raise_on_error and known.error is not None:
                     return self._abort(FitFailedError(f"a fit failed and error_score='raise':\n{known.error}"))
                 commands += self._record(ts, known)
                 continue
             if self.affinity is not None:
-                self.groups[task_id] = (prefixes[cand.id], split)
-            self.queue.append(task_id)
+                self.groups[task_id] = (prefixes[cid], split)
+            queue.append(task_id)
             ts.queued = True
         return commands
 

@@ -421,21 +421,22 @@ class PeerTable:
     def _results(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None,
                  assigned: set[tuple[int, int]], now: float) -> list[Output]:
         entries = msg["results"]
-        if len(entries) > MAX_BATCH or not all(
-            isinstance(e, list) and len(e) == 4 and type(e[0]) is int and type(e[1]) is int
-            and isinstance(e[2], (dict, type(None))) and isinstance(e[3], (str, type(None)))
-            for e in entries
-        ):
+        if len(entries) > MAX_BATCH:
             raise ProtocolError(f"malformed RESULTS from {name}")
+        for e in entries:  # plain checks, no generator: this runs once per task
+            if not (isinstance(e, list) and len(e) == 4 and type(e[0]) is int and type(e[1]) is int
+                    and (e[2] is None or isinstance(e[2], dict)) and (e[3] is None or isinstance(e[3], str))):
+                raise ProtocolError(f"malformed RESULTS from {name}")
         out: list[Output] = []
         if peer is not None and len(peer.acks) >= MAX_ACKS:
             out.append(self._acks(peer, now))
         events: list[Any] = []
+        search = msg["search"]
         for task_id, attempt, result, failure in entries:
-            fields = {"search": msg["search"], "task_id": task_id, "attempt": attempt,
+            fields = {"search": search, "task_id": task_id, "attempt": attempt,
                       "result": result, "failure": failure}
             for output in self._result(route, session, name, fields, peer, assigned):
-                (out if isinstance(output, Send) else events).append(output)
+                (out if type(output) is Send else events).append(output)
         if events:
             out.insert(0, events[0] if len(events) == 1 else Results(tuple(events)))
         return out
@@ -611,6 +612,7 @@ class PeerTable:
             entries, size = [], 0
 
         last: tuple[Any, list[Any], int] | None = None  # the folds of a candidate share its params
+        batched = 0  # tasks sent in TASKS (counted once, not per task)
         for task in tasks:
             if last is not None and last[0] is task.params:
                 frames, nbytes = last[1], last[2]
@@ -627,14 +629,16 @@ class PeerTable:
                 close()
                 out += self.submit(session, task, now)
                 continue
-            self.stats["tasks_sent"] += 1
-            self.stats[f"tasks_to:{peer.name}"] += 1
+            batched += 1
             peer.assigned.add((task.task_id, task.attempt))
             entries.append([task.task_id, task.attempt, task.fold, frames])
             size += nbytes
             if size >= BATCH_BYTES or len(entries) >= MAX_BATCH:
                 close()
         close()
+        if batched:
+            self.stats["tasks_sent"] += batched
+            self.stats[f"tasks_to:{peer.name}"] += batched
         return out
 
     def _offer(self, peer: Peer, now: float) -> list[Output]:
