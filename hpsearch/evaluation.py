@@ -72,6 +72,8 @@ class EvaluationContext:
     @property
     def n_splits(self) -> int:
         """The number of CV folds (subsampled copies, if any, follow them in ``splits``)."""
+        if not self.subsample_offsets:  # read once per task: no generator for the usual case
+            return len(self.splits)
         return min((o for o in self.subsample_offsets.values() if o), default=len(self.splits))
 
 

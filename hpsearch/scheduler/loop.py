@@ -12,16 +12,16 @@ queued one after another are handled as one ``Results`` (one dispatch), and tiny
 travel in batches to workers that take them (:mod:`hpsearch.scheduler.state`).
 
 The caller's thread only waits: it runs the progress callback for each finished
-candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are
-checked then), and raises the search's error. The strategy runs on its own thread: a
-Bayesian ``tell`` that refits a surrogate for a second does not stop tasks from being
-dispatched meanwhile. A strategy whose ``inline`` attribute is True (the halving
-strategies: their ``ask`` and ``tell`` take microseconds) is asked and told on the
-thread handling events instead, and its answer is handled in the same pass: when it
-has work only once it hears a score (a rung's next configurations), a free slot gets
-that work without waiting for another thread to wake up. Either way, asks and
-tells reach the strategy in the order the state machine issued them, so results do
-not depend on timing.
+candidate (it is not woken for them when there is none), sends a ``Tick`` every
+``poll_interval`` (time limits and stragglers are checked then), and raises the
+search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits
+a surrogate for a second does not stop tasks from being dispatched meanwhile. A
+strategy whose ``inline`` attribute is True (the halving strategies, grid and random:
+their ``ask`` and ``tell`` take microseconds) is asked and told on the thread handling
+events instead, and its answer is handled in the same pass: when it has work only once
+it hears a score (a rung's next configurations), a free slot gets that work without
+waiting for another thread to wake up. Either way, asks and tells reach the strategy
+in the order the state machine issued them, so results do not depend on timing.
 """
 
 from __future__ import annotations
