@@ -19,6 +19,7 @@ scikit-learn's ``BaseSearchCV.fit`` runs every (candidate, split) through
 
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
 import os
@@ -29,9 +30,8 @@ import traceback
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 import numpy as np
 from sklearn import config_context, get_config, set_config
@@ -181,48 +181,77 @@ class TaskContext(EvaluationContext):
             return False
         return plan_reuse(self, estimator) is not None
 
-    @contextmanager
-    def _environment(self) -> Iterator[None]:
+    def _environment(self) -> _TaskEnvironment:
         """scikit-learn's configuration of the searching thread (thread-local) and, in
-        another process, its warning filters — what ``sklearn.utils.parallel`` does."""
-        with self._config():
-            if os.getpid() == self.master_pid:  # warning filters are shared by threads
-                yield
-                return
-            filters = self.__dict__.get("_filters_here")
-            if filters is None:  # built once per process: the same list every task
-                with warnings.catch_warnings():
-                    warnings.resetwarnings()
-                    for action, message, category, module, lineno in self.warning_filters:
-                        warnings.filterwarnings(
-                            action, message=getattr(message, "pattern", message or ""),
-                            category=category, module=getattr(module, "pattern", module or ""),
-                            lineno=lineno, append=True,
-                        )
-                    filters = self.__dict__["_filters_here"] = list(warnings.filters)
+        another process, its warning filters — what ``sklearn.utils.parallel`` does
+        (see :class:`_TaskEnvironment`)."""
+        return _TaskEnvironment(self)
+
+    def _task_filters(self) -> list[Any]:
+        """The caller's warning filters as this process's ``warnings.filters`` list:
+        built once per process, the same list every task."""
+        filters = self.__dict__.get("_filters_here")
+        if filters is None:
             with warnings.catch_warnings():
-                warnings.filters[:] = filters  # type: ignore[index]  # a list at run time
-                _filters_mutated()
-                yield
+                warnings.resetwarnings()
+                for action, message, category, module, lineno in self.warning_filters:
+                    warnings.filterwarnings(
+                        action, message=getattr(message, "pattern", message or ""),
+                        category=category, module=getattr(module, "pattern", module or ""),
+                        lineno=lineno, append=True,
+                    )
+                filters = self.__dict__["_filters_here"] = list(warnings.filters)
+        return filters
 
 
-    @contextmanager
-    def _config(self) -> Iterator[None]:
-        """``config_context(**self.config)``, without its two ``set_config`` calls (a
-        third of a tiny task's cost) when the thread already runs with this
-        configuration, as a slot thread does from its second task of a search on: the
-        configuration is then only put back if the task changed it, as
-        ``config_context`` would have."""
+class _TaskEnvironment:
+    """What a task runs in: ``config_context(**context.config)`` and, in another
+    process than the master, ``warnings.catch_warnings()`` with the caller's filters.
+
+    One object with ``__enter__``/``__exit__`` rather than two generator-based context
+    managers (a tenth of a no-op task's cost in a worker process), and without
+    ``config_context``'s two ``set_config`` calls when the thread already runs with the
+    search's configuration, as a slot thread does from its second task of a search on:
+    the configuration is then only put back if the task changed it, as
+    ``config_context`` would have.
+    """
+
+    __slots__ = ("_context", "_before", "_config", "_warnings")
+
+    def __init__(self, context: TaskContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        context = self._context
         before = get_config()
-        if before != self.config:
-            with config_context(**self.config):
-                yield
+        if before != context.config:
+            self._config: Any = config_context(**context.config)
+            self._config.__enter__()
+        else:
+            self._config = None
+            self._before = before
+        self._warnings: Any = None
+        if os.getpid() == context.master_pid:  # warning filters are shared by threads
             return
         try:
-            yield
+            filters = context._task_filters()
+            self._warnings = warnings.catch_warnings()
+            self._warnings.__enter__()
+            warnings.filters[:] = filters  # type: ignore[index]  # a list at run time
+            _filters_mutated()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if self._warnings is not None:
+                self._warnings.__exit__(*exc_info)
         finally:
-            if get_config() != before:
-                set_config(**before)
+            if self._config is not None:
+                self._config.__exit__(*exc_info)
+            elif get_config() != self._before:
+                set_config(**self._before)
 
 
 def _filters_mutated() -> None:
@@ -356,7 +385,7 @@ def _fit_and_score_plain(
             X_test, y_test = X[test], None if y is None else y[test]
         else:
             X_test, y_test = split_rows(estimator, X, y, test, train)
-        n_test = _num_samples(X_test)
+        n_test = X_test.shape[0] if plain else _num_samples(X_test)  # what _num_samples says of an array
         test_scores = _score(estimator, X_test, y_test, scorer, score_params_test, error_score)
         score_time = time.time() - start_time - fit_time
         if return_train_score:
@@ -784,17 +813,17 @@ class CandidateEvaluator:
     def _sklearn_scores(self, scores: Mapping[str, float], error: str | None) -> Any:
         names = self.setup.score_names
         if names:
-            return scores["score"] if list(names) == ["score"] and self._single else dict(scores)
+            return scores["score"] if self._one_score else dict(scores)
         # a callable scoring: a number, or the dict it returned
         if error is not None and not scores:
             return float(self.setup.search.error_score) if self.setup.search.error_score != "raise" else np.nan
         return scores["score"] if set(scores) == {"score"} else dict(scores)
 
-    @property
-    def _single(self) -> bool:
-        from sklearn.metrics._scorer import _MultimetricScorer
-
-        return not isinstance(self.setup.scorers, _MultimetricScorer)
+    @functools.cached_property
+    def _one_score(self) -> bool:
+        """One scorer named "score" (not a multi-metric one): a result's score is a
+        number, as ``_fit_and_score`` gives it (looked up once, not per result)."""
+        return list(self.setup.score_names) == ["score"] and not isinstance(self.setup.scorers, _MultimetricScorer)
 
     def _keep_partial_result(self, exc: BaseException) -> None:
         """Give a search that ended early a ``partial_result`` of every candidate

@@ -72,6 +72,8 @@ class EvaluationContext:
     @property
     def n_splits(self) -> int:
         """The number of CV folds (subsampled copies, if any, follow them in ``splits``)."""
+        if not self.subsample_offsets:  # read once per task: no generator for the usual case
+            return len(self.splits)
         return min((o for o in self.subsample_offsets.values() if o), default=len(self.splits))
 
 
@@ -185,7 +187,7 @@ class FoldResult:
 
 def _wire_scores(value: Any, what: str) -> dict[str, float]:
     """Scores from the wire: a map of scorer names to numbers, as floats."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # a dict from msgpack: no ABC check
         out = {}
         for name, score in value.items():
             if not isinstance(name, str) or not isinstance(score, (int, float)):

@@ -12,16 +12,16 @@ queued one after another are handled as one ``Results`` (one dispatch), and tiny
 travel in batches to workers that take them (:mod:`hpsearch.scheduler.state`).
 
 The caller's thread only waits: it runs the progress callback for each finished
-candidate, sends a ``Tick`` every ``poll_interval`` (time limits and stragglers are
-checked then), and raises the search's error. The strategy runs on its own thread: a
-Bayesian ``tell`` that refits a surrogate for a second does not stop tasks from being
-dispatched meanwhile. A strategy whose ``inline`` attribute is True (the halving
-strategies: their ``ask`` and ``tell`` take microseconds) is asked and told on the
-thread handling events instead, and its answer is handled in the same pass: when it
-has work only once it hears a score (a rung's next configurations), a free slot gets
-that work without waiting for another thread to wake up. Either way, asks and
-tells reach the strategy in the order the state machine issued them, so results do
-not depend on timing.
+candidate (it is not woken for them when there is none), sends a ``Tick`` every
+``poll_interval`` (time limits and stragglers are checked then), and raises the
+search's error. The strategy runs on its own thread: a Bayesian ``tell`` that refits
+a surrogate for a second does not stop tasks from being dispatched meanwhile. A
+strategy whose ``inline`` attribute is True (the halving strategies, grid and random:
+their ``ask`` and ``tell`` take microseconds) is asked and told on the thread handling
+events instead, and its answer is handled in the same pass: when it has work only once
+it hears a score (a rung's next configurations), a free slot gets that work without
+waiting for another thread to wake up. Either way, asks and tells reach the strategy
+in the order the state machine issued them, so results do not depend on timing.
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class _Driver:
         self._to_caller: list[Any] = []
         self.runner: StrategyRunner | None = None
         self.inline: Strategy | None = None  # a strategy asked and told on this thread
+        self.notify = True  # finished candidates go to the caller's thread (False: nobody listens)
         self.notices: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def start(self) -> None:
@@ -250,7 +251,8 @@ class _Driver:
                 elif not self._run_inline(self.inline, command):
                     return
             elif isinstance(command, CandidateDone):
-                self._to_caller.append((command, state.n_tasks_done, len(state.completed)))
+                if self.notify:
+                    self._to_caller.append((command, state.n_tasks_done, len(state.completed)))
             elif isinstance(command, Abandon):
                 abandon(command.worker, command.task, self._pending.append)
             elif isinstance(command, Abort):
@@ -391,6 +393,7 @@ def _run(
     if journal is not None:
         tasks = state.tasks  # read by the journal's writer thread, to name each result's task
     driver = _Driver(state, type(strategy).__name__, clock)
+    driver.notify = on_candidate is not None  # else the caller's thread is not woken per candidate
     runner = driver.runner = StrategyRunner(strategy, driver.emit)
     if getattr(strategy, "inline", False) is True:
         # Its ask and tell take microseconds: a free slot does not wait for the strategy

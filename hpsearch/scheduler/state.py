@@ -189,7 +189,7 @@ class Abandon:
 Command = Union[Dispatch, DispatchBatch, Ask, Tell, CandidateDone, Abort, Abandon]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Copy:
     """One dispatch of a task to one worker."""
 
@@ -200,7 +200,7 @@ class _Copy:
     abandoned: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _TaskState:
     task: Task
     fold: int  # the CV fold (task.fold is the index of the split it runs on)
@@ -208,6 +208,7 @@ class _TaskState:
     deaths: int = 0
     dispatches: int = 0
     done: bool = False
+    queued: bool = False  # its id is in the scheduler's queue
 
     @property
     def worker(self) -> str | None:
@@ -218,7 +219,7 @@ class _TaskState:
         return sum(not c.abandoned for c in self.copies.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class _WorkerState:
     worker: Worker
     running: dict[int, _Copy] = field(default_factory=dict)  # task id -> copy, dispatch order
@@ -226,10 +227,17 @@ class _WorkerState:
     held: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)  # (prefix, fold) sent to it
     batched: bool = False  # takes DispatchBatch (it has submit_many, and batching is on)
     scale: int = 1  # the search's batch size for a batched worker, else 1
+    # A worker's slots and prefetch are fixed while it serves (the totals count them once).
+    slots: int = field(init=False)
+    capacity: int = field(init=False)  # (slots + prefetch) × scale
 
-    @property
-    def capacity(self) -> int:
-        return (self.worker.slots + self.worker.prefetch) * self.scale
+    def __post_init__(self) -> None:
+        self.slots = self.worker.slots
+        self.rescale(self.scale)
+
+    def rescale(self, scale: int) -> None:
+        self.scale = scale
+        self.capacity = (self.slots + self.worker.prefetch) * scale
 
     @property
     def free(self) -> int:
@@ -237,15 +245,17 @@ class _WorkerState:
 
     @property
     def idle_slots(self) -> int:
-        return self.worker.slots - len(self.running)
+        return self.slots - len(self.running)
 
     def mark_started(self, now: float) -> None:
         """The ``slots`` oldest copies are running (a worker runs its tasks in order)."""
-        for i, copy in enumerate(self.running.values()):
-            if i >= self.worker.slots:
+        left = self.slots
+        for copy in self.running.values():
+            if left <= 0:
                 return
             if copy.started is None:
                 copy.started = now
+            left -= 1
 
 
 class SchedulerState:
@@ -336,6 +346,7 @@ class SchedulerState:
             raise ValueError(f"score_key {score_key!r} is not one of {list(score_names)}")
         self.n_folds = n_folds
         self.score_names = tuple(score_names)
+        self._score_set = set(self.score_names)
         self.score_key = score_key
         self.raise_on_error = error_score == "raise"
         self.error_score = np.nan if self.raise_on_error else float(error_score)
@@ -363,6 +374,8 @@ class SchedulerState:
         self.workers: dict[str, _WorkerState] = {}
         # Kept up to date on every change, so a dispatch costs O(log workers).
         self._free = FreeCapacity()
+        self._stale: set[str] = set()  # workers whose free capacity _free has yet to hear (see _pick)
+        self._missing: dict[int, int] = {}  # candidate id -> folds not recorded yet
         self._in_flight = 0
         self._capacity = 0
         self.asking = False
@@ -488,7 +501,8 @@ class SchedulerState:
             return []
         state = self.workers[name] = _WorkerState(event.worker)
         if self.batch_seconds is not None and callable(getattr(event.worker, "submit_many", None)):
-            state.batched, state.scale = True, self.batch
+            state.batched = True
+            state.rescale(self.batch)
         self._capacity += state.capacity
         self._free.update(name, state.free)
         logger.info("worker %s joined with %d slot(s)", name, event.worker.slots)
@@ -522,6 +536,7 @@ class SchedulerState:
                 )
             self.candidates[cand.id] = cand
             self.fold_results[cand.id] = [None] * self.n_folds
+            self._missing[cand.id] = self.n_folds
             self._open.setdefault(self._group(cand), set()).add(cand.id)
             offsets[cand.id] = offset
         new_tasks = [(cand, fold) for cand in event.candidates for fold in range(self.n_folds)]
@@ -531,47 +546,53 @@ class SchedulerState:
             prefixes = {cand.id: self.affinity(cand.params) for cand in event.candidates}
             first = {p: i for i, p in reversed(list(enumerate(prefixes.values())))}
             new_tasks.sort(key=lambda cf: (first[prefixes[cf[0].id]], offsets[cf[0].id] + cf[1]))
+        n_folds, tasks, queue, pruned = self.n_folds, self.tasks, self.queue, self.pruned
         for cand, fold in new_tasks:
-            task_id = cand.id * self.n_folds + fold
-            split = offsets[cand.id] + fold  # the split it runs on (a subsampled copy, or the fold)
-            ts = self.tasks[task_id] = _TaskState(Task(task_id, cand.id, split, cand.params), fold)
-            if cand.id in self.pruned:  # pruned by a known result recorded just before
+            cid = cand.id
+            task_id = cid * n_folds + fold
+            split = offsets[cid] + fold  # the split it runs on (a subsampled copy, or the fold)
+            ts = tasks[task_id] = _TaskState(Task(task_id, cid, split, cand.params), fold)
+            if cid in pruned:  # pruned by a known result recorded just before
                 commands += self._record(ts, self._skipped())
                 continue
-            known = self.known_results.pop((cand.id, fold), None) if self.known_results else None
+            known = self.known_results.pop((cid, fold), None) if self.known_results else None
             if known is not None and self._malformed(known) is None:
                 if self.raise_on_error and known.error is not None:
                     return self._abort(FitFailedError(f"a fit failed and error_score='raise':\n{known.error}"))
                 commands += self._record(ts, known)
                 continue
             if self.affinity is not None:
-                self.groups[task_id] = (prefixes[cand.id], split)
+                self.groups[task_id] = (prefixes[cid], split)
             if event.idle:
                 self.idle_tasks.add(task_id)
-            self.queue.append(task_id)
+            queue.append(task_id)
+            ts.queued = True
         if self.idle_tasks and not event.idle:  # regular tasks go ahead of queued idle-slot ones
             self.queue = deque([*(t for t in self.queue if t not in self.idle_tasks),
                                 *(t for t in self.queue if t in self.idle_tasks)])
         return commands
 
-    def _release(self, worker: str, task_id: int, attempt: int) -> _Copy | None:
-        """Forget the copy of ``task_id`` that ``worker`` held (if that attempt); the
-        tasks waiting behind it on that worker start."""
-        ts = self.tasks.get(task_id)
-        copy = ts.copies.get(worker) if ts is not None else None
-        if ts is None or copy is None or copy.task.attempt != attempt:
+    def _release(self, worker: str, task_id: int, attempt: int, ts: _TaskState | None = None) -> _Copy | None:
+        """Forget the copy of ``task_id`` (``ts``, if already looked up) that ``worker``
+        held (if that attempt); the tasks waiting behind it on that worker start."""
+        if ts is None:
+            ts = self.tasks.get(task_id)
+            if ts is None:
+                return None
+        copy = ts.copies.get(worker)
+        if copy is None or copy.task.attempt != attempt:
             return None
         del ts.copies[worker]
         state = self.workers.get(worker)
         if state is not None and state.running.pop(task_id, None) is not None:
             self._in_flight -= 1
-            self._free.update(state.worker.name, state.free)
+            self._stale.add(worker)
             state.mark_started(self.now)
         return copy
 
     def _on_finished(self, event: TaskFinished) -> list[Command]:
-        copy = self._release(event.worker, event.task_id, event.attempt)
         ts = self.tasks.get(event.task_id)
+        copy = None if ts is None else self._release(event.worker, event.task_id, event.attempt, ts)
         if ts is None:
             logger.warning("result for unknown task %d from %s ignored", event.task_id, event.worker)
             return []
@@ -598,11 +619,11 @@ class SchedulerState:
         return self._record(ts, event.result)
 
     def _malformed(self, result: FoldResult) -> str | None:
-        if self.score_names and set(result.test_scores) != set(self.score_names):
+        if self.score_names and result.test_scores.keys() != self._score_set:
             return f"test scores for {sorted(result.test_scores)}, expected {sorted(self.score_names)}"
         if self.return_train_score and (
             result.train_scores is None
-            or (self.score_names and set(result.train_scores) != set(self.score_names))
+            or (self.score_names and result.train_scores.keys() != self._score_set)
         ):
             return "train scores missing"
         return None
@@ -612,15 +633,15 @@ class SchedulerState:
         # candidate) stay on their workers until they report: their slots are busy
         # until then, and _release frees them as their (ignored) results arrive.
         ts.done = True
-        try:
-            self.queue.remove(ts.task.task_id)  # a requeued copy still waiting
-        except ValueError:
-            pass
+        if ts.queued:  # a requeued copy still waiting, a pruned candidate's fold
+            self.queue.remove(ts.task.task_id)
+            ts.queued = False
         self.n_tasks_done += 1
         cid = ts.task.candidate_id
         slots = self.fold_results[cid]
         slots[ts.fold] = result
-        if any(r is None for r in slots):
+        missing = self._missing[cid] = self._missing[cid] - 1
+        if missing:
             if self.pruner is not None and cid not in self.pruned:
                 return self._maybe_prune(cid)
             return []
@@ -695,7 +716,7 @@ class SchedulerState:
                 continue
             if blame is None or task_id in blame:
                 ts.deaths += 1
-            if ts.live_copies() or task_id in self.queue:
+            if ts.live_copies() or ts.queued:
                 continue
             if ts.deaths >= self.max_deaths:
                 error = TaskFailedError(
@@ -713,6 +734,7 @@ class SchedulerState:
                 self.queue.append(task_id)  # behind the regular tasks, as always
             else:
                 self.queue.appendleft(task_id)
+            ts.queued = True
         return commands
 
     def _failure(self, task: Task, text: str) -> FoldResult:
@@ -727,6 +749,7 @@ class SchedulerState:
         self._in_flight -= len(state.running)
         self._capacity -= state.capacity
         self._free.remove(event.worker)
+        self._stale.discard(event.worker)
         # Only tasks that were running there may have killed it; tasks waiting in its
         # prefetch queue go back without a death, and so does everything of a worker
         # the scheduler itself asked to stop a task.
@@ -759,12 +782,18 @@ class SchedulerState:
 
     def _abort(self, error: BaseException) -> list[Command]:
         self.aborted = error
+        for task_id in self.queue:
+            self.tasks[task_id].queued = False
         self.queue.clear()
         return [Abort(error)]
 
     def _pick(self) -> tuple[_WorkerState, int] | None:
         """The worker to dispatch to next and the queue index of its task, or None
         when no worker has room."""
+        if self._stale:  # free capacity changed since (results, dispatches): told once per worker
+            for name in self._stale:
+                self._free.update(name, self.workers[name].free)
+            self._stale.clear()
         most = self._free.most()
         if most is None:
             return None
@@ -796,6 +825,13 @@ class SchedulerState:
                 return index
         return 0
 
+    def _take(self, index: int) -> _TaskState:
+        """Take the task at ``index`` out of the queue."""
+        ts = self.tasks[self.queue[index]]
+        del self.queue[index]
+        ts.queued = False
+        return ts
+
     def _resize_batch(self) -> None:
         """Size batches from the latest task times: the largest power of two whose
         expected time stays within ``batch_seconds`` (1 until enough are known)."""
@@ -813,9 +849,9 @@ class SchedulerState:
         for ws in self.workers.values():
             if ws.batched:
                 self._capacity -= ws.capacity
-                ws.scale = batch
+                ws.rescale(batch)
                 self._capacity += ws.capacity
-                self._free.update(ws.worker.name, ws.free)
+                self._stale.add(ws.worker.name)
 
     def _hold(self, worker: _WorkerState, group: Hashable) -> None:
         worker.held[group] = None
@@ -896,15 +932,20 @@ class SchedulerState:
     # -- dispatching ------------------------------------------------------------------------
 
     def _dispatch(self, ts: _TaskState, target: _WorkerState) -> Dispatch:
+        return Dispatch(target.worker, self._send(ts, target))
+
+    def _send(self, ts: _TaskState, target: _WorkerState) -> Task:
+        """Record ``ts`` as dispatched to ``target``; the task to send it."""
         task = ts.task
         if ts.dispatches:
             task = replace(task, attempt=ts.dispatches)  # every field kept: the split, the params
         ts.dispatches += 1
-        copy = _Copy(target.worker.name, task, dispatched=self.now)
-        ts.copies[target.worker.name] = copy
+        name = target.worker.name
+        copy = _Copy(name, task, dispatched=self.now)
+        ts.copies[name] = copy
         target.running[task.task_id] = copy
         self._in_flight += 1
-        self._free.update(target.worker.name, target.free)
+        self._stale.add(name)
         if self.affinity is not None and task.task_id in self.groups:
             group = self.groups[task.task_id]
             if self.affinity_exclusive:
@@ -913,7 +954,7 @@ class SchedulerState:
                         other.held.pop(group, None)
             self._hold(target, group)
         target.mark_started(self.now)
-        return Dispatch(target.worker, task)
+        return task
 
     def _refill(self) -> list[Command]:
         commands: list[Command] = []
@@ -933,8 +974,7 @@ class SchedulerState:
                     break
                 group = self.groups.get(task_id)
                 target = max(spare, key=lambda w: (group is not None and group in w.held, w.idle_slots))
-                del self.queue[index]
-                commands.append(self._dispatch(self.tasks[task_id], target))
+                commands.append(self._dispatch(self._take(index), target))
                 continue
             if target.batched and target.free < min(self.batch, len(self.queue)):
                 # It still holds more than a batch: the next one goes out whole, once
@@ -944,21 +984,19 @@ class SchedulerState:
                 if single is None:
                     break
                 target, index = single, self._index_for(single)
-            task_id = self.queue[index]
-            del self.queue[index]
-            first = self._dispatch(self.tasks[task_id], target)
+            ts = self._take(index)
             if not target.batched or self.batch == 1:
-                commands.append(first)
+                commands.append(self._dispatch(ts, target))
                 continue
-            tasks = [first.task]
-            while self.queue and len(tasks) < self.batch and target.free > 0:
+            tasks = [self._send(ts, target)]
+            room = min(self.batch, target.free + 1)
+            while self.queue and len(tasks) < room:
                 index = self._index_for(target)
-                task_id = self.queue[index]
-                if task_id in self.idle_tasks:  # never in a batch (see above)
+                if self.queue[index] in self.idle_tasks:  # never in a batch (see above)
                     break
-                del self.queue[index]
-                tasks.append(self._dispatch(self.tasks[task_id], target).task)
-            commands.append(first if len(tasks) == 1 else DispatchBatch(target.worker, tuple(tasks)))
+                tasks.append(self._send(self._take(index), target))
+            commands.append(Dispatch(target.worker, tasks[0]) if len(tasks) == 1
+                            else DispatchBatch(target.worker, tuple(tasks)))
         # Ask ahead, so that the queue covers every free slot plus some lookahead.
         if not (self.asking or self.strategy_finished or self.starved):
             wanted = max(self._capacity, 1) + self.lookahead - self.in_flight - len(self.queue)

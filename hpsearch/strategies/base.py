@@ -73,8 +73,12 @@ def check_n_iter(n_iter: Any) -> int:
 class ListStrategy:
     """A strategy whose candidates are fixed up front (grid, random).
 
-    Scores do not change what comes next; ``tell`` only checks the id.
+    Scores do not change what comes next; ``tell`` only checks the id. Both take
+    microseconds, so the scheduler calls them on the thread that handles results
+    (``inline``), with no strategy thread to wake for each ask.
     """
+
+    inline = True
 
     def __init__(self, params_list: list[dict[str, Any]]) -> None:
         self._params = params_list

@@ -517,20 +517,22 @@ class WorkerAgent:
         # The folds of a candidate follow each other with the same params bytes: they
         # are unpickled once, and each task gets its own dict (of immutable values only).
         last: tuple[Any, dict[str, Any]] | None = None
-        for entry in msg["tasks"]:
-            if not (isinstance(entry, list) and len(entry) == 4 and all(type(v) is int for v in entry[:3])):
+        search = msg["search"]
+        for entry in msg["tasks"]:  # plain checks, no generator: this runs once per task
+            if not (isinstance(entry, list) and len(entry) == 4
+                    and type(entry[0]) is int and type(entry[1]) is int and type(entry[2]) is int):
                 logger.warning("dropped a malformed task entry of a TASKS message")
                 continue
             task_id, attempt, fold, inline = entry
-            key = (msg["search"], task_id, attempt)
+            key = (search, task_id, attempt)
             try:
                 if context is None:
                     raise ProtocolError(f"context {msg['context_id'][:12]} is not loaded on this worker")
-                if not (isinstance(inline, list) and all(isinstance(f, bytes) for f in inline)):
-                    raise ProtocolError("TASKS params must be lists of byte strings")
-                if last is not None and last[0] == inline:
+                if last is not None and last[0] == inline:  # the same checked bytes as the task before
                     params = dict(last[1])
                 else:
+                    if not (isinstance(inline, list) and all(isinstance(f, bytes) for f in inline)):
+                        raise ProtocolError("TASKS params must be lists of byte strings")
                     params = loads(inline)
                     if not isinstance(params, dict):
                         raise ProtocolError(f"task params are a {type(params).__name__}, not a dict")

@@ -254,7 +254,8 @@ class PeerTable:
             search = self.search
             if msg.type == "RESULT" and search is not None and search.offer.search == closed.search:
                 # lost, yet it finished: accepted for a task it held
-                out += self._result(route, msg.session, closed.name, msg, None, closed.assigned)
+                self._result(route, msg.session, closed.name, msg["search"], msg["task_id"], msg["attempt"],
+                             msg.header.get("result"), msg.header.get("failure"), None, closed.assigned, out, out)
             elif msg.type == "RESULTS" and search is not None and search.offer.search == closed.search:
                 out += self._results(route, msg.session, closed.name, msg, None, closed.assigned, 0.0)
         elif msg.session in self._challenges:
@@ -411,7 +412,9 @@ class PeerTable:
         out: list[Output] = []
         if len(peer.acks) >= MAX_ACKS:  # the scheduler has had all of these
             out.append(self._acks(peer, now))
-        return out + self._result(peer.route, peer.session, peer.name, msg, peer, peer.assigned)
+        self._result(peer.route, peer.session, peer.name, msg["search"], msg["task_id"], msg["attempt"],
+                     msg.header.get("result"), msg.header.get("failure"), peer, peer.assigned, out, out)
+        return out
 
     def _on_results(self, peer: Peer, msg: Message, now: float) -> list[Output]:
         """Several RESULTs in one message: their events go to the scheduler as one
@@ -421,58 +424,58 @@ class PeerTable:
     def _results(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None,
                  assigned: set[tuple[int, int]], now: float) -> list[Output]:
         entries = msg["results"]
-        if len(entries) > MAX_BATCH or not all(
-            isinstance(e, list) and len(e) == 4 and type(e[0]) is int and type(e[1]) is int
-            and isinstance(e[2], (dict, type(None))) and isinstance(e[3], (str, type(None)))
-            for e in entries
-        ):
+        if len(entries) > MAX_BATCH:
             raise ProtocolError(f"malformed RESULTS from {name}")
+        for e in entries:  # plain checks, no generator: this runs once per task
+            if not (isinstance(e, list) and len(e) == 4 and type(e[0]) is int and type(e[1]) is int
+                    and (e[2] is None or isinstance(e[2], dict)) and (e[3] is None or isinstance(e[3], str))):
+                raise ProtocolError(f"malformed RESULTS from {name}")
         out: list[Output] = []
         if peer is not None and len(peer.acks) >= MAX_ACKS:
             out.append(self._acks(peer, now))
         events: list[Any] = []
+        search = msg["search"]
         for task_id, attempt, result, failure in entries:
-            fields = {"search": msg["search"], "task_id": task_id, "attempt": attempt,
-                      "result": result, "failure": failure}
-            for output in self._result(route, session, name, fields, peer, assigned):
-                (out if isinstance(output, Send) else events).append(output)
+            self._result(route, session, name, search, task_id, attempt, result, failure, peer, assigned, events, out)
         if events:
             out.insert(0, events[0] if len(events) == 1 else Results(tuple(events)))
         return out
 
-    def _result(self, route: bytes, session: str, name: str, msg: Message | Mapping[str, Any], peer: Peer | None,
-                assigned: set[tuple[int, int]]) -> list[Output]:
+    def _result(self, route: bytes, session: str, name: str, search_id: Any, task_id: int, attempt: int,
+                result: Any, failure: Any, peer: Peer | None, assigned: set[tuple[int, int]],
+                events: list[Any], sends: list[Output]) -> None:
+        """One result: its event (if it counts) appended to ``events``, its ack queued on
+        ``peer`` or, for a closed session, appended to ``sends`` as a RESULT_ACK."""
         search = self.search
-        out: list[Output] = []
-        key = (msg["task_id"], msg["attempt"])
-        if search is None or msg["search"] != search.offer.search:
+        key = (task_id, attempt)
+        if search is None or search_id != search.offer.search:
             self.stats["stale_results"] += 1
         elif key not in assigned:
             # Only the session (or the worker's earlier session) that was sent this task
             # can answer it, once: a token holder cannot score tasks it was never given.
             # Acknowledged all the same, so that an honest duplicate is forgotten.
             self.stats["unassigned_results"] += 1
-            logger.debug("ignored a result for task %d attempt %d not assigned to %s", *key, name)
-        elif msg["failure"] is not None:
-            out.append(TaskFailed(name, msg["task_id"], msg["attempt"], msg["failure"]))
+            logger.debug("ignored a result for task %d attempt %d not assigned to %s", task_id, attempt, name)
+        elif failure is not None:
+            events.append(TaskFailed(name, task_id, attempt, failure))
+            self.stats["results"] += 1
         else:
             try:
-                result = FoldResult.from_message(msg["result"])
+                fold_result = FoldResult.from_message(result)
             except (ValueError, TypeError, KeyError) as exc:
                 raise ProtocolError(f"invalid result from {name}: {exc}") from None
-            out.append(TaskFinished(name, msg["task_id"], msg["attempt"], result))
-        self.stats["results"] += len(out)
+            events.append(TaskFinished(name, task_id, attempt, fold_result))
+            self.stats["results"] += 1
         assigned.discard(key)
         # Acks ride on the worker's next TASK, which the scheduler usually sends while
         # it handles this very result (else they leave on their own within the
         # housekeeping period): one message less per task for both sides to sign,
         # send, wake up for and check. An ack never leaves before its result's event.
-        ack = [msg["search"], msg["task_id"], msg["attempt"]]
+        ack = [search_id, task_id, attempt]
         if peer is None:  # a closed session: acknowledged at once, on its own
-            out.append(Send(route, session, "RESULT_ACK", {"acks": [ack]}))
+            sends.append(Send(route, session, "RESULT_ACK", {"acks": [ack]}))
         else:
             peer.acks.append(ack)
-        return out
 
     def _on_bye(self, peer: Peer, msg: Message, now: float) -> list[Output]:
         return self.lose(peer.session, f"left: {msg['reason']}")
@@ -611,6 +614,7 @@ class PeerTable:
             entries, size = [], 0
 
         last: tuple[Any, list[Any], int] | None = None  # the folds of a candidate share its params
+        batched = 0  # tasks sent in TASKS (counted once, not per task)
         for task in tasks:
             if last is not None and last[0] is task.params:
                 frames, nbytes = last[1], last[2]
@@ -627,14 +631,16 @@ class PeerTable:
                 close()
                 out += self.submit(session, task, now)
                 continue
-            self.stats["tasks_sent"] += 1
-            self.stats[f"tasks_to:{peer.name}"] += 1
+            batched += 1
             peer.assigned.add((task.task_id, task.attempt))
             entries.append([task.task_id, task.attempt, task.fold, frames])
             size += nbytes
             if size >= BATCH_BYTES or len(entries) >= MAX_BATCH:
                 close()
         close()
+        if batched:
+            self.stats["tasks_sent"] += batched
+            self.stats[f"tasks_to:{peer.name}"] += batched
         return out
 
     def _offer(self, peer: Peer, now: float) -> list[Output]:

@@ -145,6 +145,23 @@ def test_first_result_wins_and_duplicates_are_ignored():
     assert state.results()[0][1][0].test_scores["score"] == 0.5
 
 
+def test_a_late_result_of_a_requeued_task_takes_it_out_of_the_queue():
+    state = SchedulerState(n_folds=2, lookahead=0)
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("a", slots=2)))
+    propose(state, [0], finished=True)  # a runs both folds
+    state.handle(WorkerLost("a", "gone"))
+    assert list(state.queue) == [0, 1] and state.tasks[0].queued
+    # The lost worker's result for fold 0 still arrives: recorded, and no longer queued.
+    assert of(state.handle(TaskFinished("a", 0, 0, ok(0.5))), Tell) == []  # fold 1 still missing
+    assert list(state.queue) == [1] and not state.tasks[0].queued
+    commands = state.handle(WorkerJoined(FakeWorker("b")))
+    assert [d.task.task_id for d in of(commands, Dispatch)] == [1]  # only the fold left
+    commands = state.handle(TaskFinished("b", 1, 1, ok(0.7)))
+    assert of(commands, Tell) == [Tell(0, 0.6)] and state.done
+    assert not state.queue and state.n_tasks_done == 2
+
+
 def test_task_lost_three_times_fails_as_data():
     state = SchedulerState(n_folds=1, score_names=["score"], lookahead=0, max_deaths=3, error_score=-1.0)
     state.start()

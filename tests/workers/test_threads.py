@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_info
 from hpsearch import InvalidParameterError, ThreadWorkers, run_search
 from hpsearch.evaluation import EvaluationContext
 from hpsearch.scheduler import run_scheduler
-from hpsearch.strategies import GridStrategy
+from hpsearch.strategies import GridStrategy, RandomStrategy
 from hpsearch.workers import Task, TaskFinished, WorkerJoined
 
 
@@ -81,7 +81,10 @@ def test_thread_pool_rejects_bad_sizes():
 
 
 class ThreadCheckingGrid(GridStrategy):
-    """A grid strategy that records which threads ask and tell run on."""
+    """A grid strategy that records which threads ask and tell run on; not ``inline``
+    (as a strategy whose ask or tell may take long, a Bayesian one, is not)."""
+
+    inline = False
 
     def __init__(self, space):
         super().__init__(space)
@@ -106,6 +109,11 @@ def test_strategy_runs_off_the_loop_thread_and_hears_every_score():
 
 class InlineGrid(ThreadCheckingGrid):
     inline = True  # ask and tell are cheap: run them on the thread handling events
+
+
+def test_grid_and_random_strategies_are_inline():
+    assert GridStrategy({"c": [1.0]}).inline is True
+    assert RandomStrategy({"c": [1.0, 2.0]}, n_iter=1, random_state=0).inline is True
 
 
 def test_an_inline_strategy_is_asked_and_told_on_the_threads_handling_events():
