@@ -585,6 +585,8 @@ class _Tagged:
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
+        # Asked and told on the scheduler's thread when the strategy is (tagging is cheap).
+        self.inline = getattr(strategy, "inline", False) is True
         ask_idle = getattr(strategy, "ask_idle", None)
         if callable(ask_idle):  # only then does the scheduler ask for idle slots' work
             self.ask_idle = lambda n: [replace(c, params={**c.params, CANDIDATE_KEY: c.id}) for c in ask_idle(n)]

@@ -128,3 +128,26 @@ def test_an_error_raised_while_handling_an_event_ends_the_search():
     with pytest.raises(ValueError, match="proposed candidate id 0 twice"):
         run_scheduler(Duplicate(SPACE), [InlinePool()], make_context(), score_key="score")
     assert not [t for t in threading.enumerate() if t.name.startswith("hpsearch-")]
+
+
+def test_a_tagged_strategy_is_asked_where_the_strategy_it_wraps_would_be():
+    """Verbose searches and callbacks wrap the strategy (candidates carry their index):
+    an inline strategy stays inline, a threaded one stays on the strategy thread."""
+    from hpsearch._engine import _Tagged
+
+    class Recording(GridStrategy):
+        def __init__(self, space, inline):
+            super().__init__(space)
+            self.inline, self.threads = inline, set()
+
+        def ask(self, n):
+            self.threads.add(threading.current_thread().name)
+            return super().ask(n)
+
+    for inline in (True, False):
+        strategy = Recording({"max_depth": [1, 2, 3]}, inline)
+        tagged = _Tagged(strategy)
+        assert tagged.inline is inline
+        results = run_scheduler(tagged, [ThreadWorkers(2, inner_threads=1)], make_context(), score_key="score")
+        assert len(results) == 3
+        assert ("hpsearch-strategy" in strategy.threads) is not inline, strategy.threads
