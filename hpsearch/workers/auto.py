@@ -471,6 +471,7 @@ class AutoWorkers(ThreadWorkers):
         self._processes: WarmProcesses | None = None
         self._stopping = False
         self._switching = False
+        self._judging = False
 
     def start(self, context: EvaluationContext, emit: Emit) -> None:
         from threadpoolctl import threadpool_limits
@@ -499,6 +500,7 @@ class AutoWorkers(ThreadWorkers):
             _probe_switch_interval(True)
         else:
             self._switching = False
+        self._judging = self._switching  # a verdict to remember once it is in
         emit(WorkerJoined(self._worker))
 
     def _start_on_processes(self, context: EvaluationContext, emit: Emit) -> bool:
@@ -519,9 +521,13 @@ class AutoWorkers(ThreadWorkers):
     def _timing(self, timing: TaskTiming) -> None:
         with self._lock:
             move = self._probe.record(timing) and not self._stopping
-            if self._switching and self._probe.verdict is not None:
-                self._switching = False  # the verdict is in
-                _probe_switch_interval(False)
+            if self._judging and self._probe.verdict is not None:
+                # The verdict is in. It may come with the search's last task, after
+                # stop() (which waits for the threads): it is kept all the same.
+                self._judging = False
+                if self._switching:
+                    self._switching = False
+                    _probe_switch_interval(False)
                 if self._kind is not None and not self._probe.known and self._probe.verdict != "unclear":
                     _remember_verdict(self._kind, self._probe.verdict)
             if self._probe.decided and isinstance(self._worker, _MeasuredThreadWorker):
