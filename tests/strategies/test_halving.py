@@ -112,17 +112,24 @@ def test_async_bracket_promotes_without_waiting_for_the_rung():
     assert bracket.pop() == (4, 0)
 
 
+def random_sync_and_asha(rng):
+    """Random scores for 1 to 40 configurations, the (configuration, rung) jobs that
+    synchronous halving runs on them, and a fresh ASHA over the same plan."""
+    n = rng.randint(1, 40)
+    scores = {c: rng.random() for c in range(n)}
+    plan = halving_plan(n, factor=3, min_resources_=1, max_resources_=81)
+    sync = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r")
+    asha = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r",
+                                     asynchronous=True)
+    sync_jobs = {(c.params["c"], c.tags["iter"]) for c in drive(sync, lambda c: scores[c.params["c"]])}
+    return scores, sync_jobs, asha
+
+
 def test_async_bracket_ends_with_every_promotion_of_the_synchronous_one():
     """Once rungs can get no more results, ASHA promotes the synchronous top-k too."""
     rng = random.Random(0)
     for trial in range(20):
-        n = rng.randint(1, 40)
-        scores = {c: rng.random() for c in range(n)}
-        plan = halving_plan(n, factor=3, min_resources_=1, max_resources_=81)
-        sync = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r")
-        asha = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r",
-                                         asynchronous=True)
-        sync_jobs = {(c.params["c"], c.tags["iter"]) for c in drive(sync, lambda c: scores[c.params["c"]])}
+        scores, sync_jobs, asha = random_sync_and_asha(rng)
         asha_jobs = [(c.params["c"], c.tags["iter"])
                      for c in drive(asha, lambda c: scores[c.params["c"]], n=rng.randint(1, 6), shuffle=rng)]
         assert len(asha_jobs) == len(set(asha_jobs)), "a configuration ran twice at a rung"
@@ -271,13 +278,7 @@ def test_asha_with_idle_promotions_still_runs_every_synchronous_promotion():
     promotion's result never outranks a regular one) ASHA's guarantee intact."""
     rng = random.Random(1)
     for trial in range(20):
-        n = rng.randint(1, 40)
-        scores = {c: rng.random() for c in range(n)}
-        plan = halving_plan(n, factor=3, min_resources_=1, max_resources_=81)
-        sync = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r")
-        asha = SuccessiveHalvingStrategy([{"c": c} for c in range(n)], plan, factor=3, resource="r",
-                                         asynchronous=True)
-        sync_jobs = {(c.params["c"], c.tags["iter"]) for c in drive(sync, lambda c: scores[c.params["c"]])}
+        scores, sync_jobs, asha = random_sync_and_asha(rng)
         asked, pending = [], []
         while not (asha.finished and not pending):
             new = asha.ask(rng.randint(1, 6))
