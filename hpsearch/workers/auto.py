@@ -350,7 +350,10 @@ _verdicts_lock = threading.Lock()
 
 def search_kind(context: Any) -> tuple[Any, ...] | None:
     """What a probe's verdict holds for: the estimator's class and its inner estimators'
-    (a pipeline's steps), and the data's type, shape and dtype; None when unknown.
+    (a pipeline's steps), the data's type, shape and dtype, and the training-set sizes
+    of a search that subsamples (successive halving on ``n_samples``: its many small
+    fits may take turns on the GIL where full-size fits of the same estimator run in
+    parallel); None when unknown.
 
     Examples
     --------
@@ -362,6 +365,8 @@ def search_kind(context: Any) -> tuple[Any, ...] | None:
     True
     >>> kind == search_kind(SimpleNamespace(estimator=SVC(), X=np.zeros((20, 3))))
     False
+    >>> kind == search_kind(SimpleNamespace(estimator=SVC(), X=np.zeros((10, 3)), subsample_offsets={4: 5}))
+    False
     """
     estimator, X = getattr(context, "estimator", None), getattr(context, "X", None)
     if estimator is None or X is None:
@@ -371,8 +376,9 @@ def search_kind(context: Any) -> tuple[Any, ...] | None:
     except Exception:  # not a scikit-learn estimator: its class must do
         inner = ()
     shape = getattr(X, "shape", None)
+    sizes = tuple(sorted(getattr(context, "subsample_offsets", None) or ()))
     return (type(estimator), inner, type(X), tuple(shape) if shape is not None else None,
-            str(getattr(X, "dtype", "")))
+            str(getattr(X, "dtype", "")), sizes)
 
 
 def _known_verdict(kind: tuple[Any, ...] | None) -> str | None:

@@ -299,6 +299,8 @@ def test_search_kind_is_the_estimators_classes_and_the_datas_shape():
     assert kind(make_pipeline(StandardScaler(), SVC())) != kind(make_pipeline(SVC()))
     assert kind(SVC()) != kind(SVC(), X.astype(np.float32))
     assert search_kind(SimpleNamespace(estimator=None, X=X)) is None
+    # Halving on n_samples: mostly small fits, whose verdict a full-size search's must not give
+    assert kind(SVC()) != search_kind(SimpleNamespace(estimator=SVC(), X=X, subsample_offsets={30: 5}))
 
 
 @pytest.mark.slow
