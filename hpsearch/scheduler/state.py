@@ -61,7 +61,9 @@ Rules it keeps:
   slot running nothing and some regular candidate is still unfinished, the strategy is
   asked for work for those slots (``Ask(idle=True)``, enough candidates to cover
   them). Those tasks only ever go to a slot running nothing, queue behind every
-  regular task (a regular task proposed later is dispatched first), and are never
+  regular task (a regular task proposed later is dispatched first, and affinity never
+  picks one of them over a regular task), do not count as the lookahead that keeps
+  regular asks back, and are never
   asked for while only they are running, so they fill the end of a search without
   prolonging it by more than one of their tasks. An empty answer is not asked again
   before the next score.
@@ -70,6 +72,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import logging
+import itertools
 import math
 import statistics
 from collections import OrderedDict, deque
@@ -801,12 +804,13 @@ class SchedulerState:
             return self.workers[most], 0
         free = [w for w in self.workers.values() if w.free > 0]
         free.sort(key=lambda w: w.free, reverse=True)  # stable: ties keep join order
-        for index, task_id in enumerate(self.queue):
+        queued = self._choosable()
+        for index, task_id in enumerate(queued):
             group = self.groups[task_id]
             for worker in free:
                 if group in worker.held:
                     return worker, index
-        for index, task_id in enumerate(self.queue):
+        for index, task_id in enumerate(queued):
             group = self.groups[task_id]
             if not any(group in w.held for w in self.workers.values()):
                 return free[0], index
@@ -816,14 +820,29 @@ class SchedulerState:
         """The queue index of the next task for ``worker`` (the order of :meth:`_pick`)."""
         if self.affinity is None:
             return 0
-        for index, task_id in enumerate(self.queue):
+        queued = self._choosable()
+        for index, task_id in enumerate(queued):
             if self.groups[task_id] in worker.held:
                 return index
-        for index, task_id in enumerate(self.queue):
+        for index, task_id in enumerate(queued):
             group = self.groups[task_id]
             if not any(group in w.held for w in self.workers.values()):
                 return index
         return 0
+
+    def _regular_queued(self) -> int:
+        """Queued tasks that are not idle-slot ones (those are all behind them)."""
+        if not self.idle_tasks:
+            return len(self.queue)
+        return sum(task_id not in self.idle_tasks for task_id in self.queue)
+
+    def _choosable(self) -> Sequence[int]:
+        """The queued tasks affinity may choose among: the regular ones while there are
+        any (an idle-slot task whose model a free worker holds must not pass them)."""
+        regular = self._regular_queued()
+        if regular == len(self.queue) or regular == 0:
+            return self.queue
+        return list(itertools.islice(self.queue, regular))
 
     def _take(self, index: int) -> _TaskState:
         """Take the task at ``index`` out of the queue."""
@@ -976,7 +995,7 @@ class SchedulerState:
                 target = max(spare, key=lambda w: (group is not None and group in w.held, w.idle_slots))
                 commands.append(self._dispatch(self._take(index), target))
                 continue
-            if target.batched and target.free < min(self.batch, len(self.queue)):
+            if target.batched and target.free < min(self.batch, self._regular_queued()):
                 # It still holds more than a batch: the next one goes out whole, once
                 # that many have finished (a worker with room for single tasks may
                 # take one meanwhile).
@@ -999,7 +1018,8 @@ class SchedulerState:
                             else DispatchBatch(target.worker, tuple(tasks)))
         # Ask ahead, so that the queue covers every free slot plus some lookahead.
         if not (self.asking or self.strategy_finished or self.starved):
-            wanted = max(self._capacity, 1) + self.lookahead - self.in_flight - len(self.queue)
+            # Idle-slot tasks queued do not count: they never fill a prefetch queue.
+            wanted = max(self._capacity, 1) + self.lookahead - self.in_flight - self._regular_queued()
             if wanted > 0:
                 self.asking = True
                 self.told_since_ask = False

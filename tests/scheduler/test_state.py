@@ -330,6 +330,38 @@ def test_idle_asks_stop_with_the_regular_work_and_after_an_empty_answer():
     assert of(commands, Ask) == [] and state.in_flight == 2
 
 
+def test_queued_idle_tasks_do_not_hold_back_the_regular_ask():
+    # An idle answer brings n_folds tasks for fewer idle slots: the rest waits queued,
+    # and must not count as the lookahead that makes a regular Ask unnecessary.
+    state = SchedulerState(n_folds=5, idle_asks=True)  # lookahead 2
+    state.start()
+    state.handle(WorkerJoined(FakeWorker("w", slots=2, prefetch=1)))
+    propose(state, [0])
+    propose(state, [])  # nothing more until a score
+    for task_id in range(4):
+        state.handle(TaskFinished("w", task_id, 0, ok()))
+    propose_idle(state, [1])  # one slot runs nothing: 1 idle task runs, 4 wait
+    assert list(state.queue) == [6, 7, 8, 9]
+    commands = state.handle(TaskFinished("w", 4, 0, ok()))  # candidate 0 completes
+    assert of(commands, Tell) and of(commands, Ask) == [Ask(1)]  # the promotion now due is asked for
+
+
+def test_affinity_never_sends_an_idle_task_ahead_of_a_regular_one():
+    # Idle promotions continue models a worker holds; a new regular candidate's group is
+    # held by nobody. Affinity must still give the regular task the free room first.
+    for affinity in (lambda params: params["k"], None):
+        state = SchedulerState(n_folds=1, idle_asks=True, affinity=affinity)
+        state.start()
+        state.handle(WorkerJoined(FakeWorker("w", slots=2, prefetch=1)))
+        state.handle(Proposed([Candidate(0, {"k": "a"})], False))
+        state.handle(Proposed([], False))
+        state.handle(Proposed([Candidate(i, {"k": "a"}) for i in (1, 2, 4)], False, idle=True))
+        state.handle(TaskFinished("w", 0, 0, ok()))  # idle task 2 takes the slot freed
+        commands = state.handle(Proposed([Candidate(3, {"k": "z"})], False))
+        assert [d.task.task_id for d in of(commands, Dispatch)] == [3], affinity  # into the prefetch room
+        assert list(state.queue) == [4]
+
+
 def test_idle_tasks_never_wait_in_a_workers_prefetch_queue():
     state = SchedulerState(n_folds=3, lookahead=0, idle_asks=True)
     state.start()
