@@ -63,10 +63,9 @@ Rules it keeps:
   them). Those tasks only ever go to a slot running nothing, queue behind every
   regular task (a regular task proposed later is dispatched first, and affinity never
   picks one of them over a regular task), do not count as the lookahead that keeps
-  regular asks back, and are never
-  asked for while only they are running, so they fill the end of a search without
-  prolonging it by more than one of their tasks. An empty answer is not asked again
-  before the next score.
+  regular asks back, and are never asked for while only they are running, so they
+  fill the end of a search without prolonging it by more than one of their tasks. An
+  empty answer is not asked again before the next score.
 """
 
 from __future__ import annotations

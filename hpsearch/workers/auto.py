@@ -47,7 +47,8 @@ on threads. The processes start in the background while the threads go on. So a
 small search never pays for starting processes.
 
 The verdict is kept for the process's later searches of the same kind (the estimator's
-class and its inner estimators', the data's type, shape and dtype: :func:`search_kind`;
+class and its inner estimators', the data's type, shape and dtype, and a subsampling
+search's training-set sizes: :func:`search_kind`;
 the latest 256 kinds): a later search of a kind whose fits took turns on the GIL starts
 on the warm pool at once when it is running and free (no tasks on threads, none run
 twice), or else, unmeasured, starts it as soon as the work left pays for it; a kind

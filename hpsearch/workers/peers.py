@@ -254,8 +254,7 @@ class PeerTable:
             search = self.search
             if msg.type == "RESULT" and search is not None and search.offer.search == closed.search:
                 # lost, yet it finished: accepted for a task it held
-                self._result(route, msg.session, closed.name, msg["search"], msg["task_id"], msg["attempt"],
-                             msg.header.get("result"), msg.header.get("failure"), None, closed.assigned, out, out)
+                self._one_result(route, msg.session, closed.name, msg, None, closed.assigned, out)
             elif msg.type == "RESULTS" and search is not None and search.offer.search == closed.search:
                 out += self._results(route, msg.session, closed.name, msg, None, closed.assigned, 0.0)
         elif msg.session in self._challenges:
@@ -412,9 +411,14 @@ class PeerTable:
         out: list[Output] = []
         if len(peer.acks) >= MAX_ACKS:  # the scheduler has had all of these
             out.append(self._acks(peer, now))
-        self._result(peer.route, peer.session, peer.name, msg["search"], msg["task_id"], msg["attempt"],
-                     msg.header.get("result"), msg.header.get("failure"), peer, peer.assigned, out, out)
+        self._one_result(peer.route, peer.session, peer.name, msg, peer, peer.assigned, out)
         return out
+
+    def _one_result(self, route: bytes, session: str, name: str, msg: Message, peer: Peer | None,
+                    assigned: set[tuple[int, int]], out: list[Output]) -> None:
+        """A RESULT message's one result: its event and ack (if any) appended to ``out``."""
+        self._result(route, session, name, msg["search"], msg["task_id"], msg["attempt"], msg["result"],
+                     msg["failure"], peer, assigned, out, out)
 
     def _on_results(self, peer: Peer, msg: Message, now: float) -> list[Output]:
         """Several RESULTs in one message: their events go to the scheduler as one
