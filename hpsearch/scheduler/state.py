@@ -385,8 +385,7 @@ class SchedulerState:
         self.told_since_ask = False  # a Tell was issued after the pending Ask
         self.idle_asks = idle_asks
         self.idle_starved = False  # ask_idle had nothing to give until it hears more scores
-        self.idle_tasks: set[int] = set()  # the tasks of candidates from ask_idle
-        self.idle_candidates: set[int] = set()
+        self.idle_candidates: set[int] = set()  # candidates from ask_idle (their tasks: _idle)
         self._regular_open = 0  # candidates not from ask_idle, proposed and not complete
         self.strategy_finished = False
         self.completed: list[int] = []
@@ -565,13 +564,11 @@ class SchedulerState:
                 continue
             if self.affinity is not None:
                 self.groups[task_id] = (prefixes[cid], split)
-            if event.idle:
-                self.idle_tasks.add(task_id)
             queue.append(task_id)
             ts.queued = True
-        if self.idle_tasks and not event.idle:  # regular tasks go ahead of queued idle-slot ones
-            self.queue = deque([*(t for t in self.queue if t not in self.idle_tasks),
-                                *(t for t in self.queue if t in self.idle_tasks)])
+        if self.idle_candidates and not event.idle:  # regular tasks go ahead of queued idle-slot ones
+            self.queue = deque([*(t for t in self.queue if not self._idle(t)),
+                                *(t for t in self.queue if self._idle(t))])
         return commands
 
     def _release(self, worker: str, task_id: int, attempt: int, ts: _TaskState | None = None) -> _Copy | None:
@@ -732,7 +729,7 @@ class SchedulerState:
                 logger.error("%s", error)
                 commands += self._record(ts, self._failure(ts.task, f"TaskFailedError: {error}"))
                 continue
-            if task_id in self.idle_tasks:
+            if self._idle(task_id):
                 self.queue.append(task_id)  # behind the regular tasks, as always
             else:
                 self.queue.appendleft(task_id)
@@ -831,9 +828,13 @@ class SchedulerState:
 
     def _regular_queued(self) -> int:
         """Queued tasks that are not idle-slot ones (those are all behind them)."""
-        if not self.idle_tasks:
+        if not self.idle_candidates:
             return len(self.queue)
-        return sum(task_id not in self.idle_tasks for task_id in self.queue)
+        return sum(not self._idle(task_id) for task_id in self.queue)
+
+    def _idle(self, task_id: int) -> bool:
+        """Whether ``task_id`` is a task of a candidate from ``ask_idle``."""
+        return task_id // self.n_folds in self.idle_candidates
 
     def _choosable(self) -> Sequence[int]:
         """The queued tasks affinity may choose among: the regular ones while there are
@@ -983,7 +984,7 @@ class SchedulerState:
             if pick is None:
                 break
             target, index = pick
-            if self.queue[index] in self.idle_tasks:
+            if self._idle(self.queue[index]):
                 # Only into a slot running nothing, one by one (never in a worker's
                 # prefetch queue or a batch, where a regular task would wait behind it).
                 task_id = self.queue[index]
@@ -1010,7 +1011,7 @@ class SchedulerState:
             room = min(self.batch, target.free + 1)
             while self.queue and len(tasks) < room:
                 index = self._index_for(target)
-                if self.queue[index] in self.idle_tasks:  # never in a batch (see above)
+                if self._idle(self.queue[index]):  # never in a batch (see above)
                     break
                 tasks.append(self._send(self._take(index), target))
             commands.append(Dispatch(target.worker, tasks[0]) if len(tasks) == 1
